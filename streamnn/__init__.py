@@ -1,0 +1,23 @@
+"""streamnn: online deep learning on live streams.
+
+River-compatible PyTorch learners (`learn_one`, `predict_one`, `learn_many`, ...) with
+mini-batch buffering, streaming normalization, plateau learning-rate control with drift re-warm,
+and safe checkpoints; plus a crash-safe runtime for Kafka and replay streams.
+"""
+
+from . import preprocessing
+from .base import TorchLearner, load
+from .checkpoint import load_checkpoint, save_checkpoint
+from .classification import MLPClassifier, TorchClassifier
+from .lr import PageHinkley, PlateauLR
+from .modules import MLP
+from .normalization import RunningStats, StreamingNorm
+from .regression import MLPRegressor, TorchRegressor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "MLPClassifier", "MLPRegressor", "PageHinkley", "PlateauLR", "RunningStats",
+    "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
+    "load_checkpoint", "preprocessing", "save_checkpoint",
+]

@@ -1,0 +1,268 @@
+"""Classifiers: `MLPClassifier` and `TorchClassifier` (your own `nn.Module`).
+
+>>> from river import datasets, evaluate, metrics
+>>> model = MLPClassifier(hidden=(16,), seed=1)
+>>> metric = evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+>>> metric.get() > 0.8
+True
+>>> sorted(model.predict_proba_one({"empty_server_form_handler": 1.0}))
+[False, True]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from river import base
+
+from .base import TorchLearner
+from .modules import MLP, grow_output, last_linear
+
+__all__ = ["TorchClassifier", "MLPClassifier"]
+
+_LOSSES = {"cross_entropy", "ce", "log_loss"}
+
+# Defaults chosen by benchmarks/run.py (see benchmarks/RESULTS.md)
+DEFAULTS = dict(optimizer="adam", lr=0.05, batch_size=32, update_every=16, replay=1.0)
+
+
+class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
+    """A streaming classifier around your own `nn.Module`.
+
+    Parameters
+    ----------
+    module
+        An `nn.Module` class, built lazily as `module(n_features=..., n_outputs=..., **module_kwargs)`.
+        To let features and classes appear mid-stream, its first `nn.Linear` must read the
+        features and its last `nn.Linear` produce the logits.
+    module_kwargs
+        Extra keyword arguments for `module`.
+    loss
+        "cross_entropy", or a callable `(logits, target_index) -> loss` (per sample or scalar).
+    optimizer
+        "sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", or a `torch.optim` class.
+    lr
+        Initial learning rate.
+    batch_size
+        Samples per optimizer step (the most recent ones).
+    update_every
+        One optimizer step every this many samples: per-event training costs 1/update_every of a
+        step; each sample is seen about batch_size/update_every times.
+    replay
+        Fraction of each batch drawn from a reservoir of older samples (0 = off).
+    weight_decay
+        L2 penalty passed to the optimizer.
+    grad_clip
+        Clip the gradient norm to this value (None = off).
+    scale_inputs
+        "welford" (running mean/variance), "ewm" (follows drift) or None.
+    lr_control
+        "plateau" (`PlateauLR()` with drift re-warm), a `PlateauLR(...)`, or None.
+    classes
+        Labels known up front (optional); others are still added when seen.
+    device
+        "cpu", "cuda" or "auto".
+    seed
+        Fixes the initial weights, dropout and replay sampling.
+    optimizer_kwargs
+        Extra optimizer arguments (e.g. `{"momentum": 0.9}` for SGD).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self, n_features, n_outputs, width=8):
+    ...         super().__init__()
+    ...         self.body = nn.Sequential(nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_outputs))
+    ...     def forward(self, x):
+    ...         return self.body(x)
+    >>> model = TorchClassifier(Net, {"width": 4}, seed=0, update_every=1, batch_size=1)
+    >>> for _ in range(20):
+    ...     model.learn_one({"a": 1.0}, "yes"); model.learn_one({"a": -1.0}, "no")
+    >>> model.predict_one({"a": 1.0}), model.predict_one({"a": -1.0})
+    ('yes', 'no')
+    """
+
+    _multiclass = True
+
+    def __init__(self, module, module_kwargs: dict | None = None, loss="cross_entropy",
+                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 weight_decay: float = 0.0, grad_clip: float | None = None,
+                 scale_inputs: str | None = "welford", lr_control="plateau", classes: tuple | None = None,
+                 device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
+        self.module = module
+        self.module_kwargs = module_kwargs
+        self.classes = classes
+        self._init_common(optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
+                          grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"module": _TestNet, "module_kwargs": {"width": 8}}
+
+    def _reset(self):
+        super()._reset()
+        self.classes_ = []
+        self._index = {}
+        for c in self.classes or ():
+            self._add_class(c)
+
+    # -- classes -----------------------------------------------------------------------------
+
+    def _add_class(self, y) -> int:
+        i = self._index[y] = len(self.classes_)
+        self.classes_.append(y)
+        if self.module_ is not None:
+            lin, _ = last_linear(self.module_, self._out_width)
+            grow_output(lin, self._n_outputs(), self.optimizer_)
+            self._out_width = self._n_outputs()
+            self._plan = None
+        return i
+
+    def _n_outputs(self) -> int:
+        return max(2, len(self.classes_))
+
+    def _build(self, n_in):
+        super()._build(n_in)
+        self._out_width = self._n_outputs()
+
+    def _make_module(self, n_in, n_out):
+        return self.module(n_features=n_in, n_outputs=n_out, **(self.module_kwargs or {}))
+
+    def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:
+        return Y.astype(np.int64)
+
+    def _loss_per_sample(self, out, target):
+        if callable(self.loss):
+            per = self.loss(out, target)
+            return per if per.dim() == 1 else per.expand(out.shape[0])
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss={self.loss!r}: use 'cross_entropy' or a callable")
+        return F.cross_entropy(out, target, reduction="none")
+
+    def _extra_state(self):
+        return {"classes": list(self.classes_)}
+
+    def _load_extra_state(self, s):
+        self.classes_, self._index = [], {}
+        for c in s["classes"]:
+            self._index[c] = len(self.classes_)
+            self.classes_.append(c)
+
+    # -- river API ---------------------------------------------------------------------------
+
+    def learn_one(self, x: dict, y, w: float = 1.0) -> None:
+        if y is None:
+            return
+        i = self._index.get(y)
+        if i is None:
+            i = self._add_class(y)
+        self._learn_row(self.features_.row(x), i, w)
+
+    def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        self._learn_frame(X, list(y), None if w is None else np.asarray(w, dtype=float), self._encode)
+
+    def _encode(self, label) -> int:
+        i = self._index.get(label)
+        return self._add_class(label) if i is None else i
+
+    def _proba(self, Z: np.ndarray) -> np.ndarray:
+        logits = self._forward(Z)[..., : len(self.classes_)].astype(np.float64)
+        logits = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def predict_proba_one(self, x: dict) -> dict:
+        n = len(self.classes_)
+        if self.module_ is None:
+            return {c: 1.0 / n for c in self.classes_}
+        p = self._proba(self._scale(self.features_.row(x, grow=False)))
+        return dict(zip(self.classes_, p.tolist()))
+
+    def predict_one(self, x: dict):
+        proba = self.predict_proba_one(x)
+        return max(proba, key=proba.get) if proba else None
+
+    def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
+        n = len(self.classes_)
+        if self.module_ is None:
+            return pd.DataFrame(np.full((len(X), n), 1.0 / max(n, 1)), index=X.index, columns=self.classes_)
+        P = self._proba(self._scale(self.features_.frame(X, grow=False)))
+        return pd.DataFrame(P, index=X.index, columns=self.classes_)
+
+    def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        if not self.classes_:
+            return pd.Series([None] * len(X), index=X.index, dtype=object)
+        P = self.predict_proba_many(X).to_numpy()
+        labels = np.empty(len(self.classes_), dtype=object)
+        labels[:] = self.classes_
+        return pd.Series(labels[P.argmax(axis=1)], index=X.index)
+
+
+class MLPClassifier(TorchClassifier):
+    """A streaming multilayer-perceptron classifier (binary and multi-class).
+
+    Parameters
+    ----------
+    hidden
+        Hidden layer sizes.
+    activation
+        "relu", "tanh", "selu", "gelu", "mish", ...
+    dropout
+        Inverted dropout after each hidden layer (off at prediction).
+    norm
+        None, "layer" or "stream" (`StreamingNorm`, exact at batch size 1).
+    init
+        "default", "xavier"/"glorot" or "he"/"kaiming".
+    loss, optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs
+        As in `TorchClassifier`.
+
+    Examples
+    --------
+    >>> model = MLPClassifier(hidden=(8,), seed=42)
+    >>> model.learn_one({"x": 1.0}, "a")
+    >>> model.predict_proba_one({"x": 1.0})
+    {'a': 1.0}
+    """
+
+    def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
+                 norm: str | None = None, init: str = "default", loss="cross_entropy",
+                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 weight_decay: float = 0.0, grad_clip: float | None = None,
+                 scale_inputs: str | None = "welford", lr_control="plateau", classes: tuple | None = None,
+                 device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.norm = norm
+        self.init = init
+        super().__init__(MLP, None, loss, optimizer, lr, batch_size, update_every, replay, weight_decay,
+                         grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs)
+
+    def _get_params(self):
+        params = super()._get_params()
+        params.pop("module", None)
+        params.pop("module_kwargs", None)
+        return params
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"hidden": (8,)}
+
+    def _make_module(self, n_in, n_out):
+        return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
+                   dropout=self.dropout, norm=self.norm, init=self.init)
+
+
+class _TestNet(torch.nn.Module):
+    def __init__(self, n_features, n_outputs, width=8):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(n_features, width), torch.nn.Tanh(),
+                                        torch.nn.Linear(width, n_outputs))
+
+    def forward(self, x):
+        return self.body(x)

@@ -1,0 +1,122 @@
+"""Stable feature-name -> column registry.
+
+Features are matched by name, never by dict order: the first time a name is seen it gets the next
+free column, and a column never moves afterwards. Growth (a new feature mid-stream) therefore only
+appends columns, so the weights learned for existing columns keep their meaning.
+
+>>> reg = FeatureRegistry()
+>>> reg.row({"b": 2.0, "a": 1.0}).tolist()     # names first seen together are sorted
+[1.0, 2.0]
+>>> reg.row({"c": True, "0": 3.0}).tolist()    # "a", "b" missing -> NaN; new names append
+[nan, nan, 3.0, 1.0]
+>>> reg.names
+['a', 'b', '0', 'c']
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["FeatureRegistry", "FeatureTypeError"]
+
+
+class FeatureTypeError(TypeError):
+    """A feature value that is not a number; the message names the feature and the fix."""
+
+
+def _type_error(name, value) -> FeatureTypeError:
+    kind = type(value).__name__
+    if isinstance(value, str):
+        fix = (
+            "put river.preprocessing.OneHotEncoder() (or another encoder) before the learner, "
+            "or drop the field from the features"
+        )
+    else:
+        fix = "convert it to a float before the learner, or drop the field from the features"
+    return FeatureTypeError(f"feature {name!r} is a {kind} ({value!r}); {fix}")
+
+
+class FeatureRegistry:
+    """Maps feature names to fixed columns and turns dicts into float rows.
+
+    Missing features and non-finite values become NaN; the learner's scaler imputes them.
+    """
+
+    def __init__(self):
+        self.index: dict = {}
+        self.names: list = []
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add(self, name) -> int:
+        col = self.index.get(name)
+        if col is None:
+            col = self.index[name] = len(self.names)
+            self.names.append(name)
+        return col
+
+    def row(self, x: dict, grow: bool = True) -> np.ndarray:
+        """One dict -> a float64 row of the registry's width (grown first when `grow`)."""
+        index = self.index
+        if grow and len(x) > 0:
+            new = [k for k in x if k not in index]
+            if new:  # sorted, so that columns never depend on the order of keys in one event
+                for k in sorted(new, key=_sort_key):
+                    self.add(k)
+        out = np.full(len(self.names), np.nan)
+        for k, v in x.items():
+            col = index.get(k)
+            if col is None or v is None:
+                continue
+            if isinstance(v, (str, bytes)):
+                raise _type_error(k, v)
+            try:
+                out[col] = v
+            except (TypeError, ValueError):
+                raise _type_error(k, v) from None
+        if np.isinf(out).any():   # inf is treated as missing, like NaN
+            out[np.isinf(out)] = np.nan
+        return out
+
+    def check_values(self, x: dict):
+        """Raise a FeatureTypeError for the first value that is not a real number."""
+        for k, v in x.items():
+            if not isinstance(v, numbers.Real) and v is not None:
+                raise _type_error(k, v)
+
+    def frame(self, X, grow: bool = True) -> np.ndarray:
+        """A pandas DataFrame -> a float64 matrix with the registry's columns."""
+        if grow:
+            for k in sorted((k for k in X.columns if k not in self.index), key=_sort_key):
+                self.add(k)
+        out = np.full((len(X), len(self.names)), np.nan)
+        for k in X.columns:
+            if k not in self.index:
+                continue
+            col = X[k]
+            try:
+                out[:, self.index[k]] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                bad = next(v for v in col if not _is_number(v))
+                raise _type_error(k, bad) from None
+        out[np.isinf(out)] = np.nan
+        return out
+
+    def state_dict(self) -> dict:
+        return {"names": list(self.names)}
+
+    def load_state_dict(self, state: dict):
+        self.names = list(state["names"])
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+
+def _is_number(v) -> bool:
+    return v is None or isinstance(v, numbers.Real) or (isinstance(v, float) and math.isnan(v))
+
+
+def _sort_key(name):
+    return (type(name).__name__, str(name))

@@ -1,0 +1,213 @@
+"""Plain `nn.Module`s used by the learners, and the growth of their input and output layers.
+
+>>> import torch
+>>> net = MLP(4, 3, hidden=(8,), activation="tanh", seed=0)
+>>> net(torch.zeros(2, 4)).shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .normalization import StreamingNorm
+
+__all__ = ["MLP", "ACTIVATIONS", "grow_input", "grow_output", "first_linear", "last_linear",
+           "numpy_forward_plan"]
+
+ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU, "gelu": nn.GELU, "mish": nn.Mish,
+    "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "identity": nn.Identity,
+}
+INITS = ("default", "xavier", "glorot", "he", "kaiming")
+
+
+def make_activation(name):
+    if isinstance(name, str):
+        try:
+            return ACTIVATIONS[name.lower()]()
+        except KeyError:
+            raise ValueError(f"activation={name!r}: use one of {sorted(ACTIVATIONS)} or an nn.Module class") from None
+    return name()
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron: [Linear -> norm -> activation -> dropout] * len(hidden) -> Linear.
+
+    Parameters
+    ----------
+    n_features, n_outputs
+        Input and output widths.
+    hidden
+        Sizes of the hidden layers; `()` gives a linear model.
+    activation
+        "relu", "tanh", "selu", "gelu", "mish", ... or an `nn.Module` class.
+    dropout
+        Inverted dropout after each hidden activation (off in `eval()` mode).
+    norm
+        None, "layer" (`nn.LayerNorm`) or "stream" (`StreamingNorm`, works at batch size 1).
+    init
+        "default" (torch's), "xavier"/"glorot" or "he"/"kaiming".
+    seed
+        When given, the initial weights depend only on it (the global RNG is left untouched).
+    """
+
+    def __init__(self, n_features: int, n_outputs: int, hidden=(32,), activation="relu",
+                 dropout: float = 0.0, norm=None, init: str = "default", seed=None):
+        super().__init__()
+        if norm not in (None, "layer", "stream"):
+            raise ValueError(f"norm={norm!r}: use None, 'layer' or 'stream'")
+        if init not in INITS:
+            raise ValueError(f"init={init!r}: use one of {INITS}")
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            layers, width = [], n_features
+            for h in hidden:
+                layers.append(nn.Linear(width, h))
+                if norm == "layer":
+                    layers.append(nn.LayerNorm(h))
+                elif norm == "stream":
+                    layers.append(StreamingNorm(h))
+                layers.append(make_activation(activation))
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
+                width = h
+            layers.append(nn.Linear(width, n_outputs))
+            self.net = nn.Sequential(*layers)
+            if init != "default":
+                for m in self.net:
+                    if isinstance(m, nn.Linear):
+                        if init in ("xavier", "glorot"):
+                            nn.init.xavier_uniform_(m.weight)
+                        else:
+                            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+                        nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, O)
+        return self.net(x)
+
+
+def first_linear(module: nn.Module, n_in: int | None = None) -> tuple[nn.Module, str]:
+    """The first `nn.Linear` (optionally with `in_features == n_in`) and its qualified name."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear) and (n_in is None or m.in_features == n_in):
+            return m, name
+    raise ValueError(
+        "the module has no nn.Linear input layer to grow; keep the feature set fixed, or build the "
+        "network with an nn.Linear that reads the features first")
+
+
+def last_linear(module: nn.Module, n_out: int | None = None) -> tuple[nn.Module, str]:
+    found = None
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear) and (n_out is None or m.out_features == n_out):
+            found = (m, name)
+    if found is None:
+        raise ValueError(
+            "the module has no nn.Linear output layer to grow for a new class; end the network "
+            "with an nn.Linear, or declare the classes up front")
+    return found
+
+
+def _swap_param(optimizer, old: nn.Parameter, new: nn.Parameter, pad):
+    """Replace `old` by `new` in the optimizer, padding its state tensors with `pad(tensor)`."""
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    state = optimizer.state.pop(old, None)
+    if state is not None:
+        optimizer.state[new] = {k: pad(v) if torch.is_tensor(v) and v.shape == old.shape else v
+                                for k, v in state.items()}
+
+
+def grow_input(linear: nn.Linear, n_in: int, optimizer=None):
+    """Append input columns to `linear`; new weights start at 0, old ones (and their optimizer
+    state) are untouched, so predictions do not change until the new features are learned."""
+    extra = n_in - linear.in_features
+    if extra <= 0:
+        return
+    old = linear.weight
+    with torch.no_grad():
+        w = torch.cat([old, old.new_zeros(old.shape[0], extra)], dim=1)
+    linear.weight = nn.Parameter(w)
+    linear.in_features = n_in
+    _swap_param(optimizer, old, linear.weight, lambda t: torch.cat([t, t.new_zeros(t.shape[0], extra)], 1))
+
+
+def grow_output(linear: nn.Linear, n_out: int, optimizer=None):
+    """Append output units to `linear` (a new class); new rows start at 0 with the lowest bias."""
+    extra = n_out - linear.out_features
+    if extra <= 0:
+        return
+    old_w, old_b = linear.weight, linear.bias
+    with torch.no_grad():
+        linear.weight = nn.Parameter(torch.cat([old_w, old_w.new_zeros(extra, old_w.shape[1])], 0))
+        _swap_param(optimizer, old_w, linear.weight, lambda t: torch.cat([t, t.new_zeros(extra, t.shape[1])], 0))
+        if old_b is not None:
+            fill = old_b.min() if old_b.numel() else old_b.new_zeros(())
+            linear.bias = nn.Parameter(torch.cat([old_b, fill.expand(extra).clone()]))
+            _swap_param(optimizer, old_b, linear.bias, lambda t: torch.cat([t, t.new_zeros(extra)]))
+    linear.out_features = n_out
+
+
+# --- a numpy forward for plain MLPs: a batch-1 prediction in a few microseconds ---------------
+
+_NP_ACT = {
+    nn.ReLU: lambda h: np.maximum(h, 0.0),
+    nn.Tanh: np.tanh,
+    nn.Sigmoid: lambda h: 1.0 / (1.0 + np.exp(-h)),
+    nn.Identity: lambda h: h,
+    nn.Dropout: lambda h: h,
+}
+
+
+def numpy_forward_plan(module: nn.Module):
+    """A list of numpy steps equivalent to `module` in eval mode, or None if it has other layers.
+
+    The weight arrays share memory with the (CPU) parameters, so optimizer steps are seen
+    without copying; rebuild the plan when a parameter object is replaced (growth, loading).
+    """
+    seq = module.net if isinstance(module, MLP) else module
+    if not isinstance(seq, nn.Sequential):
+        return None
+    plan = []
+    for m in seq:
+        if isinstance(m, nn.Linear):
+            if m.weight.device.type != "cpu" or m.weight.dtype != torch.float32:
+                return None
+            W = m.weight.detach().numpy()
+            b = m.bias.detach().numpy() if m.bias is not None else None
+            plan.append(("linear", W, b))
+        elif isinstance(m, StreamingNorm):
+            plan.append(("snorm", m))
+        elif type(m) in _NP_ACT:
+            if type(m) not in (nn.Dropout, nn.Identity):
+                plan.append(("act", _NP_ACT[type(m)]))
+        else:
+            return None
+    return plan
+
+
+def run_plan(plan, x: np.ndarray) -> np.ndarray:
+    """Apply a numpy plan to `x` (F,) or (B, F) float32."""
+    h = x
+    for step in plan:
+        kind = step[0]
+        if kind == "linear":
+            h = h @ step[1].T
+            if step[2] is not None:
+                h = h + step[2]
+        elif kind == "act":
+            h = step[1](h)
+        else:  # StreamingNorm in eval mode
+            m = step[1]
+            mean = m.running_mean.numpy()
+            inv = 1.0 / np.sqrt(m.running_var.numpy() + m.eps)
+            h = (h - mean) * inv
+            if m.weight is not None:
+                h = h * m.weight.detach().numpy() + m.bias.detach().numpy()
+    return h

@@ -1,0 +1,182 @@
+"""Streaming normalization: running scalers for inputs and targets, and a `StreamingNorm` layer.
+
+`RunningStats` keeps per-column statistics of a growing set of columns from *past* data only:
+Welford/Chan mean and variance (`mode="welford"`) or an exponentially weighted version that
+follows drift (`mode="ewm"`). Missing values (NaN) are skipped by the statistics and imputed with
+the running mean (0 after scaling).
+
+>>> import numpy as np
+>>> s = RunningStats()
+>>> s.update(np.array([[1.0, 10.0], [3.0, np.nan]]))
+>>> s.transform(np.array([[2.0, np.nan]])).tolist()    # (2 - 2) / 1 and NaN -> running mean
+[[0.0, 0.0]]
+
+`StreamingNorm` is an `nn.Module` that normalizes activations with running estimates of their
+mean and variance instead of the current batch's, so it behaves the same at batch size 1 (where
+`BatchNorm1d` raises or collapses) as at batch size 256, and the same in training as in inference.
+It follows Liao et al. 2016 ("Streaming Normalization", which proposes running statistics for
+online learning and recurrent nets) in using statistics accumulated over the stream; unlike
+Online Normalization (Chiley et al. 2019) it does not correct the backward pass with running
+gradient statistics: the statistics are treated as constants in backprop, which keeps the layer a
+few tensor ops and exact at any batch size.
+
+>>> import torch
+>>> norm = StreamingNorm(3)
+>>> _ = norm.train()(torch.ones(1, 3))     # batch size 1 works
+>>> norm.num_batches.item()
+1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["RunningStats", "StreamingNorm"]
+
+
+class RunningStats:
+    """Per-column running mean/variance over a growing number of columns (numpy, float64).
+
+    Parameters
+    ----------
+    mode
+        "welford" for exact running statistics, "ewm" for exponentially weighted ones.
+    alpha
+        Weight of a new sample in "ewm" mode (after a Welford warm-up of 1/alpha samples).
+    eps
+        Standard deviations below this scale by 1 (constant columns are only centered).
+    """
+
+    def __init__(self, n_features: int = 0, mode: str = "welford", alpha: float = 0.001,
+                 eps: float = 1e-8):
+        if mode not in ("welford", "ewm"):
+            raise ValueError(f"mode={mode!r}: use 'welford' or 'ewm'")
+        self.mode, self.alpha, self.eps = mode, alpha, eps
+        self.n = np.zeros(n_features)
+        self.mean = np.zeros(n_features)
+        self.var = np.zeros(n_features)
+        self._refresh()
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    def grow(self, n_features: int):
+        extra = n_features - len(self.n)
+        if extra > 0:
+            pad = np.zeros(extra)
+            self.n, self.mean, self.var = (np.concatenate([a, pad]) for a in (self.n, self.mean, self.var))
+            self._refresh()
+
+    def _refresh(self):
+        std = np.sqrt(self.var)
+        self.inv_std = np.where(std > self.eps, 1.0 / np.maximum(std, self.eps), 1.0)
+        self.std = 1.0 / self.inv_std
+
+    def update(self, X: np.ndarray):
+        """Merge a batch `X` (B, F) into the statistics; NaNs are skipped column by column."""
+        if X.shape[1] > len(self.n):
+            self.grow(X.shape[1])
+        if not np.isnan(X).any():   # fast path: no missing values
+            nb = float(len(X))
+            if nb == 0:
+                return
+            mean_b = X.mean(0)
+            var_b = X.var(0)
+            delta = mean_b - self.mean
+            n_new = self.n + nb
+            w = nb / n_new
+            if self.mode == "ewm":
+                w = np.maximum(w, 1.0 - (1.0 - self.alpha) ** nb)
+            self.mean = self.mean + w * delta
+            self.var = (1.0 - w) * (self.var + w * delta**2) + w * var_b
+            self.n = n_new
+            self._refresh()
+            return
+        mask = ~np.isnan(X)
+        nb = mask.sum(0).astype(np.float64)
+        seen = nb > 0
+        if not seen.any():
+            return
+        nb_safe = np.where(seen, nb, 1.0)
+        Xz = np.where(mask, X, 0.0)
+        mean_b = Xz.sum(0) / nb_safe
+        var_b = (np.where(mask, X - mean_b, 0.0) ** 2).sum(0) / nb_safe
+        delta = mean_b - self.mean
+        n_new = self.n + nb
+        if self.mode == "welford":
+            w = np.where(seen, nb / np.maximum(n_new, 1.0), 0.0)
+        else:  # exact until 1/alpha samples, then exponentially weighted
+            w_exact = nb / np.maximum(n_new, 1.0)
+            w_ewm = 1.0 - (1.0 - self.alpha) ** nb
+            w = np.where(seen, np.maximum(w_exact, w_ewm), 0.0)
+        self.mean = self.mean + w * delta
+        self.var = (1.0 - w) * (self.var + w * delta**2) + w * var_b
+        self.n = n_new
+        self._refresh()
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Scale `X` (..., F) with the current statistics; NaN -> 0 (the running mean)."""
+        F = len(self.n)
+        Z = (X[..., :F] - self.mean) * self.inv_std
+        return np.where(np.isnan(Z), 0.0, Z)
+
+    def inverse(self, Z: np.ndarray) -> np.ndarray:
+        return Z * self.std + self.mean
+
+    def state_dict(self) -> dict:
+        return {"mode": self.mode, "alpha": self.alpha, "eps": self.eps,
+                "n": torch.from_numpy(self.n.copy()), "mean": torch.from_numpy(self.mean.copy()),
+                "var": torch.from_numpy(self.var.copy())}
+
+    def load_state_dict(self, state: dict):
+        self.mode, self.alpha, self.eps = state["mode"], state["alpha"], state["eps"]
+        self.n, self.mean, self.var = (state[k].numpy().astype(np.float64).copy() for k in ("n", "mean", "var"))
+        self._refresh()
+
+
+class StreamingNorm(nn.Module):
+    """Normalize the last dimension with running statistics; exact at any batch size.
+
+    In training mode each forward normalizes with the statistics of *earlier* batches, then
+    merges the current batch into them (momentum `momentum`, or a cumulative average while fewer
+    than 1/momentum batches have been seen). An affine transform follows, as in BatchNorm.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.01, eps: float = 1e-5,
+                 affine: bool = True):
+        super().__init__()
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., F) -> (..., F)
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            with torch.no_grad():
+                flat = x.detach().reshape(-1, self.num_features)
+                bm, bv = flat.mean(0), flat.var(0, unbiased=False)
+                if self.num_batches.item() == 0:
+                    mean, var = bm, bv  # first batch: nothing in the past to use
+                m = max(self.momentum, 1.0 / float(self.num_batches.item() + 1))
+                new_mean = (1 - m) * self.running_mean + m * bm
+                new_var = (1 - m) * self.running_var + m * (bv + (bm - self.running_mean) ** 2 * (1 - m))
+                mean, var = mean.clone(), var.clone()
+                self.running_mean.copy_(new_mean)
+                self.running_var.copy_(new_var)
+                self.num_batches += 1
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight + self.bias
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}"

@@ -1,0 +1,193 @@
+"""Regressors: `MLPRegressor` and `TorchRegressor` (your own `nn.Module`).
+
+Targets are scaled with running statistics before the loss (`scale_target=True`), and
+predictions come back in the original units.
+
+>>> from river import datasets, evaluate, metrics
+>>> model = MLPRegressor(seed=1)
+>>> metric = evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
+>>> metric.get() < 1.0
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from river import base
+
+from .base import TorchLearner
+from .classification import DEFAULTS, _TestNet
+from .modules import MLP
+from .normalization import RunningStats
+
+__all__ = ["TorchRegressor", "MLPRegressor"]
+
+_LOSSES = {
+    "mse": lambda out, t: F.mse_loss(out, t, reduction="none"),
+    "l1": lambda out, t: F.l1_loss(out, t, reduction="none"),
+    "mae": lambda out, t: F.l1_loss(out, t, reduction="none"),
+    "huber": lambda out, t: F.huber_loss(out, t, reduction="none"),
+    "smooth_l1": lambda out, t: F.smooth_l1_loss(out, t, reduction="none"),
+}
+
+
+class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
+    """A streaming regressor around your own `nn.Module` (one output).
+
+    Parameters
+    ----------
+    module
+        An `nn.Module` class, built lazily as `module(n_features=..., n_outputs=1, **module_kwargs)`.
+    module_kwargs
+        Extra keyword arguments for `module`.
+    loss
+        "mse", "l1"/"mae", "huber", "smooth_l1", or a callable `(pred, target) -> loss`.
+    scale_target
+        Learn on targets scaled by their running mean and deviation; predict in original units.
+    optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
+        As in `streamnn.TorchClassifier`.
+    """
+
+    def __init__(self, module, module_kwargs: dict | None = None, loss="mse", scale_target: bool = True,
+                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 weight_decay: float = 0.0, grad_clip: float | None = None,
+                 scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
+                 seed: int | None = None, optimizer_kwargs: dict | None = None):
+        self.module = module
+        self.module_kwargs = module_kwargs
+        self.scale_target = scale_target
+        self._init_common(optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
+                          grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"module": _TestNet, "module_kwargs": {"width": 8}}
+
+    def _reset(self):
+        super()._reset()
+        self.target_scaler_ = RunningStats(1)
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _make_module(self, n_in, n_out):
+        return self.module(n_features=n_in, n_outputs=n_out, **(self.module_kwargs or {}))
+
+    def _absorb_targets(self, Y):
+        if self.scale_target:
+            self.target_scaler_.update(Y.reshape(-1, 1))
+
+    def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:
+        if self.scale_target:
+            Y = (Y - self.target_scaler_.mean[0]) * self.target_scaler_.inv_std[0]
+        return Y.astype(np.float32)
+
+    def _loss_per_sample(self, out, target):
+        out = out[:, 0]
+        if callable(self.loss):
+            per = self.loss(out, target)
+            return per if per.dim() == 1 else per.expand(out.shape[0])
+        try:
+            return _LOSSES[self.loss](out, target)
+        except KeyError:
+            raise ValueError(f"loss={self.loss!r}: use one of {sorted(_LOSSES)} or a callable") from None
+
+    def _unscale(self, out: np.ndarray) -> np.ndarray:
+        if self.scale_target:
+            return out * self.target_scaler_.std[0] + self.target_scaler_.mean[0]
+        return out
+
+    def _extra_state(self):
+        return {"target_scaler": self.target_scaler_.state_dict()}
+
+    def _load_extra_state(self, s):
+        self.target_scaler_.load_state_dict(s["target_scaler"])
+
+    # -- river API ---------------------------------------------------------------------------
+
+    def learn_one(self, x: dict, y: float, w: float = 1.0) -> None:
+        y = _finite(y)
+        if y is None:
+            self.n_skipped_ += 1
+            return
+        self._learn_row(self.features_.row(x), y, w)
+
+    def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        targets = [_finite(v) for v in y]
+        self.n_skipped_ += sum(t is None for t in targets)
+        self._learn_frame(X, targets, None if w is None else np.asarray(w, dtype=float))
+
+    def predict_one(self, x: dict) -> float:
+        if self.module_ is None:
+            return 0.0
+        out = self._forward(self._scale(self.features_.row(x, grow=False)))
+        return float(self._unscale(out[0]))
+
+    def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        if self.module_ is None:
+            return pd.Series(np.zeros(len(X)), index=X.index)
+        out = self._forward(self._scale(self.features_.frame(X, grow=False)))
+        return pd.Series(self._unscale(out[:, 0]), index=X.index)
+
+
+class MLPRegressor(TorchRegressor):
+    """A streaming multilayer-perceptron regressor.
+
+    Parameters
+    ----------
+    hidden, activation, dropout, norm, init
+        As in `streamnn.MLPClassifier`.
+    loss, scale_target, optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
+        As in `TorchRegressor`.
+
+    Examples
+    --------
+    >>> model = MLPRegressor(hidden=(8,), seed=0, update_every=1, batch_size=4)
+    >>> for i in range(200):
+    ...     model.learn_one({"x": i % 10}, 3.0 * (i % 10) + 100.0)
+    >>> abs(model.predict_one({"x": 5}) - 115.0) < 5.0     # original units
+    True
+    """
+
+    def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
+                 norm: str | None = None, init: str = "default", loss="mse", scale_target: bool = True,
+                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 weight_decay: float = 0.0, grad_clip: float | None = None,
+                 scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
+                 seed: int | None = None, optimizer_kwargs: dict | None = None):
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.norm = norm
+        self.init = init
+        super().__init__(MLP, None, loss, scale_target, optimizer, lr, batch_size, update_every, replay,
+                         weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+
+    def _get_params(self):
+        params = super()._get_params()
+        params.pop("module", None)
+        params.pop("module_kwargs", None)
+        return params
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"hidden": (8,)}
+
+    def _make_module(self, n_in, n_out):
+        return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
+                   dropout=self.dropout, norm=self.norm, init=self.init)
+
+
+def _finite(y):
+    try:
+        y = float(y)
+    except (TypeError, ValueError):
+        raise TypeError(f"target {y!r} is not a number; a regressor needs float targets") from None
+    return y if math.isfinite(y) else None
