@@ -33,6 +33,7 @@ from torch import nn
 
 from . import checkpoint
 from .buffering import Reservoir, RingBuffer
+from .fastpath import MLPKernel
 from .features import FeatureRegistry
 from .lr import PlateauLR
 from .modules import first_linear, grow_input, numpy_forward_plan, run_plan
@@ -63,11 +64,12 @@ class TorchLearner:
     _TARGET_NAN_SKIPS = True
 
     def _init_common(self, optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
-                     grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs):
+                     grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs, warmup=0):
         self.optimizer = optimizer
         self.lr = lr
         self.batch_size = batch_size
         self.update_every = update_every
+        self.warmup = warmup
         self.replay = replay
         self.loss = loss
         self.weight_decay = weight_decay
@@ -104,7 +106,7 @@ class TorchLearner:
         self.n_nonfinite_ = 0      # steps skipped because the loss was not finite
         self.last_loss_ = math.nan  # prequential loss of the last update
         self._pending = 0          # samples buffered since the last step
-        self._plan = None
+        self._plan = self._kernel = None
         self._rng_state = None
         self._stochastic = True
 
@@ -148,17 +150,17 @@ class TorchLearner:
             self.lr_control_ = (PlateauLR() if self.lr_control == "plateau" else copy.deepcopy(self.lr_control))
             self.lr_control_.attach(self.optimizer_)
         self.n_in_ = n_in
-        self._plan = None
+        self._plan = self._kernel = None
 
     def _grow_inputs(self, n_in: int):
         lin, _ = first_linear(self.module_, self.n_in_)
         grow_input(lin, n_in, self.optimizer_)
         self.n_in_ = n_in
-        self._plan = None
+        self._plan = self._kernel = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_plan"] = None   # numpy views of parameters must not be copied apart from them
+        state["_plan"] = state["_kernel"] = None   # numpy views must not be copied apart from tensors
         return state
 
     # -- rows --------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class TorchLearner:
         else:
             Z = self.scaler_.transform(X)
         n_in = self.n_in_
-        if Z.shape[-1] < n_in:   # fewer columns than the network (e.g. a batch from the buffer)
+        if Z.shape[-1] != n_in:   # fewer columns than the network (e.g. a batch from the buffer)
             pad = np.zeros(Z.shape[:-1] + (n_in - Z.shape[-1],))
             Z = np.concatenate([Z, pad], axis=-1)
         return Z.astype(np.float32, copy=False)
@@ -204,7 +206,7 @@ class TorchLearner:
         self.buffer_.append(row, target, w)
         self.n_seen_ += 1
         self._pending += 1
-        if self._pending >= self.update_every:
+        if self._pending >= (self.update_every if self.n_seen_ > self.warmup else 1):
             self._step()
 
     def flush(self):
@@ -247,9 +249,18 @@ class TorchLearner:
             self._rng_state = torch.get_rng_state()
         return per
 
+    def _fast_loss(self):
+        """Hook: "ce" or "mse" when the numpy kernel (streamnn.fastpath) may run this loss."""
+        return None
+
     def _step(self):
         X, Y, W, p = self._batch()
         self._pending = 0
+        kernel = self._kernel
+        if kernel is None:
+            kernel = self._kernel = self._make_kernel() or False
+        if kernel:
+            return self._fast_step(kernel, X, Y, W, p)
         dev = self._device
         Z = torch.as_tensor(self._scale(X), device=dev)              # (B, F)
         T = torch.as_tensor(self._prepare_targets(Y), device=dev)     # (B,) or (B, K)
@@ -270,6 +281,27 @@ class TorchLearner:
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
         self.optimizer_.step()
+        self.n_updates_ += 1
+        if self.lr_control_ is not None:
+            self.lr_control_.step(preq)
+
+    def _make_kernel(self):
+        loss = self._fast_loss()
+        if loss is None or self.grad_clip or self._device.type != "cpu" or self._stochastic:
+            return None
+        kernel = MLPKernel.build(self.module_, self.optimizer_, loss)
+        self._plan = None   # the kernel moved the parameters into one flat buffer
+        return kernel
+
+    def _fast_step(self, kernel, X, Y, W, p):
+        """The same step as `_step`, computed by the numpy kernel on the shared tensors."""
+        unit = W.min() == 1.0 and W.max() == 1.0
+        per = kernel.step(self._scale(X), self._prepare_targets(Y), None if unit else W)
+        preq = float(per[-p:].mean())
+        self.last_loss_ = preq
+        if not np.isfinite(per).all():
+            self.n_nonfinite_ += 1
+            return
         self.n_updates_ += 1
         if self.lr_control_ is not None:
             self.lr_control_.step(preq)

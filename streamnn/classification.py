@@ -11,6 +11,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +27,7 @@ __all__ = ["TorchClassifier", "MLPClassifier"]
 _LOSSES = {"cross_entropy", "ce", "log_loss"}
 
 # Defaults chosen by benchmarks/run.py (see benchmarks/RESULTS.md)
-DEFAULTS = dict(optimizer="adam", lr=0.05, batch_size=32, update_every=16, replay=1.0)
+DEFAULTS = dict(optimizer="adam", lr=0.05, batch_size=32, update_every=16, warmup=0, replay=1.0)
 
 
 class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
@@ -50,6 +52,9 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     update_every
         One optimizer step every this many samples: per-event training costs 1/update_every of a
         step; each sample is seen about batch_size/update_every times.
+    warmup
+        Step after every sample for the first `warmup` samples (when the model is far from
+        converged and each step counts most), then every `update_every`.
     replay
         Fraction of each batch drawn from a reservoir of older samples (0 = off).
     weight_decay
@@ -89,15 +94,18 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
 
     def __init__(self, module, module_kwargs: dict | None = None, loss="cross_entropy",
                  optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
+                 replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
         self.module = module
         self.module_kwargs = module_kwargs
         self.classes = classes
-        self._init_common(optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
-                          grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+        self._init_common(optimizer=optimizer, lr=lr, batch_size=batch_size, update_every=update_every,
+                          warmup=warmup, replay=replay, loss=loss, weight_decay=weight_decay,
+                          grad_clip=grad_clip, scale_inputs=scale_inputs, lr_control=lr_control,
+                          device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     @classmethod
     def _unit_test_params(cls):
@@ -119,7 +127,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
             lin, _ = last_linear(self.module_, self._out_width)
             grow_output(lin, self._n_outputs(), self.optimizer_)
             self._out_width = self._n_outputs()
-            self._plan = None
+            self._plan = self._kernel = None
         return i
 
     def _n_outputs(self) -> int:
@@ -142,6 +150,9 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         if self.loss not in _LOSSES:
             raise ValueError(f"loss={self.loss!r}: use 'cross_entropy' or a callable")
         return F.cross_entropy(out, target, reduction="none")
+
+    def _fast_loss(self):
+        return "ce" if isinstance(self.loss, str) and self.loss in _LOSSES else None
 
     def _extra_state(self):
         return {"classes": list(self.classes_)}
@@ -179,8 +190,11 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         n = len(self.classes_)
         if self.module_ is None:
             return {c: 1.0 / n for c in self.classes_}
-        p = self._proba(self._scale(self.features_.row(x, grow=False)))
-        return dict(zip(self.classes_, p.tolist()))
+        logits = self._forward(self._scale(self.features_.row(x, grow=False)))[:n].tolist()
+        top = max(logits)
+        e = [math.exp(v - top) for v in logits]
+        total = math.fsum(e)
+        return {c: v / total for c, v in zip(self.classes_, e)}
 
     def predict_one(self, x: dict):
         proba = self.predict_proba_one(x)
@@ -217,7 +231,7 @@ class MLPClassifier(TorchClassifier):
         None, "layer" or "stream" (`StreamingNorm`, exact at batch size 1).
     init
         "default", "xavier"/"glorot" or "he"/"kaiming".
-    loss, optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs
+    loss, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs
         As in `TorchClassifier`.
 
     Examples
@@ -231,7 +245,8 @@ class MLPClassifier(TorchClassifier):
     def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
                  norm: str | None = None, init: str = "default", loss="cross_entropy",
                  optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
+                 replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
@@ -240,8 +255,10 @@ class MLPClassifier(TorchClassifier):
         self.dropout = dropout
         self.norm = norm
         self.init = init
-        super().__init__(MLP, None, loss, optimizer, lr, batch_size, update_every, replay, weight_decay,
-                         grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs)
+        super().__init__(MLP, None, loss=loss, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         update_every=update_every, warmup=warmup, replay=replay, weight_decay=weight_decay,
+                         grad_clip=grad_clip, scale_inputs=scale_inputs, lr_control=lr_control,
+                         classes=classes, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     def _get_params(self):
         params = super()._get_params()

@@ -82,8 +82,9 @@ class RunningStats:
             nb = float(len(X))
             if nb == 0:
                 return
-            mean_b = X.mean(0)
-            var_b = X.var(0)
+            mean_b = np.add.reduce(X, 0) / nb
+            d = X - mean_b
+            var_b = np.add.reduce(d * d, 0) / nb
             delta = mean_b - self.mean
             n_new = self.n + nb
             w = nb / n_new
@@ -119,8 +120,10 @@ class RunningStats:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Scale `X` (..., F) with the current statistics; NaN -> 0 (the running mean)."""
         F = len(self.n)
-        Z = (X[..., :F] - self.mean) * self.inv_std
-        return np.where(np.isnan(Z), 0.0, Z)
+        Z = (X[..., :F] if X.shape[-1] != F else X) - self.mean
+        Z *= self.inv_std
+        Z[np.isnan(Z)] = 0.0
+        return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
         return Z * self.std + self.mean

@@ -49,21 +49,24 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         "mse", "l1"/"mae", "huber", "smooth_l1", or a callable `(pred, target) -> loss`.
     scale_target
         Learn on targets scaled by their running mean and deviation; predict in original units.
-    optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
+    optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
         As in `streamnn.TorchClassifier`.
     """
 
     def __init__(self, module, module_kwargs: dict | None = None, loss="mse", scale_target: bool = True,
                  optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
+                 replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
                  seed: int | None = None, optimizer_kwargs: dict | None = None):
         self.module = module
         self.module_kwargs = module_kwargs
         self.scale_target = scale_target
-        self._init_common(optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
-                          grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+        self._init_common(optimizer=optimizer, lr=lr, batch_size=batch_size, update_every=update_every,
+                          warmup=warmup, replay=replay, loss=loss, weight_decay=weight_decay,
+                          grad_clip=grad_clip, scale_inputs=scale_inputs, lr_control=lr_control,
+                          device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     @classmethod
     def _unit_test_params(cls):
@@ -97,6 +100,9 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
             return _LOSSES[self.loss](out, target)
         except KeyError:
             raise ValueError(f"loss={self.loss!r}: use one of {sorted(_LOSSES)} or a callable") from None
+
+    def _fast_loss(self):
+        return "mse" if self.loss == "mse" else None
 
     def _unscale(self, out: np.ndarray) -> np.ndarray:
         if self.scale_target:
@@ -143,7 +149,7 @@ class MLPRegressor(TorchRegressor):
     ----------
     hidden, activation, dropout, norm, init
         As in `streamnn.MLPClassifier`.
-    loss, scale_target, optimizer, lr, batch_size, update_every, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
+    loss, scale_target, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
         As in `TorchRegressor`.
 
     Examples
@@ -158,7 +164,8 @@ class MLPRegressor(TorchRegressor):
     def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
                  norm: str | None = None, init: str = "default", loss="mse", scale_target: bool = True,
                  optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], replay: float = DEFAULTS["replay"],
+                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
+                 replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
                  seed: int | None = None, optimizer_kwargs: dict | None = None):
@@ -167,8 +174,10 @@ class MLPRegressor(TorchRegressor):
         self.dropout = dropout
         self.norm = norm
         self.init = init
-        super().__init__(MLP, None, loss, scale_target, optimizer, lr, batch_size, update_every, replay,
-                         weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs)
+        super().__init__(MLP, None, loss=loss, scale_target=scale_target, optimizer=optimizer, lr=lr,
+                         batch_size=batch_size, update_every=update_every, warmup=warmup, replay=replay,
+                         weight_decay=weight_decay, grad_clip=grad_clip, scale_inputs=scale_inputs,
+                         lr_control=lr_control, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     def _get_params(self):
         params = super()._get_params()

@@ -1,0 +1,268 @@
+"""Core benchmark: streamnn's learners against deep-river and river, in one run, one torch thread.
+
+    python benchmarks/run.py            # full run (a few minutes), writes benchmarks/results/core.md
+    python benchmarks/run.py --quick    # smaller streams and fewer seeds, for a smoke check
+
+Prequential (test-then-train) everywhere: each event is predicted, then learned.
+deep-river must be installed with `pip install --no-deps deep-river` (it pins old torch/river).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from river import compose, datasets, forest, linear_model, metrics, preprocessing, tree
+from river.datasets import synth
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import import_deep_river  # noqa: E402
+
+import streamnn  # noqa: E402
+
+torch.set_num_threads(1)
+OUT = Path(__file__).resolve().parent / "results" / "core.md"
+
+# The per-event comparison uses the same network as deep-river (F-32-2) and takes one optimizer
+# step every 16 events on 32 recent + 32 replayed events.
+FAST = dict(update_every=16, batch_size=32, replay=1.0, lr=0.05, warmup=0)
+BATCH = dict(update_every=256, batch_size=256, replay=0.0, lr=0.01, warmup=0)
+
+
+class DRNet(nn.Module):
+    """deep-river's module: the same F-32-O MLP as streamnn's default."""
+
+    def __init__(self, n_features, n_outputs=2):
+        super().__init__()
+        self.l1, self.act, self.l2 = nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, n_outputs)
+
+    def forward(self, x):
+        return self.l2(self.act(self.l1(x)))
+
+
+def deep_river_classifier(n_features, n_classes, seed):
+    from deep_river.classification import Classifier
+    clf = Classifier(module=DRNet(n_features, n_classes), loss_fn="cross_entropy", optimizer_fn="adam",
+                     lr=1e-3, is_class_incremental=True, seed=seed)
+    return compose.Pipeline(preprocessing.StandardScaler(), clf)
+
+
+def deep_river_regressor(n_features, seed):
+    from deep_river.regression import Regressor
+    reg = Regressor(module=DRNet(n_features, 1), loss_fn="mse", optimizer_fn="adam", lr=1e-3, seed=seed)
+    return compose.Pipeline(preprocessing.StandardScaler(), preprocessing.TargetStandardScaler(reg))
+
+
+def prequential(model, stream, metric):
+    """(metric value, events/s) of predict_one then learn_one over `stream` (a list)."""
+    start = time.perf_counter()
+    for x, y in stream:
+        metric.update(y, model.predict_one(x))
+        model.learn_one(x, y)
+    return metric.get(), len(stream) / (time.perf_counter() - start)
+
+
+def prequential_batches(model, stream, metric, size=256):
+    """The same with predict_many then learn_many on batches of `size`."""
+    frames = []
+    for i in range(0, len(stream), size):
+        chunk = stream[i:i + size]
+        frames.append((pd.DataFrame([x for x, _ in chunk]), pd.Series([y for _, y in chunk])))
+    start = time.perf_counter()
+    for X, y in frames:
+        for yt, yp in zip(y, model.predict_many(X)):
+            metric.update(yt, yp)
+        model.learn_many(X, y)
+    return metric.get(), len(stream) / (time.perf_counter() - start)
+
+
+def fmt(v, digits=3):
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def mean_sd(vals):
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def section_per_event(seeds, dr, lines):
+    stream = list(datasets.Phishing())
+    n_f = len(stream[0][0])
+    rows = {}
+    contenders = {
+        "streamnn MLPClassifier (update_every=16, replay)": lambda s: streamnn.MLPClassifier(seed=s, **FAST),
+        "streamnn MLPClassifier (defaults)": lambda s: streamnn.MLPClassifier(seed=s),
+        "river LogisticRegression (+StandardScaler)": lambda s: compose.Pipeline(
+            preprocessing.StandardScaler(), linear_model.LogisticRegression()),
+    }
+    if dr:
+        contenders["deep-river Classifier (Adam 1e-3, +StandardScaler)"] = lambda s: deep_river_classifier(n_f, 2, s)
+    for name, make in contenders.items():
+        prequential(make(99), stream[:300], metrics.Accuracy())   # warm caches and lazy imports, untimed
+        res = [prequential(make(s), stream, metrics.Accuracy()) for s in seeds]
+        rows[name] = (mean_sd([r[0] for r in res]), statistics.median([r[1] for r in res]))
+    base = rows.get("deep-river Classifier (Adam 1e-3, +StandardScaler)")
+    lines += ["## Per-event mode: Phishing, predict_one then learn_one, 9-32-2 MLP", "",
+              f"Seeds {list(seeds)}; accuracy mean ± sd, events/s median.", "",
+              "| learner | accuracy | events/s | × deep-river |", "|---|---|---|---|"]
+    for name, ((acc, sd), eps) in rows.items():
+        ratio = f"{eps / base[1]:.1f}" if base else "n/a"
+        lines.append(f"| {name} | {acc:.4f} ± {sd:.4f} | {eps:,.0f} | {ratio} |")
+    lines.append("")
+    return rows
+
+
+def make_drift_stream(n, seed=7):
+    """Two Agrawal concepts chained with itertools: a clean, abrupt drift at n/2."""
+    a = synth.Agrawal(classification_function=1, seed=seed)
+    b = synth.Agrawal(classification_function=4, seed=seed + 1)
+    half = n // 2
+    return list(itertools.chain(a.take(half), b.take(n - half)))
+
+
+def section_batch(seeds, dr, lines, n):
+    stream = make_drift_stream(n)
+    rows = {}
+    prequential_batches(streamnn.MLPClassifier(seed=99, **BATCH), stream[:2048], metrics.Accuracy())  # warm-up
+    for s in seeds[:2]:
+        acc, eps = prequential_batches(streamnn.MLPClassifier(seed=s, **BATCH), stream, metrics.Accuracy())
+        rows.setdefault("streamnn MLPClassifier batch mode (update_every=batch_size=256)", []).append((acc, eps))
+        acc, eps = prequential_batches(streamnn.MLPClassifier(seed=s, **FAST), stream, metrics.Accuracy())
+        rows.setdefault("streamnn MLPClassifier batch mode (update_every=16)", []).append((acc, eps))
+    per_event = prequential(streamnn.MLPClassifier(seed=seeds[0], **FAST), stream, metrics.Accuracy())
+    rows["streamnn MLPClassifier per event (update_every=16)"] = [per_event]
+    if dr:
+        sub = stream[: min(len(stream), 5000)]
+        rows["deep-river Classifier per event (first 5k events)"] = [
+            prequential(deep_river_classifier(len(stream[0][0]), 2, seeds[0]), sub, metrics.Accuracy())]
+    base = rows.get("deep-river Classifier per event (first 5k events)")
+    lines += [f"## Batch mode: {n:,} Agrawal events (drift at {n // 2:,}), predict_many then learn_many on batches of 256",
+              "", "| learner | accuracy | samples/s | × deep-river per sample |", "|---|---|---|---|"]
+    for name, res in rows.items():
+        acc = statistics.mean(r[0] for r in res)
+        eps = statistics.median(r[1] for r in res)
+        ratio = f"{eps / base[0][1]:.0f}" if base else "n/a"
+        lines.append(f"| {name} | {acc:.4f} | {eps:,.0f} | {ratio} |")
+    lines.append("")
+    return rows
+
+
+def section_accuracy(seeds, dr, lines, quick):
+    sets = [("Phishing", datasets.Phishing, "clf", 2), ("Bananas", datasets.Bananas, "clf", 2),
+            ("ImageSegments", datasets.ImageSegments, "clf", 7), ("TrumpApproval", datasets.TrumpApproval, "reg", 1)]
+    lines += ["## Default settings, prequential, river's datasets", "",
+              "streamnn with no arguments but `seed`; mean over seeds. Accuracy (higher is better) or MAE (lower).", "",
+              "| dataset | metric | streamnn (defaults) | deep-river (Adam 1e-3) | river linear | HoeffdingTree | ARF |",
+              "|---|---|---|---|---|---|---|"]
+    table = {}
+    for name, ds, kind, n_out in sets:
+        stream = list(ds())
+        n_f = len(stream[0][0])
+        if kind == "clf":
+            metric = metrics.Accuracy
+            contenders = {
+                "streamnn": lambda s: streamnn.MLPClassifier(seed=s),
+                "deep-river": (lambda s: deep_river_classifier(n_f, n_out, s)) if dr else None,
+                "linear": lambda s: compose.Pipeline(preprocessing.StandardScaler(),
+                                                     linear_model.LogisticRegression() if n_out == 2 else
+                                                     linear_model.SoftmaxRegression()),
+                "ht": lambda s: tree.HoeffdingTreeClassifier(),
+                "arf": lambda s: forest.ARFClassifier(seed=s),
+            }
+        else:
+            metric = metrics.MAE
+            contenders = {
+                "streamnn": lambda s: streamnn.MLPRegressor(seed=s),
+                "deep-river": (lambda s: deep_river_regressor(n_f, s)) if dr else None,
+                "linear": lambda s: compose.Pipeline(preprocessing.StandardScaler(), linear_model.LinearRegression()),
+                "ht": lambda s: compose.Pipeline(preprocessing.StandardScaler(),
+                                                 tree.HoeffdingAdaptiveTreeRegressor(seed=s)),
+                "arf": lambda s: compose.Pipeline(preprocessing.StandardScaler(), forest.ARFRegressor(seed=s)),
+            }
+        cells = {}
+        for key, make in contenders.items():
+            if make is None:
+                cells[key] = "n/a"
+                continue
+            use = seeds if key in ("streamnn", "deep-river") else seeds[:1] if quick else seeds
+            vals = [prequential(make(s), stream, metric())[0] for s in use]
+            cells[key] = statistics.mean(vals)
+        table[name] = cells
+        lines.append(f"| {name} | {'accuracy' if kind == 'clf' else 'MAE'} | " +
+                     " | ".join(fmt(cells[k], 4) for k in ("streamnn", "deep-river", "linear", "ht", "arf")) + " |")
+    lines.append("")
+    return table
+
+
+def section_drift(seeds, lines, n):
+    stream = make_drift_stream(n)
+    half = n // 2
+    variants = {
+        "plateau + drift re-warm (default)": lambda s: streamnn.MLPClassifier(seed=s),
+        "plateau, no re-warm": lambda s: streamnn.MLPClassifier(seed=s, lr_control=streamnn.PlateauLR(rewarm=False)),
+        "constant lr": lambda s: streamnn.MLPClassifier(seed=s, lr_control=None),
+    }
+    lines += [f"## Drift: {n:,} Agrawal events, concept 1 -> 4 at {half:,}", "",
+              "Accuracy over the whole stream, over the 5,000 events after the drift, and the learning rate "
+              "just before the drift; mean over seeds.", "",
+              "| lr control | accuracy | after drift (5k) | lr before drift | re-warms |", "|---|---|---|---|---|"]
+    out = {}
+    for name, make in variants.items():
+        accs, post, lrs, rew = [], [], [], []
+        for s in seeds:
+            model, acc_all, acc_post = make(s), metrics.Accuracy(), metrics.Accuracy()
+            for i, (x, y) in enumerate(stream):
+                yp = model.predict_one(x)
+                acc_all.update(y, yp)
+                if half <= i < half + 5000:
+                    acc_post.update(y, yp)
+                if i == half - 1:
+                    lrs.append(model.lr_)
+                model.learn_one(x, y)
+            accs.append(acc_all.get())
+            post.append(acc_post.get())
+            rew.append(model.lr_control_.n_rewarms if model.lr_control_ else 0)
+        out[name] = (statistics.mean(accs), statistics.mean(post))
+        lines.append(f"| {name} | {statistics.mean(accs):.4f} | {statistics.mean(post):.4f} | "
+                     f"{statistics.mean(lrs):.2g} | {statistics.mean(rew):.1f} |")
+    lines.append("")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    seeds = [0, 1] if args.quick else [0, 1, 2]
+    n_drift = 20_000 if args.quick else 100_000
+    dr = import_deep_river()
+    started = time.time()
+    lines = ["# Core learners (issue 2)", "",
+             f"Command: `python benchmarks/run.py{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
+             f"{os.cpu_count()} cores, one torch thread, torch {torch.__version__}, "
+             f"river {__import__('river').__version__}, deep-river {getattr(dr, '__version__', 'missing')}. "
+             "All competitors run in this same process; ratios are taken within this run.", ""]
+    section_per_event(seeds, dr, lines)
+    section_batch(seeds, dr, lines, n_drift)
+    section_accuracy(seeds, dr, lines, args.quick)
+    section_drift(seeds[:2], lines, n_drift)
+    lines.append(f"Total time: {time.time() - started:.0f} s.")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

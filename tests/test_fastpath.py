@@ -1,0 +1,54 @@
+"""The numpy kernel computes the same training as the torch step (torch is the oracle)."""
+
+import numpy as np
+import pytest
+import torch
+from river import datasets
+
+import streamnn
+
+PHISHING = list(datasets.Phishing())[:160]
+TRUMP = list(datasets.TrumpApproval())[:160]
+
+
+def _train(model, stream, use_kernel):
+    if not use_kernel:
+        model._make_kernel = lambda: None
+    for x, y in stream:
+        model.learn_one(x, y)
+    return model
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(optimizer="adamw", weight_decay=0.01),
+    dict(optimizer="adam", weight_decay=0.001, optimizer_kwargs={"fused": False}),
+    dict(optimizer="sgd", lr=0.05, optimizer_kwargs={"momentum": 0.9}),
+    dict(optimizer="sgd", lr=0.05),
+    dict(activation="tanh", hidden=(16, 8), replay=0.0, update_every=1, batch_size=4),
+    dict(activation="sigmoid"),
+])
+@pytest.mark.parametrize("task", ["clf", "reg"])
+def test_kernel_matches_torch_step(kw, task):
+    make = streamnn.MLPClassifier if task == "clf" else streamnn.MLPRegressor
+    stream = PHISHING if task == "clf" else TRUMP
+    fast = _train(make(seed=2, **kw), stream, True)
+    slow = _train(make(seed=2, **kw), stream, False)
+    assert fast._kernel and slow._kernel is False
+    assert fast.n_updates_ == slow.n_updates_ > 0
+    for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-4)
+    for (ka, va), (kb, vb) in zip(fast.optimizer_.state_dict()["state"].items(),
+                                  slow.optimizer_.state_dict()["state"].items()):
+        for name in va:
+            np.testing.assert_allclose(torch.as_tensor(va[name]).numpy(), torch.as_tensor(vb[name]).numpy(),
+                                       rtol=1e-3, atol=1e-5)
+    assert fast.lr_ == slow.lr_
+
+
+def test_unsupported_configurations_use_the_torch_step():
+    for model in [streamnn.MLPClassifier(dropout=0.2), streamnn.MLPClassifier(norm="stream"),
+                  streamnn.MLPClassifier(grad_clip=1.0), streamnn.MLPClassifier(optimizer="rmsprop"),
+                  streamnn.MLPRegressor(loss="huber"), streamnn.MLPClassifier(activation="gelu")]:
+        _train(model, PHISHING[:40] if isinstance(model, streamnn.MLPClassifier) else TRUMP[:40], True)
+        assert model._kernel is False and model.n_updates_ > 0
