@@ -163,16 +163,16 @@ class StreamingNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., F) -> (..., F)
         mean, var = self.running_mean, self.running_var
-        if self.training:
+        if self.training:   # tensor ops only: no host sync, so it stays cheap on a GPU
             with torch.no_grad():
                 flat = x.detach().reshape(-1, self.num_features)
                 bm, bv = flat.mean(0), flat.var(0, unbiased=False)
-                if self.num_batches.item() == 0:
-                    mean, var = bm, bv  # first batch: nothing in the past to use
-                m = max(self.momentum, 1.0 / float(self.num_batches.item() + 1))
-                new_mean = (1 - m) * self.running_mean + m * bm
-                new_var = (1 - m) * self.running_var + m * (bv + (bm - self.running_mean) ** 2 * (1 - m))
-                mean, var = mean.clone(), var.clone()
+                first = self.num_batches == 0          # nothing in the past: use this batch
+                mean = torch.where(first, bm, self.running_mean)
+                var = torch.where(first, bv, self.running_var)
+                m = torch.clamp(1.0 / (self.num_batches + 1).to(bm.dtype), min=self.momentum)
+                new_mean = (1 - m) * mean + m * bm
+                new_var = (1 - m) * var + m * (bv + (bm - mean) ** 2 * (1 - m))
                 self.running_mean.copy_(new_mean)
                 self.running_var.copy_(new_var)
                 self.num_batches += 1

@@ -4,7 +4,7 @@ Targets are scaled with running statistics before the loss (`scale_target=True`)
 predictions come back in the original units.
 
 >>> from river import datasets, evaluate, metrics
->>> model = MLPRegressor(seed=1)
+>>> model = MLPRegressor(seed=1, warmup=2000, lr=0.01)
 >>> metric = evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
 >>> metric.get() < 1.0
 True

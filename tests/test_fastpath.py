@@ -7,8 +7,8 @@ from river import datasets
 
 import streamnn
 
-PHISHING = list(datasets.Phishing())[:160]
-TRUMP = list(datasets.TrumpApproval())[:160]
+PHISHING = list(datasets.Phishing())[:80]
+TRUMP = list(datasets.TrumpApproval())[:80]
 
 
 def _train(model, stream, use_kernel):

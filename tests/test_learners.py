@@ -164,7 +164,7 @@ def test_clone_is_fresh_with_same_params():
 
 @pytest.mark.parametrize("update_every, batch_size", [(1, 1), (7, 16), (16, 8)])
 def test_learn_many_equals_learn_one_loop(update_every, batch_size):
-    kw = dict(seed=5, update_every=update_every, batch_size=batch_size)
+    kw = dict(seed=5, update_every=update_every, batch_size=batch_size, warmup=50)
     one, many = streamnn.MLPClassifier(**kw), streamnn.MLPClassifier(**kw)
     for x, y in PHISHING[:200]:
         one.learn_one(x, y)
@@ -176,7 +176,7 @@ def test_learn_many_equals_learn_one_loop(update_every, batch_size):
 
 
 def test_buffering_steps_every_update_every_and_flush_takes_the_partial_batch():
-    model = streamnn.MLPClassifier(update_every=10, batch_size=10, seed=0)
+    model = streamnn.MLPClassifier(update_every=10, batch_size=10, warmup=0, seed=0)
     for x, y in PHISHING[:25]:
         model.learn_one(x, y)
     assert model.n_updates_ == 2 and model._pending == 5
