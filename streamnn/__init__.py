@@ -11,13 +11,15 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .classification import MLPClassifier, TorchClassifier
 from .lr import PageHinkley, PlateauLR
 from .modules import MLP
+from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegressor
 from .normalization import RunningStats, StreamingNorm
 from .regression import MLPRegressor, TorchRegressor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "MLPClassifier", "MLPRegressor", "PageHinkley", "PlateauLR", "RunningStats",
+    "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
+    "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint",
 ]
