@@ -308,13 +308,13 @@ class TorchLearner:
 
     def _learn_frame(self, X, targets, w=None, encode=None):
         """The learn_many body: rows go through the same schedule as learn_one, in order."""
-        M = self.features_.frame(X)
+        M, widths = self.features_.frame_rows(X)
         for i, t in enumerate(targets):
             if t is None:
                 continue
             if encode is not None:
                 t = encode(t)
-            self._learn_row(M[i], t, 1.0 if w is None else float(w[i]))
+            self._learn_row(M[i, : widths[i]], t, 1.0 if w is None else float(w[i]))
 
     # -- state -------------------------------------------------------------------------------
 

@@ -106,6 +106,33 @@ class FeatureRegistry:
         out[np.isinf(out)] = np.nan
         return out
 
+    def frame_rows(self, X):
+        """Like `frame`, but new columns are registered in the order a `row()` loop would do it:
+        at the first row where they hold a value (names sorted within that row). Returns the
+        matrix and, per row, the registry's width at that row, so `M[i, :widths[i]]` is exactly
+        what `row()` would have returned for row i.
+
+        >>> import pandas as pd
+        >>> reg = FeatureRegistry()
+        >>> M, widths = reg.frame_rows(pd.DataFrame({"b": [None, 2.0], "a": [1.0, None]}))
+        >>> reg.names, widths.tolist()
+        (['a', 'b'], [1, 2])
+        """
+        unknown = [k for k in X.columns if k not in self.index]
+        widths = np.full(len(X), len(self.names), dtype=np.int64)
+        if unknown:
+            present = X[unknown].notna().to_numpy()
+            first = {}
+            for j, k in enumerate(unknown):
+                hit = present[:, j]
+                if hit.any():
+                    first.setdefault(int(hit.argmax()), []).append(k)
+            for i in sorted(first):
+                for k in sorted(first[i], key=_sort_key):
+                    self.add(k)
+                widths[i:] = len(self.names)
+        return self.frame(X, grow=False), widths
+
     def state_dict(self) -> dict:
         return {"names": list(self.names)}
 

@@ -242,3 +242,15 @@ def test_any_feature_growth_and_missing_values_keep_the_model_finite(xs, ys):
     if model.module_ is not None:
         for p in model.module_.parameters():
             assert torch.isfinite(p).all()
+
+
+def test_learn_many_registers_features_where_learn_one_would():
+    rows = [({"b": 1.0}, True), ({"a": 2.0, "b": 0.5}, False), ({"c": 1.0, "a": 0.0}, True)] * 20
+    one = streamnn.MLPClassifier(seed=3, update_every=1, batch_size=4)
+    many = streamnn.MLPClassifier(seed=3, update_every=1, batch_size=4)
+    for x, y in rows:
+        one.learn_one(x, y)
+    many.learn_many(pd.DataFrame([x for x, _ in rows]), pd.Series([y for _, y in rows]))
+    assert one.features_.names == many.features_.names == ["b", "a", "c"]
+    for pa, pb in zip(one.module_.parameters(), many.module_.parameters()):
+        np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,184 @@
+"""`streamnn report RUN_DIR`: PNG plots of a run, from its ``metrics.jsonl`` and predictions.
+
+Written to ``RUN_DIR/report/``:
+
+- ``prequential.png``: the test-then-train loss over time (and the loss of the same batches after
+  their update, and the accuracy for classifiers; the training loss for detectors);
+- ``lr.png``: the learning rate over time;
+- ``throughput.png``: events per second over time;
+- ``scores.png`` (detectors): the anomaly scores with the threshold, flagged events and labels;
+- ``index.md``: the run's totals and links to the plots.
+
+Plots use matplotlib's Agg canvas directly (no display, no global pyplot state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+__all__ = ["write_report", "read_jsonl"]
+
+MAX_POINTS = 50_000
+
+
+def read_jsonl(path) -> list:
+    """Rows of a JSON-lines file; a torn last line (a crash mid-write) is ignored."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def _figure(title: str, xlabel: str = "events", ylabel: str = ""):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _series(rows: list, key: str):
+    pts = [(r["events"], r[key]) for r in rows if r.get(key) is not None and _finite(r[key])]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _plot_prequential(rows, task, out):
+    fig, ax = _figure("Prequential (test-then-train) metric", ylabel="loss")
+    drawn = False
+    for key, label in (("loss", "prequential loss"), ("post_update_loss", "loss after the update"),
+                       ("train_loss", "training loss (new samples, before the step)")):
+        x, y = _series(rows, key)
+        if x and (key != "train_loss" or task == "anomaly" or not drawn):
+            ax.plot(x, y, label=label)
+            drawn = True
+    x, y = _series(rows, "accuracy")
+    if x:
+        ax2 = ax.twinx()
+        ax2.plot(x, y, color="tab:green", label="accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.legend(loc="upper right", fontsize=8)
+    if drawn:
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no loss recorded", ha="center", transform=ax.transAxes)
+    return _save(fig, os.path.join(out, "prequential.png"))
+
+
+def _plot_simple(rows, key, title, ylabel, path, log=False):
+    fig, ax = _figure(title, ylabel=ylabel)
+    x, y = _series(rows, key)
+    if x:
+        ax.plot(x, y, drawstyle="steps-post" if key == "lr" else "default")
+        if log and min(y) > 0:
+            ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, f"no {ylabel} recorded", ha="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def _plot_scores(preds, out):
+    fig, ax = _figure("Anomaly scores", xlabel="event", ylabel="score")
+    scored = [p for p in preds if _finite(p.get("score"))]
+    step = max(1, len(scored) // MAX_POINTS)
+    idx = list(range(0, len(scored), step))
+    ax.plot(idx, [scored[i]["score"] for i in idx], lw=0.6, label="score")
+    thr = [(i, p["threshold"]) for i, p in enumerate(scored) if _finite(p.get("threshold"))]
+    if thr:
+        ax.plot([t[0] for t in thr[::step]], [t[1] for t in thr[::step]], color="tab:orange",
+                lw=1.0, label="threshold")
+    flagged = [i for i, p in enumerate(scored) if p.get("anomaly")]
+    if flagged:
+        ax.scatter(flagged, [scored[i]["score"] for i in flagged], s=12, color="tab:red", zorder=3,
+                   label=f"flagged ({len(flagged)})")
+    labelled = [i for i, p in enumerate(scored) if p.get("label") not in (None, 0, 0.0, False)]
+    if labelled:
+        for a, b in _runs(labelled):
+            ax.axvspan(a, b + 1, color="tab:purple", alpha=0.15, lw=0)
+        ax.axvspan(0, 0, color="tab:purple", alpha=0.15, label="labelled anomaly")
+    if scored and min(p["score"] for p in scored) > 0:
+        ax.set_yscale("log")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, os.path.join(out, "scores.png"))
+
+
+def _runs(indices):
+    start = prev = indices[0]
+    for i in indices[1:]:
+        if i != prev + 1:
+            yield start, prev
+            start = i
+        prev = i
+    yield start, prev
+
+
+def _dedupe(preds: list) -> list:
+    """Drop outputs repeated after a crash (same position), keeping the last one."""
+    seen = {}
+    for p in preds:
+        seen[json.dumps(p.get("position"), sort_keys=True)] = p
+    return list(seen.values())
+
+
+def write_report(run_dir, predictions: str | None = None) -> list:
+    """Write the plots of `run_dir` into ``run_dir/report``; returns the files written."""
+    run_dir = os.fspath(run_dir)
+    rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    if not rows:
+        raise FileNotFoundError(f"{run_dir} holds no metrics.jsonl; run a pipeline with "
+                                "run.dir pointing there first (streamnn run CONFIG)")
+    summary = {}
+    if os.path.exists(os.path.join(run_dir, "metrics.json")):
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            summary = json.load(f)
+    task = summary.get("task")
+    out = os.path.join(run_dir, "report")
+    os.makedirs(out, exist_ok=True)
+    files = [_plot_prequential(rows, task, out),
+             _plot_simple(rows, "lr", "Learning rate", "learning rate", os.path.join(out, "lr.png"), log=True),
+             _plot_simple(rows, "events_per_s", "Throughput", "events / s", os.path.join(out, "throughput.png"))]
+    if task == "anomaly":
+        preds = _dedupe(read_jsonl(predictions or os.path.join(run_dir, "predictions.jsonl")))
+        files.append(_plot_scores(preds, out))
+    files.append(_index(summary, files, out))
+    return files
+
+
+def _index(summary: dict, files: list, out: str) -> str:
+    lines = ["# Run report", ""]
+    for k in ("task", "events_in", "events_out", "learned", "dead_letters", "anomalies",
+              "prequential_loss", "accuracy", "events_per_s", "checkpoints"):
+        if summary.get(k) is not None:
+            v = summary[k]
+            lines.append(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")
+    for cls, n in sorted((summary.get("dead_letters_by_class") or {}).items()):
+        lines.append(f"  - dead letters `{cls}`: {int(n)}")
+    lines.append("")
+    lines += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]
+    path = os.path.join(out, "index.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path

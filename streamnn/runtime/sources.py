@@ -1,0 +1,220 @@
+"""Sources: where records come from (replay of a JSONL/CSV file, a river dataset; Kafka elsewhere).
+
+The contract every source follows (`streamnn.runtime.kafka.KafkaSource` too):
+
+1. `poll(max_records, timeout_s) -> list[Record]`: the next records, in order within each stream;
+   an empty list means nothing right now, and `exhausted` turns True when a finite source is done.
+2. `seek(stream, next_offset)`: the next record of `stream` read is the one at `next_offset`.
+3. `assigned() -> set[str]`: the streams this source currently owns; `on_assign(cb)` and
+   `on_revoke(cb)` register callbacks called with a set of stream ids when that changes.
+4. `commit(offsets)`: called only after a checkpoint is on disk (a no-op for files); `close()`.
+
+>>> import os, tempfile
+>>> path = os.path.join(tempfile.mkdtemp(), "s.jsonl")
+>>> _ = open(path, "w").write('{"a": 1}\\n{"a": 2}\\n{"a": 3}\\n')
+>>> src = FileSource(path)
+>>> [(r.offset, r.value) for r in src.poll(2)]
+[(1, b'{"a": 1}'), (2, b'{"a": 2}')]
+>>> src.seek(src.stream, 3); [r.position["line"] for r in src.poll(10)], src.exhausted
+([3], True)
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import time
+
+from .records import Record
+
+__all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format"]
+
+
+class Source:
+    """Base class with the parts of the contract that most sources share."""
+
+    exhausted = False
+
+    def __init__(self):
+        self._assign_cbs, self._revoke_cbs = [], []
+
+    def on_assign(self, callback):
+        self._assign_cbs.append(callback)
+
+    def on_revoke(self, callback):
+        self._revoke_cbs.append(callback)
+
+    def commit(self, offsets: dict) -> None:
+        """Sources with an external offset store (Kafka) record progress here; files need nothing."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def file_format(path: str, format: str | None = None) -> str:
+    """The replay format of `path`: the given one, or guessed from the extension."""
+    if format:
+        if format not in ("jsonl", "csv"):
+            raise ValueError(f"format={format!r}: use 'jsonl' or 'csv'")
+        return format
+    name = path.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of {path!r} from its extension; set format = 'jsonl' or 'csv'")
+
+
+class FileSource(Source):
+    """Replay a JSONL file (one JSON object per line) or a CSV file with a header row.
+
+    The stream id is the path; a record's offset is its line number (1-based; a CSV's first data
+    row is line 2). `follow=True` keeps reading as the file grows (like ``tail -f``) instead of
+    finishing at its end.
+
+    Parameters
+    ----------
+    path
+        The file to read.
+    format
+        "jsonl" or "csv"; guessed from the extension when None.
+    follow
+        Wait for more lines at the end of the file instead of finishing.
+    name
+        The stream id and the ``file`` of positions (default: the path).
+    """
+
+    def __init__(self, path, format: str | None = None, follow: bool = False, name: str | None = None):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.name = name
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"source file {self.path!r} does not exist; fix the path")
+        self.format = file_format(self.path, format)
+        self.follow = follow
+        self.stream = name or os.path.normpath(self.path)
+        self.columns: list[str] | None = None
+        self._f = None
+        self._open(0)
+
+    def _open(self, next_offset: int):
+        if self._f is not None:
+            self._f.close()
+        self._f = open(self.path, "rb")
+        self._line = 0          # number of the last line read
+        self._partial = b""
+        self.exhausted = False
+        if self.format == "csv":
+            header = self._f.readline()
+            self._line = 1
+            text = header.decode("utf-8-sig", errors="replace").strip()
+            if not text:
+                raise ValueError(f"{self.path}: a CSV source needs a header row on line 1")
+            self.columns = next(csv.reader([text]))
+        for _ in itertools.islice(self._f, max(0, next_offset - self._line - 1)):
+            self._line += 1
+
+    def assigned(self) -> set:
+        return {self.stream}
+
+    def seek(self, stream: str, next_offset: int) -> None:
+        if stream != self.stream:
+            raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
+        self._open(int(next_offset))
+
+    def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
+        lines = list(itertools.islice(self._f, max_records))
+        if self._partial and lines:
+            lines[0] = self._partial + lines[0]
+            self._partial = b""
+        if len(lines) < max_records:
+            if self.follow:
+                if lines and not lines[-1].endswith(b"\n"):   # a line still being written
+                    self._partial = lines.pop()
+                if not lines and timeout_s:
+                    time.sleep(timeout_s)
+            else:
+                self.exhausted = True
+        out, path, stream, n = [], self.name or self.path, self.stream, self._line
+        for raw in lines:
+            n += 1
+            out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))
+        self._line = n
+        return out
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class RiverDatasetSource(Source):
+    """Stream a river dataset (`river.datasets.<name>`, e.g. "Phishing" or "synth.Agrawal").
+
+    Each sample `(x, y)` becomes a JSON record with the features plus `y` under the name `target`;
+    the offset is the sample's index (0-based). Generators are infinite: pass `limit`.
+
+    >>> src = RiverDatasetSource("Phishing", limit=3)
+    >>> len(src.poll(10)), src.exhausted
+    (3, True)
+    """
+
+    def __init__(self, dataset: str, params: dict | None = None, target: str = "y",
+                 limit: int | None = None):
+        super().__init__()
+        self.dataset = dataset
+        self.params = dict(params or {})
+        self.target = target
+        self.limit = limit
+        self.stream = f"river:{dataset}"
+        self._factory = _resolve_dataset(dataset)
+        self._open(0)
+
+    def _open(self, next_offset: int):
+        data = self._factory(**self.params)
+        stop = self.limit
+        self._it = itertools.islice(iter(data), next_offset, stop)
+        self._index = next_offset
+        self.exhausted = stop is not None and next_offset >= stop
+
+    def assigned(self) -> set:
+        return {self.stream}
+
+    def seek(self, stream: str, next_offset: int) -> None:
+        if stream != self.stream:
+            raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
+        self._open(int(next_offset))
+
+    def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
+        out, name, target = [], self.dataset, self.target
+        for x, y in itertools.islice(self._it, max_records):
+            value = json.dumps({**x, target: y}, default=str).encode()
+            i = self._index
+            out.append(Record(value, {"dataset": name, "index": i}, self.stream, i))
+            self._index += 1
+        if len(out) < max_records:
+            self.exhausted = True
+        return out
+
+
+def _resolve_dataset(name: str):
+    from river import datasets
+
+    obj = datasets
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None or part.startswith("_"):
+            raise ValueError(f"river dataset {name!r} not found; use a name such as 'Phishing', "
+                             "'TrumpApproval' or 'synth.Agrawal' (river.datasets.<name>)")
+    if not callable(obj):
+        raise ValueError(f"river dataset {name!r} is not a dataset class")
+    return obj
+

@@ -1,0 +1,201 @@
+"""Checkpoint store and the runtime's own small pieces of per-stream state.
+
+A checkpoint is one file per state unit (a stream, or "global"), written atomically with
+`streamnn.checkpoint.save_checkpoint`; besides the learner's `state_dict()` it holds the next
+offset of each stream it covers, the delayed-label cache, lag windows, the anomaly threshold and
+the run counters, all plain types.
+
+>>> cache = DelayedLabels(size=2)
+>>> cache.put("a", {"x": 1.0}); cache.put("b", {"x": 2.0}); cache.put("c", {"x": 3.0})
+>>> cache.pop("a"), cache.pop("b"), cache.expired
+(None, {'x': 2.0}, 1)
+>>> safe_name("sensors:3"), safe_name("data/s.jsonl")[:12]
+('sensors_3-e95614c8', 'data_s.jsonl')
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+import re
+from collections import OrderedDict
+
+from ..base import _plain_params
+from ..checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["CheckpointStore", "DelayedLabels", "Lags", "ScoreThreshold", "check_compatible",
+           "make_threshold", "safe_name"]
+
+
+def safe_name(stream: str) -> str:
+    """A file name for a stream id: readable, and unique through a short hash."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", stream).strip("_.")[-60:] or "stream"
+    return f"{readable}-{hashlib.sha1(stream.encode()).hexdigest()[:8]}"
+
+
+class CheckpointStore:
+    """Checkpoints of state units in one folder: ``<folder>/<safe unit id>.pt``."""
+
+    def __init__(self, folder):
+        self.folder = os.fspath(folder)
+
+    def path(self, unit: str) -> str:
+        return os.path.join(self.folder, safe_name(unit) + ".pt")
+
+    def load(self, unit: str) -> dict | None:
+        path = self.path(unit)
+        return load_checkpoint(path) if os.path.exists(path) else None
+
+    def save(self, unit: str, state: dict) -> str:
+        path = self.path(unit)
+        save_checkpoint({"unit": unit, **state}, path)
+        return path
+
+    def paths(self) -> list:
+        return sorted(glob.glob(os.path.join(self.folder, "*.pt")))
+
+    def clear(self) -> None:
+        for p in self.paths():
+            os.unlink(p)
+
+
+class DelayedLabels:
+    """Bounded cache of the features of events that are waiting for their label (FIFO eviction)."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+        self.expired = 0       # evicted before their label came
+
+    def put(self, event_id, x: dict) -> None:
+        items = self.items
+        items[event_id] = x
+        items.move_to_end(event_id)
+        while len(items) > self.size:
+            items.popitem(last=False)
+            self.expired += 1
+
+    def pop(self, event_id):
+        return self.items.pop(event_id, None)
+
+    def state_dict(self) -> dict:
+        return {"items": [[k, v] for k, v in self.items.items()], "expired": self.expired}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.items = OrderedDict((k, v) for k, v in s["items"])
+        self.expired = s["expired"]
+
+
+class Lags:
+    """Adds the last `n` values of some fields as features ``<field>_lag1 .. <field>_lag<n>``.
+
+    Windows are kept per key when the schema names a key (several sensors in one stream).
+
+    >>> lags = Lags(["v"], 2)
+    >>> [lags.apply({}, {"v": v}) for v in (1.0, 2.0, 3.0)][-1]
+    {'v_lag1': 2.0, 'v_lag2': 1.0}
+    """
+
+    def __init__(self, fields, n: int):
+        self.fields = list(fields)
+        self.n = int(n)
+        self.windows: dict = {}   # key -> list of the last n value rows, newest first
+        self._names = [[f"{f}_lag{i}" for f in self.fields] for i in range(1, self.n + 1)]
+
+    def apply(self, x: dict, values: dict, key=None) -> dict:
+        """Features `x` plus the lags (missing while the window fills); then remember `values`."""
+        k = "" if key is None else str(key)
+        window = self.windows.setdefault(k, [])
+        out = dict(x)
+        for names, row in zip(self._names, window):
+            for name, v in zip(names, row):
+                if v == v:   # not NaN
+                    out[name] = v
+        row = [_float(values.get(f)) for f in self.fields]
+        window.insert(0, row)
+        del window[self.n:]
+        return out
+
+    def state_dict(self) -> dict:
+        return {"windows": {k: [list(r) for r in w] for k, w in self.windows.items()}}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.windows = {k: [list(r) for r in w] for k, w in s["windows"].items()}
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class ScoreThreshold:
+    """Flags anomaly scores at or above a threshold: a fixed one, or mean + sigma * std of past scores.
+
+    Running statistics are exponentially weighted (they follow drift), of log scores by default
+    (reconstruction errors are heavy-tailed); no score is flagged before `warmup` scores.
+
+    >>> thr = ScoreThreshold(sigma=3.0, warmup=10)
+    >>> flags = [thr.check(1.0 + 0.01 * (i % 3))[0] for i in range(50)]
+    >>> any(flags), thr.check(50.0)[0]
+    (False, True)
+    """
+
+    def __init__(self, fixed: float | None = None, sigma: float = 4.0, warmup: int = 256,
+                 alpha: float = 0.01, log: bool = True):
+        self.fixed, self.sigma, self.warmup, self.alpha, self.log = fixed, sigma, warmup, alpha, log
+        self.n, self.mean, self.var = 0, 0.0, 0.0
+
+    def threshold(self) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        if self.n < self.warmup:
+            return math.inf
+        t = self.mean + self.sigma * math.sqrt(self.var)
+        return math.exp(t) if self.log else t
+
+    def check(self, score: float):
+        """(is the score anomalous, the threshold it was compared with); then learn from it."""
+        thr = self.threshold()
+        flag = score >= thr
+        if math.isfinite(score):
+            s = math.log(max(score, 1e-12)) if self.log else score
+            self.n += 1
+            a = max(self.alpha, 1.0 / self.n)
+            d = s - self.mean
+            self.mean += a * d
+            self.var = (1 - a) * (self.var + a * d * d)
+        return flag, thr
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "var": self.var}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.n, self.mean, self.var = s["n"], s["mean"], s["var"]
+
+
+def make_threshold(learner, cfg: dict) -> ScoreThreshold:
+    """`threshold`: a number (fixed), "sigma" (running statistics of past scores), or "auto" (the
+    detector's own `threshold_` if it has one, else "sigma")."""
+    cfg = dict(cfg)
+    thr = cfg.pop("threshold", "auto")
+    if thr == "auto":
+        thr = getattr(learner, "threshold_", "sigma")
+    return ScoreThreshold(fixed=None if thr == "sigma" else float(thr), **cfg)
+
+
+def check_compatible(ck: dict, learner, path: str) -> None:
+    """Raise if a checkpoint was written by another learner class or other parameters."""
+    want = f"{type(learner).__module__}.{type(learner).__qualname__}"
+    if ck.get("learner") != want:
+        raise ValueError(f"checkpoint {path} holds a {ck.get('learner')}, the config builds a {want}; "
+                         "point [checkpoint] dir elsewhere, or delete the checkpoint to start over")
+    mine = _plain_params(learner)
+    diff = sorted(k for k in set(mine) | set(ck["params"]) if mine.get(k) != ck["params"].get(k))
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {ck['params'].get(k)!r} vs config {mine.get(k)!r}" for k in diff)
+        raise ValueError(f"checkpoint {path} was written with other learner parameters ({detail}); "
+                         "restore them in the config, or delete the checkpoint to start over")

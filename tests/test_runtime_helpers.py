@@ -1,0 +1,73 @@
+"""Shared helpers of the runtime tests (no tests here): deterministic streams, small configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import torch
+
+from streamnn.runtime.config import parse
+from streamnn.runtime.pipeline import Pipeline
+
+LEARNER = {"class": "MLPRegressor",
+           "params": {"hidden": [8], "seed": 0, "batch_size": 8, "update_every": 4, "lr": 0.01}}
+
+
+def write_stream(path, n=600, seed=0, ids=True, classes=False):
+    """A JSONL stream: features a, b (and a noise column), target y; returns the rows."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        y = (a > b) if classes else 2 * a - b + rng.gauss(0, 0.05)
+        row = {"id": f"e{i}", "a": a, "b": b, "noise": rng.gauss(0, 1), "y": y}
+        if not ids:
+            row.pop("id")
+        rows.append(row)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return rows
+
+
+def config(run_dir, source, learner=None, **sections):
+    """A config dict for a pipeline writing into run_dir (no report unless asked)."""
+    raw = {"name": "t", "source": source, "learner": learner or LEARNER,
+           "schema": {"features": ["a", "b", "noise"], "target": "y", "event_id": "id"},
+           "run": {"dir": str(run_dir), "batch_size": 50},
+           "checkpoint": {"every_events": 100},
+           "report": {"on_exit": False}, "metrics": {"every": 100}}
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return raw
+
+
+def run(raw, **kwargs):
+    p = Pipeline(parse(raw), **kwargs)
+    summary = p.run()
+    return p, summary
+
+
+def lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_same_state(a, b):
+    """Two learner states are identical (tensors bit for bit, everything else equal)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert set(a) == set(b), (set(a) ^ set(b))
+        for k in a:
+            assert_same_state(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b)
+    else:
+        assert a == b, (a, b)
