@@ -9,16 +9,18 @@ from . import preprocessing
 from .base import TorchLearner, load
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classification import MLPClassifier, TorchClassifier
+from .forecasting import LSTMForecaster
 from .lr import PageHinkley, PlateauLR
 from .modules import MLP
 from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegressor
 from .normalization import RunningStats, StreamingNorm
 from .regression import MLPRegressor, TorchRegressor
+from .sequence import LSTMClassifier, LSTMRegressor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
+    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
     "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint",
