@@ -56,7 +56,7 @@ def bench_mlp(device, budget):
     X, y = synthetic(200_000)
     rows = X.to_dict("records")
     out = {}
-    model = streamnn.MLPClassifier(device=device, seed=0, hidden=(64, 64))
+    model = streamnn.MLPClassifier(device=device, seed=0, hidden=(64, 64), warmup=0)
 
     def per_event(i):
         base = (i * 500) % (len(rows) - 500)
@@ -67,7 +67,7 @@ def bench_mlp(device, budget):
 
     out["mlp_per_event"] = timed(per_event, budget)
     for size in (256, 4096):
-        m = streamnn.MLPClassifier(device=device, seed=0, hidden=(64, 64), update_every=size, batch_size=size,
+        m = streamnn.MLPClassifier(device=device, seed=0, hidden=(64, 64), update_every=size, batch_size=size, warmup=0,
                                    replay=0.0)
         frames = [(X.iloc[k:k + size], y.iloc[k:k + size]) for k in range(0, len(X) - size, size)]
 
@@ -142,7 +142,7 @@ def main(argv=None):
     results = {"machine": platform.node(), "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "runs": {}}
     for dev in devices:
-        torch.set_num_threads(1 if dev == "cpu" else torch.get_num_threads())
+        streamnn.set_threads(1)
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         r = {}

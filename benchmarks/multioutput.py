@@ -288,7 +288,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 seed, shorter streams")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    streamnn.set_threads(1)
     seeds = [0] if args.quick else list(range(args.seeds))
     args.n = 5000 if args.quick else 12000
     args.repeats = 1 if args.quick else 3

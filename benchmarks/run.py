@@ -30,7 +30,7 @@ from _peers import import_deep_river  # noqa: E402
 
 import streamnn  # noqa: E402
 
-torch.set_num_threads(1)
+streamnn.set_threads(1)
 OUT = Path(__file__).resolve().parent / "results" / "core.md"
 
 # The per-event comparison uses the same network as deep-river (F-32-2) and takes one optimizer

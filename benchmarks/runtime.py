@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import streamnn  # noqa: E402
 from streamnn.runtime import cli  # noqa: E402
 from streamnn.runtime.config import load_config, resolve_learner  # noqa: E402
 from streamnn.runtime.loop import _values  # noqa: E402
@@ -117,7 +118,7 @@ def main(argv=None):
     ap.add_argument("--copies", type=int, default=4, help="how many times each stream is repeated")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "runtime.md"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    streamnn.set_threads(1)
     tmp = tempfile.mkdtemp(prefix="streamnn-bench-")
     data_dir = os.path.join(ROOT, "streamnn", "data")
     cases = [

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _peers import import_deep_river  # noqa: E402
 from river import datasets, evaluate, linear_model, metrics, optim, preprocessing, time_series  # noqa: E402
 
+import streamnn  # noqa: E402
 from streamnn.forecasting import LSTMForecaster  # noqa: E402
 from streamnn.sequence import LSTMClassifier  # noqa: E402
 
@@ -234,7 +235,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    streamnn.set_threads(1)
     args.seeds = [0] if args.quick else [0, 1]
     args.memory_n = 20_000
     args.throughput_n = 6_000 if args.quick else 20_000

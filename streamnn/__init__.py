@@ -16,6 +16,7 @@ from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegr
 from .normalization import RunningStats, StreamingNorm
 from .regression import MLPRegressor, TorchRegressor
 from .sequence import LSTMClassifier, LSTMRegressor
+from .threads import set_threads
 
 __version__ = "0.1.0"
 
@@ -23,5 +24,5 @@ __all__ = [
     "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
     "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
-    "load_checkpoint", "preprocessing", "save_checkpoint",
+    "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",
 ]

@@ -1,9 +1,9 @@
 import os
 
 import pytest
-import torch
+import streamnn
 
-torch.set_num_threads(1)
+streamnn.set_threads(1)
 
 try:  # the real-broker fixtures (kafka_broker, kafka_topic)
     from kafka_broker import *  # noqa: F401,F403

@@ -46,12 +46,11 @@ def _progress(stream, interactive: bool):
 
 
 def _execute(cfg, args, replay_file=None, fresh=False) -> int:
-    import torch
-
+    from ..threads import set_threads
     from .metrics import progress_line, write_log
     from .pipeline import Pipeline
 
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)   # torch and BLAS: small networks run fastest on one thread
     try:   # torch imports its compiler lazily at the first optimizer (seconds): before the clock
         import torch._dynamo  # noqa: F401
     except ImportError:  # pragma: no cover
