@@ -107,7 +107,7 @@ class Runner:
         self.post_update_every, self.columns = post_update_every, columns
         self.n_batches = 0
         self.units: dict = {}
-        self.retired = dict.fromkeys(COUNTERS, 0)   # counters of units handed to another consumer
+        self.retired: dict = {}   # unit name -> counters of a unit handed to another consumer
         self.n_read = 0
         self.n_checkpoints = 0
         self.started = None
@@ -120,7 +120,10 @@ class Runner:
         self._stop = True
 
     def totals(self) -> dict:
-        t = dict(self.retired)
+        t = dict.fromkeys(COUNTERS, 0)
+        for counters in self.retired.values():
+            for k, v in counters.items():
+                t[k] += v
         for u in self.units.values():
             for k, v in u.counters.items():
                 t[k] += v
@@ -176,15 +179,15 @@ class Runner:
         names = {self._unit_name(s) for s in streams if self._unit_name(s) in self.units}
         self.checkpoint(force=True, names=names)
         if self.state_per == "stream":
-            for name in names:
-                for k, v in self.units.pop(name).counters.items():
-                    self.retired[k] += v
+            for name in names:   # a unit that comes back reloads these counts from its checkpoint
+                self.retired[name] = dict(self.units.pop(name).counters)
 
     def _unit(self, stream: str) -> Unit:
         name = self._unit_name(stream)
         unit = self.units.get(name)
         if unit is None:
             unit = self.units[name] = self._load_unit(name)
+            self.retired.pop(name, None)
         return unit
 
     def _load_unit(self, name: str) -> Unit:
@@ -300,6 +303,9 @@ class Runner:
             o = {"id": ev.event_id, "position": ev.record.position}
             if dec.key:
                 o["key"] = ev.key
+            elif ev.record.key is not None:   # no key field in the schema: the message's own key
+                k = ev.record.key
+                o["key"] = k.decode("utf-8", "replace") if isinstance(k, bytes) else k
             if dec.timestamp:
                 o["timestamp"] = ev.timestamp
             o.update(out)
