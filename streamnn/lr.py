@@ -9,7 +9,7 @@ returns to its initial value and the plateau memory is reset (`rewarm=True`).
 
 >>> import torch
 >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
->>> ctl = PlateauLR(factor=0.5, patience=2, smoothing=1.0, drift_threshold=5.0)
+>>> ctl = PlateauLR(factor=0.5, patience=2, smoothing=1.0, drift_delta=0.05, drift_threshold=5.0)
 >>> ctl.attach(opt)
 >>> for loss in [1.0, 1.0, 1.0, 1.0]:
 ...     ctl.step(loss)
