@@ -149,25 +149,11 @@ class MLPKernel:
             zs.append(z)
             h = _act_forward(act, z) if act is not None else z
             hs.append(h)
-        out = h
-        if self.loss == "ce":
-            m = out.max(axis=1, keepdims=True)
-            e = np.exp(out - m)
-            s = e.sum(axis=1, keepdims=True)
-            idx = T.astype(np.int64)
-            rows = np.arange(B)
-            per = (np.log(s[:, 0]) + m[:, 0] - out[rows, idx]).astype(np.float64)
-            g = e / s
-            g[rows, idx] -= 1.0                             # d(loss_i)/d(logits_i)
-        else:
-            diff = out[:, 0] - T
-            per = (diff.astype(np.float64)) ** 2
-            g = np.zeros_like(out)
-            g[:, 0] = 2.0 * diff
+        per, g = self._loss_grad(h, T)
         if not update or not np.isfinite(per).all():
             return per
         wts = (W / W.sum()) if W is not None else np.full(B, 1.0 / B)
-        g = (g * wts[:, None].astype(np.float32)).astype(np.float32)
+        g = (g * wts[:, None]).astype(np.float32)
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):       # backward
             Wt, b, act = self.layers[i]
@@ -180,6 +166,25 @@ class MLPKernel:
         flat = [gr for pair in grads for gr in pair]
         self._update(flat)
         return per
+
+    def _loss_grad(self, out: np.ndarray, T: np.ndarray):
+        """Per-sample loss (B,) and its gradient with respect to `out` (B, O); subclasses may
+        swap in another loss (the multi-head learners do)."""
+        B = len(out)
+        if self.loss == "ce":
+            m = out.max(axis=1, keepdims=True)
+            e = np.exp(out - m)
+            s = e.sum(axis=1, keepdims=True)
+            idx = T.astype(np.int64)
+            rows = np.arange(B)
+            per = (np.log(s[:, 0]) + m[:, 0] - out[rows, idx]).astype(np.float64)
+            g = e / s
+            g[rows, idx] -= 1.0                             # d(loss_i)/d(logits_i)
+            return per, g
+        diff = out[:, 0] - T
+        g = np.zeros_like(out)
+        g[:, 0] = 2.0 * diff
+        return diff.astype(np.float64) ** 2, g
 
     def _update(self, grads):
         g = np.concatenate([gr.ravel() for gr in grads])    # flat gradient, parameter order

@@ -38,10 +38,7 @@ from .features import _sort_key
 from .modules import MLP, first_linear, grow_input, grow_output
 from .normalization import RunningStats
 
-try:  # the numpy training step; the torch step is used without it
-    from .fastpath import MLPKernel, _act_backward, _act_forward
-except ImportError:  # pragma: no cover
-    MLPKernel = None
+from .fastpath import MLPKernel
 
 __all__ = ["MultiTargetRegressor", "MultiLabelClassifier", "MultiHeadLearner", "SharedTrunkNet"]
 
@@ -273,7 +270,7 @@ class _MultiOutput(TorchLearner):
 
     def _make_kernel(self):
         """The numpy training step (streamnn.fastpath) for an MLP trunk, when it applies."""
-        if (MLPKernel is None or self.trunk != "mlp" or self.grad_clip or self._stochastic
+        if (self.trunk != "mlp" or self.grad_clip or self._stochastic
                 or self._device.type != "cpu" or any(p[1] not in _NP_LOSSES for p in self._get_loss_plan()[0] if p[1])):
             return None
         kernel = _MultiKernel.build(self.module_, self.optimizer_, "mse")
@@ -624,32 +621,10 @@ def _np_loss(loss_plan, out: np.ndarray, T: np.ndarray):
     return per / norm, g / norm
 
 
-if MLPKernel is not None:
-    class _MultiKernel(MLPKernel):
-        """`MLPKernel` with the masked multi-head loss instead of a single CE/MSE output."""
+class _MultiKernel(MLPKernel):
+    """`MLPKernel` with the masked multi-head loss instead of a single CE/MSE output."""
 
-        loss_plan = None
+    loss_plan = None
 
-        def step(self, X, T, W, update: bool = True):   # X (B, F), T (B, K) -> per-sample loss (B,)
-            hs, zs, h = [X], [], X
-            for Wt, b, act in self.layers:               # forward
-                z = h @ Wt.T + b
-                zs.append(z)
-                h = _act_forward(act, z) if act is not None else z
-                hs.append(h)
-            per, g = _np_loss(self.loss_plan, h, T)
-            if not update or not np.isfinite(per).all():
-                return per
-            wts = (W / W.sum()) if W is not None else np.full(len(X), 1.0 / len(X))
-            g = (g * wts[:, None]).astype(np.float32)
-            grads = []
-            for i in range(len(self.layers) - 1, -1, -1):   # backward
-                Wt, b, act = self.layers[i]
-                if act is not None:
-                    g = _act_backward(act, g, zs[i], hs[i + 1])
-                grads.append((g.T @ hs[i], g.sum(axis=0)))
-                if i > 0:
-                    g = g @ Wt
-            grads.reverse()
-            self._update([gr for pair in grads for gr in pair])
-            return per
+    def _loss_grad(self, out, T):   # out (B, O), T (B, K) -> per-sample loss (B,), d/d out
+        return _np_loss(self.loss_plan, out, T)
