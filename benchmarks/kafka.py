@@ -47,7 +47,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+import streamnn  # noqa: E402
+
+streamnn.set_threads(1)   # one torch and one BLAS thread, as the runtime's CLI does
 
 from streamnn.runtime.config import parse  # noqa: E402
 from streamnn.runtime.kafka import KafkaConsumer, KafkaProducer, default_bootstrap, ensure_topic  # noqa: E402
