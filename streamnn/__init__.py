@@ -6,7 +6,9 @@ and safe checkpoints; plus a crash-safe runtime for Kafka and replay streams.
 """
 
 from . import preprocessing
+from .anomaly import AutoencoderDetector
 from .base import TorchLearner, load
+from .calibration import ScoreCalibrator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classification import MLPClassifier, TorchClassifier
 from .forecasting import LSTMForecaster
@@ -21,7 +23,7 @@ from .threads import set_threads
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
+    "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
     "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",

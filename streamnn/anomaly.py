@@ -1,0 +1,403 @@
+"""`AutoencoderDetector`: streaming autoencoder anomaly detection with calibrated scores.
+
+The raw score of an event is the autoencoder's reconstruction error (for a VAE, optionally the
+negative ELBO) on its scaled input; `score_one` returns that error *calibrated* against the
+recent errors of normal-looking events (`streamnn.calibration.ScoreCalibrator`), so that a fixed
+threshold (0.99 by default) keeps about the same false-alarm rate (1 %) while the network is still
+learning. With `window > 1` the input of an event is the last `window` events of its key (a
+sensor's id, or the whole stream), so a single sensor's value stream can be scored.
+
+>>> import random
+>>> rng = random.Random(0)
+>>> model = AutoencoderDetector(window=1, seed=0)
+>>> for _ in range(1500):
+...     a = rng.gauss(0, 1)
+...     model.learn_one({"a": a, "b": 2 * a + rng.gauss(0, 0.1), "c": rng.gauss(0, 1)})
+>>> normal, broken = {"a": 1.0, "b": 2.0, "c": 0.0}, {"a": 1.0, "b": -6.0, "c": 0.0}
+>>> model.score_one(normal) < 0.9, model.score_one(broken) > 0.99
+(True, True)
+>>> model.predict_one(broken)
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from river import base
+
+from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, numpy_errors_plan
+from .base import TorchLearner
+from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
+
+__all__ = ["AutoencoderDetector"]
+
+_ESCAPE_RATE = 0.2      # recent alarm rate above which every event is treated as normal (a drift)
+_ALARM_SMOOTHING = 0.01  # weight of one event in that recent alarm rate
+_PLAIN_KEYS = (str, int, float, bool, type(None))
+
+
+class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
+    """A streaming autoencoder anomaly detector with calibrated scores (higher = more anomalous).
+
+    Parameters
+    ----------
+    window
+        Events per input: 1 scores each event alone; W > 1 scores the last W events of the key;
+        "auto" picks `clip(64 // n_features, 1, 64)` from the first event (64 for one sensor,
+        8 for eight, 1 from 64 features on).
+    encoder
+        "dense", "conv" (Conv1d over the window) or "lstm"; the decoder is always dense.
+    hidden
+        Hidden widths from the input to the latent (conv: channels); None picks
+        `(clip(n_in // 2, 8, 64),)` from the input width n_in = features * window.
+    latent
+        Bottleneck size; None picks `clip(n_in // 4, 2, 16)`.
+    activation
+        Activation name ("tanh", "relu", "leaky_relu", ...).
+    variational
+        A VAE: Gaussian latent; the raw score is the negative ELBO (`vae_score="elbo"`) or the
+        reconstruction error of the latent mean (`vae_score="recon"`).
+    beta
+        Weight of the KL term (per input column) in the VAE loss.
+    vae_score
+        "elbo" or "recon" (VAE only).
+    score_on
+        "window": the error over the whole window; "last": over the newest event's columns only
+        (the window is context; an anomaly is not smeared over the next `window` events).
+    denoise
+        None, "mask" (inputs dropped to their mean with probability `noise`) or "gaussian"
+        (noise of standard deviation `noise`, in scaled units), applied during training only.
+    noise
+        The corruption level of `denoise`.
+    key
+        Name of the feature that identifies a series (not used as an input); each key keeps its
+        own window. None: the whole stream is one series.
+    calibration
+        "tail", "rank", "zscore" or None (raw errors); see `streamnn.calibration`.
+    calib_window
+        How many recent errors of normal-looking events the calibration keeps.
+    min_calib
+        Scores are 0.0 (no alarms) until the calibration has this many errors.
+    threshold
+        Calibrated score at or above which `predict_one` is True; None: 0.99 ("tail"/"rank"),
+        3.0 ("zscore"). Required with `calibration=None`.
+    guard
+        Contamination guard: do not learn from events scored at or above the threshold (unless
+        more than 20 % of recent events are, which is taken as a drift to adapt to).
+    optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
+        As in `streamnn.TorchClassifier` (mini-batch buffering, streaming normalization and
+        plateau learning-rate control from the core).
+    """
+
+    def __init__(self, window: int | str = "auto", encoder: str = "dense", hidden: tuple | None = None,
+                 latent: int | None = None, activation: str = "tanh", variational: bool = False,
+                 beta: float = 1.0, vae_score: str = "elbo", score_on: str = "window", denoise: str | None = None,
+                 noise: float = 0.1, key=None, calibration: str | None = "tail",
+                 calib_window: int = 2000, min_calib: int = 200, threshold: float | None = None,
+                 guard: bool = False, optimizer="adam", lr: float = 0.005, batch_size: int = 48,
+                 update_every: int = 16, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
+                 grad_clip: float | None = None, scale_inputs: str | None = "welford",
+                 lr_control="plateau", device: str = "cpu", seed: int | None = None,
+                 optimizer_kwargs: dict | None = None):
+        self.window = window
+        self.encoder = encoder
+        self.hidden = hidden
+        self.latent = latent
+        self.activation = activation
+        self.variational = variational
+        self.beta = beta
+        self.vae_score = vae_score
+        self.score_on = score_on
+        self.denoise = denoise
+        self.noise = noise
+        self.key = key
+        self.calibration = calibration
+        self.calib_window = calib_window
+        self.min_calib = min_calib
+        self.threshold = threshold
+        self.guard = guard
+        if window != "auto" and (not isinstance(window, int) or window < 1):
+            raise ValueError(f"window={window!r}: use 'auto', 1 (no window) or more events")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder={encoder!r}: use one of {ENCODERS}")
+        if denoise not in (None, "mask", "gaussian"):
+            raise ValueError(f"denoise={denoise!r}: use None, 'mask' or 'gaussian'")
+        if score_on not in ("window", "last"):
+            raise ValueError(f"score_on={score_on!r}: use 'window' or 'last'")
+        if vae_score not in ("elbo", "recon"):
+            raise ValueError(f"vae_score={vae_score!r}: use 'elbo' or 'recon'")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration={calibration!r}: use 'tail', 'rank', 'zscore' or None")
+        self._init_common(optimizer=optimizer, lr=lr, batch_size=batch_size, update_every=update_every,
+                          warmup=warmup, replay=replay, loss="mse", weight_decay=weight_decay,
+                          grad_clip=grad_clip, scale_inputs=scale_inputs, lr_control=lr_control,
+                          device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"window": 1, "hidden": (8,), "latent": 2}
+
+    @property
+    def threshold_(self) -> float:
+        """The threshold `predict_one` uses."""
+        t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
+        if t is None:
+            raise ValueError("calibration=None gives raw errors with no natural threshold; pass threshold=...")
+        return t
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _reset(self):
+        super()._reset()
+        t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
+        self._alarm_at = math.inf if t is None else t   # what counts as an alarm for guard/calibration
+        self.calibrator_ = ScoreCalibrator(self.calibration or "rank", self.calib_window, self.min_calib,
+                                           threshold=None if self.calibration is None else t)
+        self.window_ = None if self.window == "auto" else self.window   # resolved window length
+        self.windows_ = {}         # key -> (C, window - 1) raw values of its previous events
+        self.alarm_rate_ = 0.0     # smoothed fraction of learned events at/above the threshold
+        self.n_guarded_ = 0        # events not learned because of the contamination guard
+        self._version = 0          # bumped whenever the raw error of a row may change
+        self._memo = None          # ((version, events), x items, assessment) of the last score_one
+        self._n_events = 0         # learn_one calls (window histories and calibration move on)
+        self._ae_kernel = None     # numpy training step (dense, deterministic networks), or False
+
+    def _n_outputs(self) -> int:
+        return 0
+
+    def _make_module(self, n_in, n_out):
+        W = self.window_
+        hidden = tuple(self.hidden) if self.hidden is not None else (int(np.clip(n_in // 2, 8, 64)),)
+        latent = self.latent if self.latent is not None else int(np.clip(n_in // 4, 2, 16))
+        return AutoEncoder(n_in // W, W, hidden, latent, self.activation, self.encoder, self.variational)
+
+    def _build(self, n_in):
+        super()._build(n_in)
+        self._ae_kernel = None
+        # corruption / VAE sampling draw from the learner's own RNG stream
+        self._stochastic = bool(self.denoise or self.variational)
+        self._version += 1
+
+    def _grow_inputs(self, n_in: int):
+        self.module_.grow(n_in // self.window_, self.optimizer_)
+        self.n_in_ = n_in
+        self._plan = self._ae_kernel = None
+        self._version += 1
+
+    def _step(self):
+        kernel = self._ae_kernel
+        if kernel is None:
+            kernel = self._ae_kernel = (not self._stochastic and self._device.type == "cpu" and
+                                        AEKernel.build(self.module_, self.optimizer_, self.grad_clip)) or False
+            self._plan = None      # the kernel moved the parameters into one flat buffer
+        if kernel:
+            self._kernel_step(kernel)
+        else:
+            super()._step()
+        self._version += 1         # the raw error of a row may have changed
+        if self.encoder == "conv":
+            self._plan = None      # the folded conv matrices are copies: rebuild after a step
+
+    def _kernel_step(self, kernel):
+        """The base class's step, with the numpy kernel doing forward, backward and update."""
+        X, _, W, p = self._batch()
+        self._pending = 0
+        unit = W.min() == 1.0 and W.max() == 1.0
+        per = kernel.step(self._scale(X), None if unit else W)
+        self.last_loss_ = preq = float(per[-p:].mean())
+        if not np.isfinite(per).all():
+            self.n_nonfinite_ += 1
+            return
+        self.n_updates_ += 1
+        if self.lr_control_ is not None:
+            self.lr_control_.step(preq)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_memo"] = state["_ae_kernel"] = None   # numpy views must not be copied apart from tensors
+        return state
+
+    def _prepare_targets(self, Y):
+        return Y.astype(np.float32)
+
+    def _train_forward(self, Z, T):  # Z (B, n_in) scaled; the targets are Z itself
+        module = self.module_
+        if not module.training:
+            module.train()
+        if not self._stochastic:
+            recon, _, _ = module(Z)
+            return ((recon - Z) ** 2).mean(1)                                          # (B,)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng_state)
+            Zin = Z
+            if self.denoise == "mask":
+                Zin = Z * (torch.rand_like(Z) >= self.noise)
+            elif self.denoise == "gaussian":
+                Zin = Z + self.noise * torch.randn_like(Z)
+            recon, mu, logvar = module(Zin)
+            per = ((recon - Z) ** 2).mean(1)                                            # (B,)
+            if logvar is not None:
+                kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(1)
+                per = per + self.beta * kl / Z.shape[1]
+            self._rng_state = torch.get_rng_state()
+        return per
+
+    # -- rows and raw errors -----------------------------------------------------------------
+
+    def _event(self, x: dict, grow: bool, windows=None):
+        """x -> (key, the (C, W) raw window ending with x); the key's history is not changed."""
+        k = None
+        if self.key is not None:
+            k = x.get(self.key)
+            x = {n: v for n, v in x.items() if n != self.key}
+        r = self.features_.row(x, grow=grow)                                      # (C,)
+        W = self.window_
+        if W is None:   # "auto", before the first learned event: what it would resolve to
+            W = int(np.clip(64 // max(len(r), 1), 1, 64))
+            if grow and len(r):
+                self.window_ = W
+        if W == 1:
+            return k, r[:, None]
+        h = (self.windows_ if windows is None else windows).get(k)
+        C = len(r)
+        if h is None:
+            h = np.full((C, W - 1), np.nan)
+        elif len(h) < C:
+            h = np.concatenate([h, np.full((C - len(h), W - 1), np.nan)])
+        return k, np.concatenate([h[:C], r[:, None]], axis=1)                     # (C, W)
+
+    def _raw_errors(self, rows: np.ndarray) -> np.ndarray:
+        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects."""
+        Z = self._scale(rows)
+        kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
+        if self._plan is None and self._device.type == "cpu":
+            self._plan = numpy_errors_plan(self.module_) or False
+        W = self.window_
+        cols = np.arange(W - 1, Z.shape[1], W) if self.score_on == "last" and W > 1 else None
+        if self._plan:
+            return errors_numpy(self._plan, Z, kl_weight, cols).astype(np.float64)
+        module = self.module_
+        module.eval()
+        with torch.inference_mode():
+            Zt = torch.as_tensor(Z, device=self._device)
+            recon, mu, logvar = module(Zt)
+            d = recon - Zt
+            err = (d[:, cols] if cols is not None else d).pow(2).mean(1)
+            if logvar is not None and kl_weight:
+                err = err + kl_weight * 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(1) / Zt.shape[1]
+        return err.double().cpu().numpy()
+
+    def _calibrate(self, raw: float) -> float:
+        return self.calibrator_.transform(raw) if self.calibration is not None else raw
+
+    # -- river API ---------------------------------------------------------------------------
+
+    def learn_one(self, x: dict) -> None:
+        # 1. the event's window and score before learning (cached from a score_one of the same event)
+        hit = self._cached(x)
+        if hit is not None:
+            k, win, raw, score = hit
+        else:   # features may grow the registry, then the network
+            k, win = self._event(x, grow=True)
+            if self.module_ is not None and win.size > self.n_in_:
+                self._grow_inputs(win.size)
+            raw = score = math.nan
+            if self.module_ is not None and win.size:
+                raw = float(self._raw_errors(win.reshape(1, -1))[0])
+                score = self._calibrate(raw)
+        self._n_events += 1
+        # 2. normal-looking errors feed the calibration
+        admit = True
+        if not math.isnan(raw):
+            alarm = self.calibrator_.ready and score >= self._alarm_at
+            self.alarm_rate_ += _ALARM_SMOOTHING * (float(alarm) - self.alarm_rate_)
+            admit = not alarm or self.alarm_rate_ > _ESCAPE_RATE
+            self.calibrator_.update(raw, alarm=alarm)
+        # 3. the key's history always moves on; the network learns unless guarded
+        if win.shape[1] > 1:
+            self.windows_[k] = win[:, 1:].copy()
+        if admit or not self.guard:
+            self._learn_row(win.ravel(), 0.0)
+        else:
+            self.n_guarded_ += 1
+
+
+    def _cached(self, x: dict, items=None):
+        memo = self._memo
+        if memo is not None and memo[0] == (self._version, self._n_events) and memo[1] == (items or tuple(x.items())):
+            return memo[2]
+        return None
+
+    def _assess(self, x: dict):
+        """(key, (C, W) window, raw error, calibrated score) of `x`; pure apart from a one-entry
+        cache, so that score_one then learn_one of the same event run the network once."""
+        items = tuple(x.items())
+        hit = self._cached(x, items)
+        if hit is not None:
+            return hit
+        k, win = self._event(x, grow=False)
+        raw = float(self._raw_errors(win.reshape(1, -1))[0]) if win.size else math.nan
+        out = (k, win, raw, self._calibrate(raw))
+        index = self.features_.index
+        if all(n in index for n in x if n != self.key):   # learn_one would not grow anything
+            self._memo = ((self._version, self._n_events), items, out)
+        return out
+
+    def score_one(self, x: dict) -> float:
+        """Calibrated anomaly score of `x` (0.0 before the calibration has `min_calib` errors)."""
+        if self.module_ is None:
+            return 0.0
+        return self._assess(x)[3]
+
+    def raw_score_one(self, x: dict) -> float:
+        """The uncalibrated reconstruction error (or negative ELBO) of `x`."""
+        if self.module_ is None:
+            return 0.0
+        return self._assess(x)[2]
+
+    def predict_one(self, x: dict) -> bool:
+        """True when the calibrated score reaches `threshold_`."""
+        return self.score_one(x) >= self.threshold_
+
+    def learn_many(self, X: pd.DataFrame) -> None:
+        """Learn the rows of `X` in order: exactly a loop of `learn_one`."""
+        for x in X.to_dict(orient="records"):
+            self.learn_one(x)
+
+    def score_many(self, X: pd.DataFrame) -> pd.Series:
+        """Scores of the rows of `X`, a contiguous piece of the stream: each row's window holds
+        the rows before it in `X` (the model and calibration are not updated between rows)."""
+        if self.module_ is None or len(X) == 0:
+            return pd.Series(np.zeros(len(X)), index=X.index, dtype=float)
+        windows, rows = dict(self.windows_), []
+        for x in X.to_dict(orient="records"):
+            k, win = self._event(x, grow=False, windows=windows)
+            windows[k] = win[:, 1:]
+            rows.append(win.ravel())
+        raw = self._raw_errors(np.stack(rows))
+        out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
+        return pd.Series(out, index=X.index, dtype=float)
+
+    def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        return self.score_many(X) >= self.threshold_
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _extra_state(self) -> dict:
+        keys = list(self.windows_)
+        bad = [k for k in keys if not isinstance(k, _PLAIN_KEYS)]
+        if bad:
+            raise TypeError(f"key value {bad[0]!r} is a {type(bad[0]).__name__}; use str or int keys to checkpoint")
+        return {"calibrator": self.calibrator_.state_dict(), "keys": keys, "window": self.window_,
+                "windows": [torch.from_numpy(self.windows_[k].copy()) for k in keys],
+                "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_}
+
+    def _load_extra_state(self, s: dict):
+        self.calibrator_.load_state_dict(s["calibrator"])
+        self.window_ = s["window"]
+        self.windows_ = {k: w.numpy().copy() for k, w in zip(s["keys"], s["windows"])}
+        self.alarm_rate_, self.n_guarded_ = s["alarm_rate"], s["n_guarded"]
