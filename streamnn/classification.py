@@ -27,7 +27,7 @@ __all__ = ["TorchClassifier", "MLPClassifier"]
 _LOSSES = {"cross_entropy", "ce", "log_loss"}
 
 # Defaults chosen by benchmarks/run.py (see benchmarks/RESULTS.md)
-DEFAULTS = dict(optimizer="adam", lr=0.01, batch_size=64, update_every=16, warmup=5000, replay=1.0)
+DEFAULTS = dict(optimizer="adam", lr=0.007, batch_size=64, update_every=16, warmup=5000, replay=1.0)
 
 
 class TorchClassifier(TorchLearner, base.MiniBatchClassifier):

@@ -33,7 +33,7 @@ from river import base
 from torch import nn
 
 from .base import TorchLearner
-from .classification import DEFAULTS
+from .regression import REG_DEFAULTS as DEFAULTS   # lr 0.01, as measured in benchmarks/multioutput.py
 from .features import _sort_key
 from .modules import MLP, first_linear, grow_input, grow_output
 from .normalization import RunningStats
