@@ -18,12 +18,12 @@ makes the encoder output a Gaussian (mean, log-variance) and `forward` sample fr
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
+from .fastpath import adam_update
 from .modules import _swap_param, grow_input, make_activation
 
 __all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy"]
@@ -335,23 +335,8 @@ class AEKernel:
         if not self.adam:
             p -= lr * (g + wd * p if wd else g)
             return
-        b1, b2 = group["betas"]
-        t = float(self.steps[0]) + 1.0
-        for sv in self.steps:
-            sv[...] = t
-        if wd:
-            if isinstance(self.optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay"):
-                p *= 1.0 - lr * wd
-            else:
-                g = g + wd * p
-        m, v = self.m, self.v
-        m += (1.0 - b1) * (g - m)
-        v *= b2
-        v += (1.0 - b2) * (g * g)
-        denom = np.sqrt(v)
-        denom *= 1.0 / math.sqrt(1.0 - b2 ** t)
-        denom += group["eps"]
-        p -= (lr / (1.0 - b1 ** t)) * (m / denom)
+        decoupled = isinstance(self.optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+        adam_update(p, g, self.m, self.v, self.steps, group, decoupled)
 
 
 _FORWARD = {nn.Tanh: np.tanh, nn.ReLU: lambda z: np.maximum(z, 0.0),

@@ -200,23 +200,29 @@ class MLPKernel:
                 g = self.m
             p -= lr * g
             return
-        beta1, beta2 = group["betas"]
-        t = float(self.steps[0]) + 1.0
-        for sv in self.steps:
-            sv[...] = t
-        if wd:
-            if self.kind is torch.optim.AdamW:
-                p *= 1.0 - lr * wd
-            else:
-                g = g + wd * p
-        m, v = self.m, self.v
-        m += (1.0 - beta1) * (g - m)
-        v *= beta2
-        v += (1.0 - beta2) * (g * g)
-        denom = np.sqrt(v)
-        denom *= 1.0 / np.sqrt(1.0 - beta2**t)
-        denom += group["eps"]
-        p -= (lr / (1.0 - beta1**t)) * (m / denom)
+        adam_update(p, g, self.m, self.v, self.steps, group, self.kind is torch.optim.AdamW)
+
+
+def adam_update(p, g, m, v, steps, group, decoupled: bool) -> None:
+    """One Adam (or AdamW, `decoupled`) update of the flat parameters `p`, in place, with torch's
+    math: `m`, `v` are the flat moment buffers, `steps` numpy views of the step counters."""
+    lr, wd = group["lr"], group.get("weight_decay", 0.0)
+    beta1, beta2 = group["betas"]
+    t = float(steps[0]) + 1.0
+    for sv in steps:
+        sv[...] = t
+    if wd:
+        if decoupled:
+            p *= 1.0 - lr * wd
+        else:
+            g = g + wd * p
+    m += (1.0 - beta1) * (g - m)
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    denom = np.sqrt(v)
+    denom *= 1.0 / np.sqrt(1.0 - beta2**t)
+    denom += group["eps"]
+    p -= (lr / (1.0 - beta1**t)) * (m / denom)
 
 
 def g0(optimizer):
