@@ -18,7 +18,6 @@ makes the encoder output a Gaussian (mean, log-variance) and `forward` sample fr
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn
