@@ -270,12 +270,16 @@ class TorchLearner:
         else:
             Wt = torch.as_tensor(W, dtype=torch.float32, device=dev)
             loss = (per * Wt).sum() / Wt.sum().clamp_min(1e-12)
-        preq_t = per[-p:].detach().mean()
+        self._apply_loss(loss, per[-p:].detach().mean())
+
+    def _apply_loss(self, loss, preq_t) -> bool:
+        """Record the prequential loss `preq_t`, then take the optimizer step on `loss` unless it
+        is not finite (counted); feeds the lr control. Returns whether a step was taken."""
         total, preq = torch.stack([loss.detach(), preq_t]).tolist()  # one device sync per step
         self.last_loss_ = preq
         if not math.isfinite(total):
             self.n_nonfinite_ += 1
-            return
+            return False
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -284,6 +288,7 @@ class TorchLearner:
         self.n_updates_ += 1
         if self.lr_control_ is not None:
             self.lr_control_.step(preq)
+        return True
 
     def _make_kernel(self):
         loss = self._fast_loss()

@@ -32,10 +32,9 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from .classification import TorchClassifier
-from .recurrent import CELLS, KeyStore, SeqNet, WindowBuffer, np_run, np_step, numpy_plan
+from .recurrent import CELLS, KeyStore, SeqNet, WindowBuffer, np_run, numpy_plan
 from .regression import TorchRegressor, _finite
 
 __all__ = ["LSTMClassifier", "LSTMRegressor", "SequenceLearner"]
@@ -282,21 +281,9 @@ class SequenceLearner:
         loss = (per * Wt).sum() / Wt.sum().clamp_min(1e-12)
         pm = torch.as_tensor(preq_mask[mask], device=dev)
         preq_t = per.detach()[pm].mean() if bool(preq_mask.any()) else per.detach().mean()
-        total, preq = torch.stack([loss.detach(), preq_t]).tolist()
-        self.last_loss_ = preq
-        if not math.isfinite(total):
-            self.n_nonfinite_ += 1
-            return
-        self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-        self.optimizer_.step()
-        self.n_updates_ += 1
-        self._plan = None
-        self._version += 1
-        if self.lr_control_ is not None:
-            self.lr_control_.step(preq)
+        if self._apply_loss(loss, preq_t):
+            self._plan = None
+            self._version += 1
 
     def _train_out(self, Z, S0):
         module = self.module_
