@@ -24,7 +24,6 @@ import datetime as dt
 import math
 import numbers
 
-import numpy as np
 from river.time_series.base import Forecaster
 
 from . import checkpoint

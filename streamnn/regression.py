@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 import torch.nn.functional as F
 from river import base
 

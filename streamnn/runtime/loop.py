@@ -47,7 +47,7 @@ class Unit:
     positions: dict = field(default_factory=dict)    # stream -> position of the last record
     delayed: DelayedLabels = None
     lags: Lags = None
-    threshold: ScoreThreshold = None
+    threshold: object = None                          # a ScoreThreshold for detectors
     counters: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     dirty: int = 0                                    # records since the last checkpoint
     saved_at: float = field(default_factory=time.monotonic)
