@@ -17,7 +17,8 @@ The data path of one sample:
    taken unless the loss is not finite.
 
 `learn_many` runs exactly the same schedule as a loop of `learn_one`, so the model state never
-depends on how a stream was cut into batches (which makes crash recovery exact).
+depends on how a stream was cut into batches (which makes crash recovery exact); it only writes the
+rows between two steps to the buffer at once instead of one by one.
 """
 
 from __future__ import annotations
@@ -217,14 +218,15 @@ class TorchLearner:
     def _batch(self):
         """Gather the step's batch: (X, Y, W) raw, and p, the number of new rows at its end."""
         p = self._pending
-        X, Y, W = self.buffer_.last(max(self.batch_size, p))
+        res = self.reservoir_
+        mix = res is not None and res.size > 0   # the batch is a new array: read the buffer in place
+        X, Y, W = self.buffer_.last(max(self.batch_size, p), copy=not mix)
         Xn, Yn, Wn = X[-p:], Y[-p:], W[-p:]
         if self.scale_inputs is not None:
             self.scaler_.update(Xn)
         self._absorb_targets(Yn)
-        res = self.reservoir_
         if res is not None:
-            if res.size > 0:
+            if mix:
                 Xr, Yr, Wr = res.sample(max(1, int(self.replay * len(X))))
                 F = max(X.shape[1], Xr.shape[1])
                 X = np.concatenate([_pad_cols(Xr, F), _pad_cols(X, F)])
@@ -300,26 +302,79 @@ class TorchLearner:
 
     def _fast_step(self, kernel, X, Y, W, p):
         """The same step as `_step`, computed by the numpy kernel on the shared tensors."""
-        unit = W.min() == 1.0 and W.max() == 1.0
+        res = self.reservoir_
+        unit = (self.buffer_.unit and (res is None or res.unit)) or bool((W == 1.0).all())
         per = kernel.step(self._scale(X), self._prepare_targets(Y), None if unit else W)
-        preq = float(per[-p:].mean())
+        tail = per[-p:]
+        preq = float(np.add.reduce(tail)) / p if tail.dtype == np.float64 else float(tail.mean())
         self.last_loss_ = preq
-        if not np.isfinite(per).all():
+        finite = getattr(kernel, "finite", None)   # MLPKernel.step checked it
+        if not (np.isfinite(per).all() if finite is None else finite):
             self.n_nonfinite_ += 1
             return
         self.n_updates_ += 1
         if self.lr_control_ is not None:
             self.lr_control_.step(preq)
 
-    def _learn_frame(self, X, targets, w=None, encode=None):
-        """The learn_many body: rows go through the same schedule as learn_one, in order."""
+    def _learn_frame(self, X, Y, w=None, encode=None, fresh=None):
+        """The learn_many body: rows go through the same schedule as learn_one, in order.
+
+        `Y` holds the rows' buffer targets, NaN where a row is skipped; a row in `fresh` (row ->
+        label) takes `encode(label)` as its target at its turn (a class seen for the first time).
+        Between two steps, a run of rows that needs no growth is appended to the buffer at once
+        (`_learn_block`); a row that builds or grows the network or adds a class goes through
+        `_learn_row`. A list `Y` (None = skip) is encoded row by row with `encode`, if given.
+        """
         M, widths = self.features_.frame_rows(X)
-        for i, t in enumerate(targets):
-            if t is None:
+        fresh = fresh or {}
+        listed = not isinstance(Y, np.ndarray)
+        if listed or type(self)._learn_row is not TorchLearner._learn_row:   # row by row
+            for i, t in enumerate(Y):
+                if i in fresh:
+                    t = encode(fresh[i])
+                elif listed:
+                    if t is None:
+                        continue
+                    if encode is not None:
+                        t = encode(t)
+                elif math.isnan(t):
+                    continue
+                self._learn_row(M[i, : widths[i]], t, 1.0 if w is None else float(w[i]))
+            return
+        skip = np.isnan(Y)
+        rows = (~skip).nonzero()[0] if skip.any() else np.arange(len(Y))   # the rows learned, in order
+        if len(rows) == 0:
+            return
+        cuts = [len(rows)]   # a run of rows ends where the width grows and before a row adding a class
+        if widths[rows[0]] != widths[rows[-1]] or fresh:
+            wr = widths[rows]
+            grows = (wr[1:] != wr[:-1]).nonzero()[0] + 1
+            cuts = np.union1d(grows, np.searchsorted(rows, sorted(fresh))).tolist() + cuts
+        k, c = 0, 0
+        while k < len(rows):
+            r = int(rows[k])
+            if self.module_ is None or widths[r] != self.n_in_ or r in fresh:
+                t = encode(fresh[r]) if r in fresh else Y[r]
+                self._learn_row(M[r, : widths[r]], t, 1.0 if w is None else float(w[r]))
+                k += 1
                 continue
-            if encode is not None:
-                t = encode(t)
-            self._learn_row(M[i, : widths[i]], t, 1.0 if w is None else float(w[i]))
+            while cuts[c] <= k:
+                c += 1
+            n = 1 if self.n_seen_ < self.warmup else max(1, self.update_every - self._pending)
+            end = min(k + n, cuts[c])          # the rows up to the next step at most
+            self._learn_block(M, rows[k:end], Y, w)
+            k = end
+
+    def _learn_block(self, M, rows, Y, w):
+        """Learn rows `rows` of `M` (of the network's width) that end at or before the next step:
+        `_learn_row` for each, with one buffer write."""
+        a, b = int(rows[0]), int(rows[-1]) + 1
+        sel = slice(a, b) if b - a == len(rows) else rows
+        self.buffer_.extend(M[sel, : self.n_in_], Y[sel], None if w is None else w[sel])
+        self.n_seen_ += len(rows)
+        self._pending += len(rows)
+        if self._pending >= (self.update_every if self.n_seen_ > self.warmup else 1):
+            self._step()
 
     # -- state -------------------------------------------------------------------------------
 

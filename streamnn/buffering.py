@@ -29,18 +29,22 @@ class RingBuffer:
     `y` may be a scalar (class index, regression target) or a vector (several targets).
     """
 
+    unit = False   # True while every weight is known to be 1.0 (a learner then skips checking them)
+
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
         self.X = self.y = self.w = None
         self.size = 0      # number of valid rows (<= capacity)
         self.head = 0      # next write position
         self.total = 0     # samples ever appended
+        self.unit = True
 
     def _alloc(self, x: np.ndarray, y):
         y = np.asarray(y, dtype=np.float64)
         self.X = np.full((self.capacity, len(x)), np.nan)
         self.y = np.full((self.capacity,) + y.shape, np.nan)
         self.w = np.ones(self.capacity)
+        self.unit = True
 
     def append(self, x: np.ndarray, y, w: float = 1.0):
         if self.X is None:
@@ -54,24 +58,63 @@ class RingBuffer:
             X[h, len(x):] = np.nan
         self.y[h] = y
         self.w[h] = w
+        if w != 1.0:
+            self.unit = False
         self.head = (h + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.total += 1
 
-    def extend(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
-        for i in range(len(X)):
-            self.append(X[i], y[i], 1.0 if w is None else w[i])
+    def extend(self, X: np.ndarray, y, w: np.ndarray | None = None):
+        """Append the rows of `X` (n, F) with targets `y` (n, ...) and weights `w` (n,) (None: 1.0)
+        at once: the same contents, head, size and total as `append` row by row."""
+        n = len(X)
+        if n == 0:
+            return
+        y = np.asarray(y, dtype=np.float64)
+        if self.X is None:
+            self._alloc(X[0], y[0])
+        F = X.shape[1]
+        if F > self.X.shape[1]:
+            self.X = _grow_cols(self.X, F)
+        w = None if w is None else np.asarray(w, dtype=np.float64)
+        if w is not None and self.unit and not (w == 1.0).all():
+            self.unit = False
+        cap, h = self.capacity, self.head
+        if n > cap:   # only the last `capacity` rows survive; they start where the ring would put them
+            X, y = X[n - cap:], y[n - cap:]
+            w = None if w is None else w[n - cap:]
+            h = (h + n - cap) % cap
+        k = len(X)
+        first = min(k, cap - h)
+        for a, b, dst in ((0, first, h), (first, k, 0)):
+            if b > a:
+                rows = slice(dst, dst + b - a)
+                self.X[rows, :F] = X[a:b]
+                if F < self.X.shape[1]:
+                    self.X[rows, F:] = np.nan
+                self.y[rows] = y[a:b]
+                self.w[rows] = 1.0 if w is None else w[a:b]
+        self.head = (self.head + n) % cap
+        self.size = min(self.size + n, cap)
+        self.total += n
 
     def grow_targets(self, n_targets: int):
         """Widen vector targets (a new target mid-stream); old rows get NaN (no loss)."""
         if self.y is not None and self.y.ndim == 2 and self.y.shape[1] < n_targets:
             self.y = _grow_cols(self.y, n_targets)
 
-    def last(self, n: int):
-        """The `n` most recent samples, oldest first: (X, y, w)."""
+    def last(self, n: int, copy: bool = True):
+        """The `n` most recent samples, oldest first: (X, y, w); with `copy=False`, views into the
+        buffer where the rows are contiguous (valid until the next write)."""
         n = min(n, self.size)
+        start = (self.head - n) % self.capacity
+        if start + n <= self.capacity:   # one contiguous piece
+            rows = slice(start, start + n)
+            if not copy:
+                return self.X[rows], self.y[rows], self.w[rows]
+            return self.X[rows].copy(), self.y[rows].copy(), self.w[rows].copy()
         idx = (self.head - n + np.arange(n)) % self.capacity
-        return self.X[idx], self.y[idx], self.w[idx]
+        return self.X.take(idx, axis=0), self.y.take(idx, axis=0), self.w.take(idx)
 
     def state_dict(self) -> dict:
         s = {"capacity": self.capacity, "size": self.size, "head": self.head, "total": self.total}
@@ -86,6 +129,7 @@ class RingBuffer:
             self.X, self.y, self.w = (s[k].numpy().copy() for k in ("X", "y", "w"))
         else:
             self.X = self.y = self.w = None
+        self.unit = self.w is None or bool((self.w == 1.0).all())
 
 
 class Reservoir(RingBuffer):
@@ -102,26 +146,38 @@ class Reservoir(RingBuffer):
             self._alloc(X[0], y[0])
         if X.shape[1] > self.X.shape[1]:
             self.X = _grow_cols(self.X, X.shape[1])
-        free = min(self.capacity - self.size, len(X))        # fill the empty slots first
-        slots = list(range(self.size, self.size + free))
-        self.size += free
-        rest = len(X) - free
-        if rest > 0:   # then algorithm R: row i replaces a random slot with probability cap/total
-            totals = self.total + free + np.arange(1, rest + 1)
-            j = self.rng.integers(0, totals)
-            slots += [int(v) if v < self.capacity else -1 for v in j]
-        self.total += len(X)
+        n, cap = len(X), self.capacity
+        free = min(cap - self.size, n)                # fill the empty slots first
+        if free:
+            self._put(slice(self.size, self.size + free), X[:free], y[:free], w[:free])
+            self.size += free
+        if n > free:   # then algorithm R: row i replaces a random slot with probability cap/total
+            start = self.total + free + 1
+            j = self.rng.integers(0, np.arange(start, start + n - free))
+            hit = (j < cap).nonzero()[0]
+            if len(hit) > 1:
+                last = dict(zip(j[hit].tolist(), hit.tolist()))   # a later row wins its slot
+                if len(last) < len(hit):
+                    hit = np.fromiter(last.values(), np.int64, len(last))
+            if len(hit):
+                rows = free + hit
+                self._put(j[hit], X[rows], y[rows], w[rows])
+        self.total += n
+
+    def _put(self, slots, X, y, w):
+        """Write rows into `slots` (a slice or distinct indices)."""
         F = X.shape[1]
-        for i, slot in enumerate(slots):
-            if slot >= 0:
-                self.X[slot, :F] = X[i]
-                self.X[slot, F:] = np.nan
-                self.y[slot], self.w[slot] = y[i], w[i]
+        self.X[slots, :F] = X
+        if F < self.X.shape[1]:
+            self.X[slots, F:] = np.nan
+        self.y[slots], self.w[slots] = y, w
+        if self.unit and not (np.asarray(w) == 1.0).all():
+            self.unit = False
 
     def sample(self, n: int):
         """`n` rows drawn uniformly (with replacement) from the reservoir."""
         idx = self.rng.integers(0, self.size, n)
-        return self.X[idx], self.y[idx], self.w[idx]
+        return self.X.take(idx, axis=0), self.y.take(idx, axis=0), self.w.take(idx)
 
     def state_dict(self) -> dict:
         s = super().state_dict()

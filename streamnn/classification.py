@@ -115,6 +115,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         super()._reset()
         self.classes_ = []
         self._index = {}
+        self._columns_cache = (None, None)
         for c in self.classes or ():
             self._add_class(c)
 
@@ -174,17 +175,37 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         self._learn_row(self.features_.row(x), i, w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
-        self._learn_frame(X, list(y), None if w is None else np.asarray(w, dtype=float), self._encode)
+        codes, fresh = self._codes(y.tolist() if isinstance(y, pd.Series) else list(y))
+        self._learn_frame(X, codes, None if w is None else np.asarray(w, dtype=float), self._encode, fresh)
 
     def _encode(self, label) -> int:
         i = self._index.get(label)
         return self._add_class(label) if i is None else i
 
+    def _codes(self, labels: list):
+        """Labels -> (class indices as floats, NaN for None; {row: label} where a label is first
+        seen), without side effects: the classes are added by `_encode` at those rows' turn."""
+        get = self._index.get
+        codes = [get(t) for t in labels]
+        if None not in codes:
+            return np.array(codes, dtype=np.float64), None
+        new, fresh = {}, {}
+        for r, t in enumerate(labels):
+            if codes[r] is None and t is not None:
+                i = new.get(t)
+                if i is None:
+                    i = new[t] = len(self.classes_) + len(new)
+                    fresh[r] = t
+                codes[r] = i
+        return np.array([math.nan if i is None else i for i in codes], dtype=np.float64), fresh
+
     def _proba(self, Z: np.ndarray) -> np.ndarray:
         logits = self._forward(Z)[..., : len(self.classes_)].astype(np.float64)
-        logits = logits - logits.max(axis=-1, keepdims=True)
+        two = logits.shape[-1] == 2                       # the same values, without a reduction
+        logits = logits - (np.maximum(logits[..., :1], logits[..., 1:]) if two else
+                           logits.max(axis=-1, keepdims=True))
         e = np.exp(logits)
-        return e / e.sum(axis=-1, keepdims=True)
+        return e / (e[..., :1] + e[..., 1:] if two else e.sum(axis=-1, keepdims=True))
 
     def predict_proba_one(self, x: dict) -> dict:
         n = len(self.classes_)
@@ -201,16 +222,31 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         return max(proba, key=proba.get) if proba else None
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self._proba_frame(X), index=X.index, columns=self._columns())
+
+    def _proba_frame(self, X: pd.DataFrame) -> np.ndarray:
         n = len(self.classes_)
         if self.module_ is None:
-            return pd.DataFrame(np.full((len(X), n), 1.0 / max(n, 1)), index=X.index, columns=self.classes_)
-        P = self._proba(self._scale(self.features_.frame(X, grow=False)))
-        return pd.DataFrame(P, index=X.index, columns=self.classes_)
+            return np.full((len(X), n), 1.0 / max(n, 1))
+        return self._proba(self._scale(self.features_.frame(X, grow=False)))
+
+    def _columns(self) -> pd.Index:
+        """The classes as the columns of a DataFrame: what `columns=self.classes_` would build,
+        kept (a fresh view each call) while the classes stay the same objects."""
+        key, cols = getattr(self, "_columns_cache", (None, None))   # absent in older pickles
+        classes = self.classes_
+        if key is None or len(key) != len(classes) or any(a is not b for a, b in zip(key, classes)):
+            cols = pd.DataFrame(np.empty((0, len(classes))), columns=classes).columns
+            self._columns_cache = (list(classes), cols)
+        return cols.view()
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if not self.classes_:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
-        P = self.predict_proba_many(X).to_numpy()
+        if type(self).predict_proba_many is TorchClassifier.predict_proba_many:
+            P = self._proba_frame(X)   # the probabilities without building their DataFrame
+        else:
+            P = self.predict_proba_many(X).to_numpy()
         labels = np.empty(len(self.classes_), dtype=object)
         labels[:] = self.classes_
         return pd.Series(labels[P.argmax(axis=1)], index=X.index)

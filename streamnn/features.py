@@ -93,6 +93,9 @@ class FeatureRegistry:
         if grow:
             for k in sorted((k for k in X.columns if k not in self.index), key=_sort_key):
                 self.add(k)
+        out = self._numeric_frame(X)
+        if out is not None:
+            return out
         out = np.full((len(X), len(self.names)), np.nan)
         for k in X.columns:
             if k not in self.index:
@@ -104,6 +107,30 @@ class FeatureRegistry:
                 bad = next(v for v in col if not _is_number(v))
                 raise _type_error(k, bad) from None
         out[np.isinf(out)] = np.nan
+        return out
+
+    def _numeric_frame(self, X) -> np.ndarray | None:
+        """`frame` in one conversion when every column holds plain numbers (numpy float, int or
+        bool dtypes, which is what the column by column conversion would read); else None."""
+        if not X.columns.is_unique:
+            return None
+        A = X.to_numpy()
+        if A.dtype.kind not in "fiub":
+            return None
+        if A.dtype != np.float64:
+            A = X.to_numpy(dtype=np.float64)
+        cols = X.columns.tolist()
+        if cols == self.names:
+            out = np.array(A, dtype=np.float64, order="C")
+        else:
+            out = np.full((len(X), len(self.names)), np.nan)
+            index = self.index
+            pos = [(j, index[k]) for j, k in enumerate(cols) if k in index]
+            if pos:
+                src, dst = zip(*pos)
+                out[:, list(dst)] = A[:, list(src)]
+        if not math.isfinite(np.add.reduce(out, axis=None)):   # a finite sum: no inf to replace
+            out[np.isinf(out)] = np.nan
         return out
 
     def frame_rows(self, X):

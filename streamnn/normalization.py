@@ -29,11 +29,15 @@ few tensor ops and exact at any batch size.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 __all__ = ["RunningStats", "StreamingNorm"]
+
+_FEW = 8   # up to this many columns, `RunningStats.update` merges in Python floats
 
 
 class RunningStats:
@@ -78,13 +82,20 @@ class RunningStats:
         """Merge a batch `X` (B, F) into the statistics; NaNs are skipped column by column."""
         if X.shape[1] > len(self.n):
             self.grow(X.shape[1])
-        if not np.isnan(X).any():   # fast path: no missing values
-            nb = float(len(X))
-            if nb == 0:
-                return
-            mean_b = np.add.reduce(X, 0) / nb
+        nb = float(len(X))
+        if nb == 0:
+            return
+        sums = np.add.reduce(X, 0)
+        few = len(self.n) <= _FEW and X.shape[1] == len(self.n)
+        finite = all(map(math.isfinite, sums.tolist())) if few else np.isfinite(sums).all()
+        if finite or not np.isnan(X).any():   # fast path: no missing values (finite sums rule them out)
+            mean_b = sums / nb
             d = X - mean_b
-            var_b = np.add.reduce(d * d, 0) / nb
+            d *= d
+            var_b = np.add.reduce(d, 0) / nb
+            if few:
+                self._merge_few(mean_b.tolist(), var_b.tolist(), nb)
+                return
             delta = mean_b - self.mean
             n_new = self.n + nb
             w = nb / n_new
@@ -117,12 +128,35 @@ class RunningStats:
         self.n = n_new
         self._refresh()
 
+    def _merge_few(self, mean_b: list, var_b: list, nb: float):
+        """The fast path's merge and `_refresh` for a few columns, in Python floats: the same
+        IEEE operations in the same order as the array expressions, without their overhead."""
+        c = 1.0 - (1.0 - self.alpha) ** nb if self.mode == "ewm" else -1.0
+        eps = self.eps
+        ns, means, vs, invs = [], [], [], []
+        for mb, vb, m0, v0, n0 in zip(mean_b, var_b, self.mean.tolist(), self.var.tolist(), self.n.tolist()):
+            delta = mb - m0
+            n1 = n0 + nb
+            w = nb / n1
+            if c > w:
+                w = c
+            v1 = (1.0 - w) * (v0 + w * (delta * delta)) + w * vb
+            std = math.sqrt(v1) if v1 >= 0.0 else math.nan
+            ns.append(n1)
+            means.append(m0 + w * delta)
+            vs.append(v1)
+            invs.append(1.0 / std if std > eps else 1.0)
+        self.n, self.mean, self.var = np.array(ns), np.array(means), np.array(vs)
+        self.inv_std = np.array(invs)
+        self.std = 1.0 / self.inv_std
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Scale `X` (..., F) with the current statistics; NaN -> 0 (the running mean)."""
         F = len(self.n)
         Z = (X[..., :F] if X.shape[-1] != F else X) - self.mean
         Z *= self.inv_std
-        Z[np.isnan(Z)] = 0.0
+        if not math.isfinite(np.add.reduce(Z, axis=None)):   # a finite sum: no NaN to replace
+            Z[np.isnan(Z)] = 0.0
         return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:

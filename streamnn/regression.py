@@ -128,9 +128,9 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         self._learn_row(self.features_.row(x), y, w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
-        targets = [_finite(v) for v in y]
-        self.n_skipped_ += sum(t is None for t in targets)
-        self._learn_frame(X, targets, None if w is None else np.asarray(w, dtype=float))
+        Y = _finite_array(y)
+        self.n_skipped_ += int(np.isnan(Y).sum())
+        self._learn_frame(X, Y, None if w is None else np.asarray(w, dtype=float))
 
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
@@ -195,6 +195,19 @@ class MLPRegressor(TorchRegressor):
     def _make_module(self, n_in, n_out):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
                    dropout=self.dropout, norm=self.norm, init=self.init)
+
+
+def _finite_array(y) -> np.ndarray:
+    """Targets -> float64 array, NaN where a target is not finite (skipped); as `_finite` each."""
+    dtype = getattr(y, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub" and getattr(y, "ndim", 0) == 1:
+        if isinstance(y, pd.Series):
+            Y = y.to_numpy(dtype=np.float64, copy=True)
+        else:
+            Y = np.array(y, dtype=np.float64)
+        Y[np.isinf(Y)] = np.nan
+        return Y
+    return np.array([math.nan if t is None else t for t in map(_finite, y)], dtype=np.float64)
 
 
 def _finite(y):

@@ -162,15 +162,13 @@ class KafkaSource(Source):
         self._raise_listener_error()
         out = []
         for tp, messages in batches.items():
-            sid = stream_id(tp.topic, tp.partition)
+            sid, topic, part = stream_id(tp.topic, tp.partition), tp.topic, tp.partition
             for m in messages:
-                out.append(Record(
-                    value=m.value if m.value is not None else b"",
-                    position={"topic": tp.topic, "partition": tp.partition, "offset": m.offset},
-                    stream=sid, offset=m.offset, key=m.key,
-                    timestamp_ms=m.timestamp if m.timestamp is not None and m.timestamp >= 0 else None,
-                    headers=list(m.headers) if m.headers else None,
-                ))
+                value, off, ts = m.value, m.offset, m.timestamp
+                out.append(Record(value if value is not None else b"",
+                                  {"topic": topic, "partition": part, "offset": off}, sid, off, m.key,
+                                  ts if ts is not None and ts >= 0 else None,
+                                  list(m.headers) if m.headers else None))
         return out
 
     def seek(self, stream: str, next_offset: int) -> None:
@@ -289,6 +287,9 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.source._fire(self.source._assign_cbs, assigned)
+
+    def on_partitions_lost(self, lost):
+        self.source._fire(self.source._lost_cbs, lost)
 
 
 # sinks and replay tools live next door; re-exported so that `streamnn.runtime.kafka` is the one name

@@ -54,19 +54,20 @@ class ConfluentKafkaSource(KafkaSource):
                 messages = [first] + consumer.consume(n - 1, 0) if n > 1 else [first]
         self._raise_listener_error()
         out = []
+        sids = self._sids
         for m in messages:
             if m.error() is not None:
                 log.warning("Kafka consumer error: %s", m.error())
                 continue
             topic, part, off = m.topic(), m.partition(), m.offset()
+            sid = sids.get((topic, part))
+            if sid is None:
+                sid = sids[(topic, part)] = stream_id(topic, part)
             ts_type, ts = m.timestamp()
             value = m.value()
-            out.append(Record(
-                value=value if value is not None else b"",
-                position={"topic": topic, "partition": part, "offset": off},
-                stream=stream_id(topic, part), offset=off, key=m.key(),
-                timestamp_ms=ts if ts_type and ts >= 0 else None, headers=m.headers() or None,
-            ))
+            out.append(Record(value if value is not None else b"",
+                              {"topic": topic, "partition": part, "offset": off}, sid, off, m.key(),
+                              ts if ts_type and ts >= 0 else None, m.headers() or None))
         return out
 
     def seek(self, stream: str, next_offset: int) -> None:
@@ -119,6 +120,14 @@ class ConfluentKafkaSource(KafkaSource):
     _assigning: Optional[dict] = None
     _revoking = False
 
+    @property
+    def _sids(self) -> dict:
+        """(topic, partition) -> stream id, cached."""
+        d = self.__dict__.get("_sid_cache")
+        if d is None:
+            d = self.__dict__["_sid_cache"] = {}
+        return d
+
     def _open(self):
         if self._consumer is not None:
             return self._consumer
@@ -139,7 +148,7 @@ class ConfluentKafkaSource(KafkaSource):
         consumer = ck.Consumer(cfg)
         topics = [self.topics] if isinstance(self.topics, str) else list(self.topics)
         consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
-                           on_lost=self._revoked)
+                           on_lost=self._lost)
         self._consumer = consumer
         return consumer
 
@@ -152,6 +161,10 @@ class ConfluentKafkaSource(KafkaSource):
         finally:
             self._assigning = None
         consumer.assign(partitions)
+
+    def _lost(self, consumer, partitions) -> None:
+        self._fire(self._lost_cbs, partitions)
+        consumer.unassign()
 
     def _revoked(self, consumer, partitions) -> None:
         self._revoking = True
@@ -192,6 +205,15 @@ class ConfluentProducer(_Producer):
         self._n += 1
         if self._n % 1000 == 0:
             self._p.poll(0)
+
+    def _send_many(self, topic, values, keys, headers) -> None:
+        produce = self._p.produce
+        for value, key, hdrs in zip(values, keys, headers):
+            try:
+                produce(topic, value, key, headers=hdrs)
+            except BufferError:
+                self._send(topic, value, key, hdrs)
+        self._p.poll(0)
 
     def _flush(self, timeout_s: float) -> bool:
         return self._p.flush(timeout_s) == 0

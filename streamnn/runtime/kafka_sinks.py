@@ -31,6 +31,20 @@ def _to_bytes(v) -> Optional[bytes]:
     return str(v).encode()
 
 
+def _keys_as_bytes(keys: list) -> list:
+    """Message keys as bytes (each distinct key encoded once)."""
+    if all(k is None or type(k) is bytes for k in keys):
+        return keys
+    done: dict = {}
+    out = []
+    for k in keys:
+        b = k if k is None or type(k) is bytes else done.get(k)
+        if b is None and k is not None:
+            b = done[k] = _to_bytes(k)
+        out.append(b)
+    return out
+
+
 def _headers(pos: dict) -> list:
     return [(f"source_{k}", str(pos[k]).encode()) for k in ("topic", "partition", "offset") if k in pos]
 
@@ -52,13 +66,21 @@ class _Producer:
         self._failed: list = []
 
     def send(self, topic, value, key=None, headers=None) -> None:
+        self._ready(topic)
+        self._send(topic, value, key, headers or [])
+
+    def send_many(self, topic, values: list, keys: list, headers: list) -> None:
+        """`send` for many messages to one topic."""
+        self._ready(topic)
+        self._send_many(topic, values, keys, headers)
+
+    def _ready(self, topic) -> None:
         if self._p is None:
             self._p = self._open()
         if topic not in self._known:
             if self._create:
                 ensure_topic(self._bootstrap, topic, self._partitions)
             self._known.add(topic)
-        self._send(topic, value, key, headers or [])
 
     def flush(self, what: str, max_wait_s: Optional[float]) -> list:
         start = time.monotonic()
@@ -80,6 +102,10 @@ class _Producer:
     def _send(self, topic, value, key, headers) -> None:
         fut = self._p.send(topic, value=value, key=key, headers=headers)
         fut.add_errback(lambda exc: self._failed.append((topic, value, key, headers, exc)))
+
+    def _send_many(self, topic, values, keys, headers) -> None:
+        for value, key, hdrs in zip(values, keys, headers):
+            self._send(topic, value, key, hdrs)
 
     def _flush(self, timeout_s: float) -> bool:
         try:
@@ -167,10 +193,29 @@ class KafkaSink:
 
     def emit(self, outputs: list) -> None:
         send = self._producer.send
+        if hasattr(outputs, "lines"):   # an OutputBatch: JSON texts and keys without the dicts
+            self._emit_batch(outputs)
+            return
         for out in outputs:
             pos = out.get("position") or {}
             send(self._topic_for(pos.get("topic", "streamnn")), dumps(out).encode(),
                  _to_bytes(out.get("key")), _headers(pos))
+
+    def _emit_batch(self, outputs) -> None:
+        """The outputs of an `OutputBatch`: the messages of each source stream as one batch."""
+        recs, keys = outputs.records, outputs.output_keys()
+        kb = _keys_as_bytes(keys)
+        values = [t.encode() for t in outputs.lines()]
+        streams = {r.stream for r in recs}
+        pos = recs[0].position if len(streams) == 1 else None
+        if type(pos) is dict and list(pos) == ["topic", "partition", "offset"]:   # a Kafka stream
+            head = _headers(pos)[:2]
+            headers = [head + [("source_offset", str(r.position["offset"]).encode())] for r in recs]
+            self._producer.send_many(self._topic_for(pos["topic"]), values, kb, headers)
+            return
+        for v, k, r in zip(values, kb, recs):
+            p = r.position or {}
+            self._producer.send(self._topic_for(p.get("topic", "streamnn")), v, k, _headers(p))
 
     def flush(self) -> None:
         """Return once every output emitted so far is acknowledged."""

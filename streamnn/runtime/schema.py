@@ -29,6 +29,7 @@ from .records import NO_TARGET, DecodeError, Event, Record
 __all__ = ["Decoder", "reason_class"]
 
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())
+_PLAIN = frozenset((float, int, type(None)))   # feature values taken as they are (bool is converted)
 
 
 def reason_class(reason: str) -> str:
@@ -157,6 +158,76 @@ class Decoder:
             else:
                 events.append(ev)
         return events, errors
+
+    @property
+    def columnar(self) -> bool:
+        """Whether `decode_columns` applies: listed features and at most one target."""
+        return self.features != "*" and self.targets is None
+
+    def decode_columns(self, records):
+        """Records -> (`Columns`, [(record, reason), ...]): what `decode_many` gives, as columns.
+
+        Records whose values are plain (numbers or null features, a finite number or a label
+        target) are read here; any other record goes through `decode`, so every reason and every
+        conversion is the same as there.
+        """
+        from .columns import Columns
+
+        feats, target, label = list(self.features), self.target, self.target_kind == "label"
+        eid_f, key_f, ts_f, required = self.event_id, self.key, self.timestamp, self._required
+        maxb, scan, fmt_json = self.max_bytes, _SCAN, self.format == "json"
+        cols = Columns(ids=[] if eid_f else None, keys=[] if key_f else None,
+                       timestamps=[] if ts_f else None)
+        recs, rows, ys, errors = cols.records, cols.rows, cols.ys, []
+        ids, keys, tss = cols.ids, cols.keys, cols.timestamps
+        plain_types, isfinite, no_target = _PLAIN.issuperset, math.isfinite, NO_TARGET
+        for r in records:
+            obj = None
+            v = r.value
+            if fmt_json and type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123:   # "{"
+                try:
+                    text = v.decode()
+                    obj, end = scan(text, 0)
+                    if end != len(text):
+                        obj = None
+                except (ValueError, StopIteration):
+                    obj = None
+            if type(obj) is dict:
+                get = obj.get
+                row = list(map(get, feats)) if feats else []
+                y = get(target, no_target) if target else no_target
+                ty = type(y)
+                if ((y is no_target or (ty is float and isfinite(y)) or ty is int
+                        or (label and (ty is str or ty is bool)))
+                        and (not feats or plain_types(map(type, row)))
+                        and (not required or None not in list(map(get, required)))
+                        and (not eid_f or type(get(eid_f)) in (str, int))):
+                    if label and ty is float and y.is_integer():
+                        y = int(y)
+                    recs.append(r)
+                    rows.append(row)
+                    ys.append(y)
+                    if eid_f:
+                        ids.append(get(eid_f))
+                    if key_f:
+                        keys.append(get(key_f))
+                    if ts_f:
+                        tss.append(get(ts_f))
+                    continue
+            ev = self.decode(r)   # anything unusual: the reference path decides
+            if type(ev) is DecodeError:
+                errors.append((r, ev.reason))
+                continue
+            recs.append(r)
+            rows.append([ev.x.get(k) for k in feats])
+            ys.append(ev.y)
+            if eid_f:
+                ids.append(ev.event_id)
+            if key_f:
+                keys.append(ev.key)
+            if ts_f:
+                tss.append(ev.timestamp)
+        return cols, errors
 
     def _features(self, obj: dict):
         x = {}

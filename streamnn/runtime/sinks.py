@@ -40,6 +40,12 @@ def _default(v):
     return str(v)
 
 
+def lines(outputs) -> list:
+    """The outputs as JSON texts (an `OutputBatch` writes them without building the dicts)."""
+    fast = getattr(outputs, "lines", None)
+    return fast() if fast is not None else list(map(dumps, outputs))
+
+
 def open_lines(path, append: bool):
     """Open a JSON-lines file for writing; in append mode a torn last line (a crash in the middle
     of a write) is cut off first, so the lines written next stay whole."""
@@ -102,7 +108,7 @@ class JsonlSink:
 
     def emit(self, outputs: list) -> None:
         if outputs:
-            self._f.write("\n".join(map(dumps, outputs)) + "\n")
+            self._f.write("\n".join(lines(outputs)) + "\n")
 
     def flush(self) -> None:
         self._f.flush()
@@ -123,7 +129,7 @@ class StdoutSink:
     def emit(self, outputs: list) -> None:
         if outputs:
             out = self.stream or sys.stdout
-            out.write("\n".join(map(dumps, outputs)) + "\n")
+            out.write("\n".join(lines(outputs)) + "\n")
 
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()

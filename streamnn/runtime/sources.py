@@ -38,13 +38,18 @@ class Source:
     exhausted = False
 
     def __init__(self):
-        self._assign_cbs, self._revoke_cbs = [], []
+        self._assign_cbs, self._revoke_cbs, self._lost_cbs = [], [], []
 
     def on_assign(self, callback):
         self._assign_cbs.append(callback)
 
     def on_revoke(self, callback):
         self._revoke_cbs.append(callback)
+
+    def on_lost(self, callback):
+        """`callback(streams)` when streams are taken away without a revoke (a consumer evicted
+        from its group): their state must be dropped, not checkpointed."""
+        self._lost_cbs.append(callback)
 
     def commit(self, offsets: dict) -> None:
         """Sources with an external offset store (Kafka) record progress here; files need nothing."""

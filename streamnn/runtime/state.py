@@ -22,6 +22,8 @@ import os
 import re
 from collections import OrderedDict
 
+import numpy as np
+
 from ..base import _plain_params
 from ..checkpoint import load_checkpoint, save_checkpoint
 
@@ -33,6 +35,14 @@ def safe_name(stream: str) -> str:
     """A file name for a stream id: readable, and unique through a short hash."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", stream).strip("_.")[-60:] or "stream"
     return f"{readable}-{hashlib.sha1(stream.encode()).hexdigest()[:8]}"
+
+
+def _stamp(path: str):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class CheckpointStore:
@@ -51,7 +61,33 @@ class CheckpointStore:
     def save(self, unit: str, state: dict) -> str:
         path = self.path(unit)
         save_checkpoint({"unit": unit, **state}, path)
+        self._stamps[unit] = _stamp(path)
         return path
+
+    def ahead(self, unit: str, offsets: dict):
+        """The first ``(stream, stored, ours)`` where the stored checkpoint of `unit` is further
+        along than `offsets`, else None: another consumer owns the unit now (this one was
+        evicted from the group), and saving would overwrite newer state with older.
+
+        Reads the file only when someone else wrote it since this store's last save.
+        """
+        path = self.path(unit)
+        stamp = _stamp(path)
+        if stamp is None or stamp == self._stamps.get(unit):
+            return None
+        ck = load_checkpoint(path)
+        for stream, stored in ck.get("offsets", {}).items():
+            ours = offsets.get(stream)
+            if ours is not None and stored > ours:
+                return stream, stored, ours
+        return None
+
+    @property
+    def _stamps(self) -> dict:
+        d = self.__dict__.get("_stamp_cache")
+        if d is None:
+            d = self.__dict__["_stamp_cache"] = {}
+        return d
 
     def paths(self) -> list:
         return sorted(glob.glob(os.path.join(self.folder, "*.pt")))
@@ -116,6 +152,42 @@ class Lags:
         row = [_float(values.get(f)) for f in self.fields]
         window.insert(0, row)
         del window[self.n:]
+        return out
+
+    @property
+    def names(self) -> list:
+        """The lag columns in order: every field's lag 1, then lag 2, ..."""
+        return [name for names in self._names for name in names]
+
+    def apply_block(self, values: np.ndarray, keys=None) -> np.ndarray:
+        """`apply` for a batch at once: `values` (m, len(fields)) in stream order (NaN = missing),
+        `keys` one per row (or None) -> the lag columns (m, n * len(fields)), NaN while a window
+        fills; the windows end as a loop of `apply` leaves them.
+
+        >>> lags = Lags(["v"], 2)
+        >>> lags.apply_block(np.array([[1.0], [2.0], [3.0]])).tolist()
+        [[nan, nan], [1.0, nan], [2.0, 1.0]]
+        """
+        m, nf = values.shape
+        n = self.n
+        out = np.full((m, n * nf), np.nan)
+        if keys is None or keys.count(keys[0]) == m:   # one key (a sensor per partition)
+            groups = {"" if keys is None or keys[0] is None else str(keys[0]): np.arange(m)}
+        else:
+            groups = {}
+            for i, k in enumerate(keys):
+                groups.setdefault("" if k is None else str(k), []).append(i)
+        for k, idx in groups.items():
+            idx = np.asarray(idx)
+            window = self.windows.setdefault(k, [])
+            hist = np.full((n, nf), np.nan)   # oldest first, NaN-padded to n rows
+            if window:
+                hist[n - len(window):] = np.array(window[::-1], dtype=float).reshape(len(window), nf)
+            seq = np.concatenate([hist, values[idx]])          # (n + mk, nf)
+            rows = np.arange(len(idx))[:, None] + n - 1 - np.arange(n)[None, :]   # lag i+1 of row j
+            out[idx] = seq[rows].reshape(len(idx), n * nf)
+            keep = min(n, len(window) + len(idx))
+            self.windows[k] = [list(r) for r in seq[len(seq) - keep:][::-1].tolist()]
         return out
 
     def state_dict(self) -> dict:

@@ -77,6 +77,19 @@ class Task:
         """The prequential loss of one output against its target (squared error here)."""
         return (out["prediction"] - y) ** 2
 
+    # -- the columnar path (streamnn.runtime.columns) ----------------------------------------
+
+    def predict_columns(self, learner, X: pd.DataFrame) -> dict:
+        """`predict` as output columns: field name -> list of values, one per row."""
+        self._p = learner.predict_many(X).to_numpy(dtype=float)
+        return {"prediction": self._p.tolist()}
+
+    def losses(self, fields: dict, ys: list, rows: list) -> tuple:
+        """(losses, number correct) of the rows `rows` (their targets `ys[row]`) of the batch
+        just predicted by `predict_columns`, each what `loss` gives for that row."""
+        p = self._p[rows] - np.array([ys[i] for i in rows], dtype=np.float64)
+        return (p * p).tolist(), 0
+
 
 class ClassificationTask(Task):
     kind = "classification"
@@ -107,6 +120,26 @@ class ClassificationTask(Task):
         j = self._index.get(y)
         p = 0.0 if j is None or row is None else self._P[row, j]
         return -math.log(max(p, 1e-15))
+
+    def predict_columns(self, learner, X):
+        P = learner.predict_proba_many(X)
+        classes, M = list(P.columns), P.to_numpy(dtype=float)
+        self._index, self._P = {c: i for i, c in enumerate(classes)}, M
+        if not classes:
+            return {"prediction": [None] * len(X), "proba": [None] * len(X)}
+        return {"prediction": [classes[i] for i in M.argmax(axis=1).tolist()], "proba": M.max(axis=1).tolist()}
+
+    def losses(self, fields, ys, rows):
+        pred, index, P, log = fields["prediction"], self._index, self._P, math.log
+        out, correct = [], 0
+        for i in rows:
+            y = ys[i]
+            if pred[i] is None:
+                continue   # an untrained model predicts nothing yet: no loss to count
+            j = index.get(y)
+            out.append(-log(max(0.0 if j is None else P[i, j], 1e-15)))
+            correct += pred[i] == y
+        return out, correct
 
 
 class MultiTargetTask(Task):
@@ -156,6 +189,9 @@ class AnomalyTask(Task):
 
     def loss(self, out, y, row=None):
         return math.nan
+
+    def predict_columns(self, learner, X):
+        return {"score": np.asarray(learner.score_many(X), dtype=float).tolist()}
 
 
 def task_for(learner) -> Task:
