@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,6 +59,7 @@ from streamnn.runtime.pipeline import Pipeline  # noqa: E402
 DATA = REPO / "streamnn" / "data" / "machine_temperature.csv"
 MLP = {"hidden": [32], "seed": 0}
 BATCH = 1000   # run.batch_size and the source's max_poll_records: records per loop iteration
+CHECKPOINT_EVENTS, CHECKPOINT_SECONDS = 100_000, 1.0   # about one checkpoint a second at 100k/s
 SCHEDULES = {  # the MLP's training schedule: its defaults, and fewer, larger-batch steps
     "default": {},
     "update_every=batch_size=256, warmup=200": {"warmup": 200, "update_every": 256, "batch_size": 256},
@@ -155,7 +155,7 @@ def config(topic: str, bootstrap: str, run_dir: str, client: str, sink: str = "k
                    "lags": 4, "lag_fields": ["value"]},
         "learner": {"class": "MLPRegressor", "params": {**MLP, **SCHEDULES[schedule]}},
         "run": {"dir": run_dir, "batch_size": BATCH},
-        "checkpoint": {"every_events": 10_000, "every_seconds": 10},
+        "checkpoint": {"every_events": CHECKPOINT_EVENTS, "every_seconds": CHECKPOINT_SECONDS},
         "sinks": [sinks],
         "dead_letters": dead,
         "report": {"on_exit": False},
@@ -403,7 +403,9 @@ def write(args, best: dict, lat: dict, t_import: float) -> None:
         f"forecasting the reading (predict, then learn, batches of up to {BATCH:,} records "
         "(`run.batch_size`, `max_poll_records`) through the loop's columnar path), every prediction "
         "to a Kafka topic (keyed, with source headers) and Kafka dead letters "
-        "through the same client as the source, checkpoints + offset commits every 10,000 events. "
+        "through the same client as the source, a checkpoint + offset commit every "
+        f"{CHECKPOINT_EVENTS:,} events or {CHECKPOINT_SECONDS:g} s, whichever comes first (each "
+        "waits for the broker's acks of every output so far, then writes and fsyncs the model). "
         "MLP schedules: `default` is the learner's defaults (a step per event for the first 5,000, "
         "then a step of 64 per 16 events, plus as many replayed); the others take fewer, larger steps "
         "from a short warm-up on. `streamnn replay` is the same pipeline reading a JSONL file of the "
@@ -439,7 +441,7 @@ def write(args, best: dict, lat: dict, t_import: float) -> None:
               f"Latency from produce to prediction at a steady {args.latency_rate:g} messages/s for "
               f"{args.latency_seconds:g} s (`streamnn run` in its own process, default MLP schedule, "
               "after 300 warm-up messages; the tail includes the pauses of the checkpoints, which flush the "
-              "outputs and write the model every 10 s):", "",
+              f"outputs and write the model every {CHECKPOINT_SECONDS:g} s):", "",
               "| client | predictions | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: |"]
     for c, r in lat.items():
         lines.append(f"| {c} | {r['n']:,} | {r['p50']} | {r['p99']} | {r['max']} |")

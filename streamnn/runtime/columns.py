@@ -20,17 +20,20 @@ building the dicts. This is what makes `streamnn run` cost a few microseconds pe
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from json.encoder import encode_basestring_ascii as _estr
 
 import numpy as np
+import pandas as pd
 
 from .records import NO_TARGET
 from .sinks import dumps
+from .tasks import _index
 
-__all__ = ["Columns", "OutputBatch", "encode", "encode_floats"]
+__all__ = ["Columns", "ColumnarPath", "OutputBatch", "encode", "encode_floats"]
 
 
 @dataclass
@@ -274,3 +277,98 @@ def targets_as_float(ys: list):
             except (TypeError, ValueError):
                 out.append(nan)
     return out
+
+
+class ColumnarPath:
+    """The `Runner`'s batch steps 2-5 on columns (mixed into `streamnn.runtime.loop.Runner`)."""
+
+    def _columnar(self, unit) -> bool:
+        """Whether the unit's batches take the columnar path (`streamnn.runtime.columns`)."""
+        ok = unit.columnar
+        if ok is None:
+            task, dec = unit.task, self.decoder
+            ok = unit.columnar = (
+                dec.columnar and task.many and task.kind in ("regression", "classification", "anomaly")
+                and (task.kind != "classification" or task.proba_many)
+                and not (self.delayed_labels > 0 and dec.event_id))
+        return ok
+
+    def _process_columns(self, unit, records: list) -> None:
+        """Steps 2-5 for a batch kept as columns; the same outputs, losses, counters and learner
+        updates as the per-event path (tests/test_columns.py holds the two side by side)."""
+        c, task, dec = unit.counters, unit.task, self.decoder
+        cols, errors = dec.decode_columns(records)                     # 2. decode
+        for record, reason in errors:
+            self._dead_letter(unit, record, reason)
+        n = len(cols.records)
+        if n == 0:
+            if self.metrics is not None:
+                self.metrics.batch(self, unit, len(records), 0, 0, 0, [], math.nan, 0.0, 0.0)
+            return
+        names = list(dec.features)
+        F = len(names)
+        X = np.array(cols.rows, dtype=np.float64).reshape(n, F) if F else np.empty((n, 0))
+        ys = cols.ys
+        if unit.lags is not None:
+            lags = unit.lags
+            V = np.empty((n, len(lags.fields)))
+            for j, f in enumerate(lags.fields):
+                if f in names:
+                    V[:, j] = X[:, names.index(f)]
+                elif f == dec.target:
+                    V[:, j] = targets_as_float(ys)
+                else:
+                    V[:, j] = np.nan
+            X = np.concatenate([X, lags.apply_block(V, cols.keys)], axis=1)
+            names += lags.names
+        X = pd.DataFrame(X, columns=_index(tuple(names)), copy=False)
+        t0 = time.perf_counter()
+        fields = task.predict_columns(unit.learner, X)                 # 4. predict, emit
+        t1 = time.perf_counter()
+        n_anom = c["anomalies"]
+        has = [i for i, y in enumerate(ys) if y is not NO_TARGET]
+        losses = self._column_outputs(unit, fields, ys, has)
+        rows = has if task.supervised else range(n)
+        outs = OutputBatch(cols.records, fields, cols.ids, cols.keys, cols.timestamps, bool(dec.key))
+        for sink in self.sinks:
+            sink.emit(outs)
+        c["events_out"] += n
+        learn_s, post = 0.0, math.nan
+        if rows:                                                       # 5. learn
+            XL = X if len(rows) == n else X.iloc[rows]
+            yl = ys if len(rows) == n else [ys[i] for i in rows]
+
+            def post_loss():
+                post_losses, _ = task.losses(task.predict_columns(unit.learner, XL), yl, range(len(yl)))
+                return sum(post_losses) / len(post_losses) if post_losses else math.nan
+
+            learn_s, post = self._learn(unit, XL, None, yl, post_loss)
+        if self.metrics is not None:
+            self.metrics.batch(self, unit, len(records), n, len(rows), c["anomalies"] - n_anom, losses,
+                               post, t1 - t0, learn_s)
+
+    def _column_outputs(self, unit, fields: dict, ys: list, rows: list) -> list:
+        """The columnar `_outputs`: target / label and anomaly fields, losses and counters;
+        `rows` are the rows with a target."""
+        c, thr, n = unit.counters, unit.threshold, len(ys)
+        if unit.task.kind == "anomaly":
+            flags, thresholds = [], []
+            for s in fields["score"]:
+                flag, t = thr.check(s)
+                flags.append(flag)
+                thresholds.append(t if math.isfinite(t) else None)
+                c["anomalies"] += flag
+            fields["anomaly"], fields["threshold"] = flags, thresholds
+            fields["label"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
+            return []
+        fields["y"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
+        if not rows:
+            return []
+        losses, correct = unit.task.losses(fields, ys, rows)
+        s = c["loss_sum"]
+        for v in losses:
+            s += v
+        c["loss_sum"] = s
+        c["loss_n"] += len(losses)
+        c["correct"] += correct
+        return losses

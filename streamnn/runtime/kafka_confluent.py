@@ -54,7 +54,7 @@ class ConfluentKafkaSource(KafkaSource):
                 messages = [first] + consumer.consume(n - 1, 0) if n > 1 else [first]
         self._raise_listener_error()
         out = []
-        sids = self._sids
+        append, sids = out.append, self._sids
         for m in messages:
             if m.error() is not None:
                 log.warning("Kafka consumer error: %s", m.error())
@@ -65,9 +65,8 @@ class ConfluentKafkaSource(KafkaSource):
                 sid = sids[(topic, part)] = stream_id(topic, part)
             ts_type, ts = m.timestamp()
             value = m.value()
-            out.append(Record(value if value is not None else b"",
-                              {"topic": topic, "partition": part, "offset": off}, sid, off, m.key(),
-                              ts if ts_type and ts >= 0 else None, m.headers() or None))
+            append(Record(b"" if value is None else value, {"topic": topic, "partition": part, "offset": off},
+                          sid, off, m.key(), ts if ts_type and ts >= 0 else None, m.headers()))
         return out
 
     def seek(self, stream: str, next_offset: int) -> None:

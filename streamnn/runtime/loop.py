@@ -13,6 +13,10 @@ shared "global" learner):
 6. Every `checkpoint_every` events or `checkpoint_seconds`, and at the end: flush the sinks, write
    each changed unit's checkpoint atomically, then `source.commit(...)`.
 
+Batches whose schema lists its features (one target at most, no delayed labels) take steps 2-5 as
+columns (`streamnn.runtime.columns.ColumnarPath`): the same outputs, counters and model, a few
+microseconds per event.
+
 So outputs are at-least-once (an event after the last checkpoint is emitted again after a crash,
 with the same position and id), and the model state is exactly-once.
 """
@@ -25,16 +29,13 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
-
 from ..base import _plain_params
-from .columns import _SKIP, OutputBatch, targets_as_float
+from .columns import ColumnarPath
 from .metrics import summarize
-from .records import NO_TARGET, Record
+from .records import Record
 from .schema import reason_class
 from .state import CheckpointStore, DelayedLabels, Lags, check_compatible, make_threshold
-from .tasks import _index, frame, task_for
+from .tasks import frame, task_for
 
 __all__ = ["Runner", "Unit"]
 
@@ -62,7 +63,7 @@ class Unit:
     saved_at: float = field(default_factory=time.monotonic)
 
 
-class Runner:
+class Runner(ColumnarPath):
     """Runs a learner over a source; see the module docstring for the steps.
 
     Parameters
@@ -313,119 +314,28 @@ class Runner:
         for sink in self.sinks:
             sink.emit(outs)
         c["events_out"] += len(outs)
-        post = math.nan
+        learn_s, post = 0.0, math.nan
         if learn_x:                                                    # 5. learn
             same = len(learn_x) == len(pred_x) and learn_rows[-1] == len(pred_x) - 1 and None not in learn_rows
             XL = X if same else frame(learn_x, self.columns)
-            t2 = time.perf_counter()
-            task.learn(unit.learner, XL, learn_x, learn_y)
-            t3 = time.perf_counter()
-            c["learned"] += len(learn_x)
-            self.n_batches += 1
-            every = self.post_update_every
-            if every and task.supervised and self.n_batches % every == 1 % every:
-                post = self._post_loss(unit, XL, learn_x, learn_y)
-        else:
-            t2 = t3 = t1
+            learn_s, post = self._learn(unit, XL, learn_x, learn_y,
+                                        lambda: self._post_loss(unit, XL, learn_x, learn_y))
         if self.metrics is not None:
             self.metrics.batch(self, unit, len(fresh), len(outs), len(learn_x) if learn_x else 0,
-                               c["anomalies"] - n_anom, losses, post, t1 - t0, t3 - t2)
+                               c["anomalies"] - n_anom, losses, post, t1 - t0, learn_s)
 
-    def _columnar(self, unit: Unit) -> bool:
-        """Whether the unit's batches take the columnar path (`streamnn.runtime.columns`)."""
-        ok = unit.columnar
-        if ok is None:
-            task, dec = unit.task, self.decoder
-            ok = unit.columnar = (
-                dec.columnar and task.many and task.kind in ("regression", "classification", "anomaly")
-                and (task.kind != "classification" or task.proba_many)
-                and not (self.delayed_labels > 0 and dec.event_id))
-        return ok
-
-    def _process_columns(self, unit: Unit, records: list) -> None:
-        """Steps 2-5 for a batch kept as columns; the same outputs, losses, counters and learner
-        updates as the per-event path (tests/test_columns.py holds the two side by side)."""
-        c, task, dec = unit.counters, unit.task, self.decoder
-        cols, errors = dec.decode_columns(records)                     # 2. decode
-        for record, reason in errors:
-            self._dead_letter(unit, record, reason)
-        n = len(cols.records)
-        if n == 0:
-            if self.metrics is not None:
-                self.metrics.batch(self, unit, len(records), 0, 0, 0, [], math.nan, 0.0, 0.0)
-            return
-        names = list(dec.features)
-        F = len(names)
-        X = np.array(cols.rows, dtype=np.float64).reshape(n, F) if F else np.empty((n, 0))
-        ys = cols.ys
-        if unit.lags is not None:
-            lags = unit.lags
-            V = np.empty((n, len(lags.fields)))
-            for j, f in enumerate(lags.fields):
-                if f in names:
-                    V[:, j] = X[:, names.index(f)]
-                elif f == dec.target:
-                    V[:, j] = targets_as_float(ys)
-                else:
-                    V[:, j] = np.nan
-            X = np.concatenate([X, lags.apply_block(V, cols.keys)], axis=1)
-            names += lags.names
-        X = pd.DataFrame(X, columns=_index(tuple(names)), copy=False)
+    def _learn(self, unit: Unit, X, xs, ys: list, post_loss) -> tuple:
+        """Step 5 for one batch: learn it, then, when due, `post_loss()` (the overfitting gauge).
+        Returns (seconds spent learning, post-update loss or NaN)."""
         t0 = time.perf_counter()
-        fields = task.predict_columns(unit.learner, X)                 # 4. predict, emit
-        t1 = time.perf_counter()
-        n_anom = c["anomalies"]
-        has = [i for i, y in enumerate(ys) if y is not NO_TARGET]
-        losses = self._column_outputs(unit, fields, ys, has)
-        rows = has if task.supervised else range(n)
-        outs = OutputBatch(cols.records, fields, cols.ids, cols.keys, cols.timestamps, bool(dec.key))
-        for sink in self.sinks:
-            sink.emit(outs)
-        c["events_out"] += n
-        post = math.nan
-        if rows:                                                       # 5. learn
-            XL = X if len(rows) == n else X.iloc[rows]
-            yl = ys if len(rows) == n else [ys[i] for i in rows]
-            t2 = time.perf_counter()
-            task.learn(unit.learner, XL, None, yl)
-            t3 = time.perf_counter()
-            c["learned"] += len(rows)
-            self.n_batches += 1
-            every = self.post_update_every
-            if every and task.supervised and self.n_batches % every == 1 % every:
-                post_losses, _ = task.losses(task.predict_columns(unit.learner, XL), yl, range(len(yl)))
-                post = sum(post_losses) / len(post_losses) if post_losses else math.nan
-        else:
-            t2 = t3 = t1
-        if self.metrics is not None:
-            self.metrics.batch(self, unit, len(records), n, len(rows), c["anomalies"] - n_anom, losses,
-                               post, t1 - t0, t3 - t2)
-
-    def _column_outputs(self, unit: Unit, fields: dict, ys: list, rows: list) -> list:
-        """The columnar `_outputs`: target / label and anomaly fields, losses and counters;
-        `rows` are the rows with a target."""
-        c, thr, n = unit.counters, unit.threshold, len(ys)
-        if unit.task.kind == "anomaly":
-            flags, thresholds = [], []
-            for s in fields["score"]:
-                flag, t = thr.check(s)
-                flags.append(flag)
-                thresholds.append(t if math.isfinite(t) else None)
-                c["anomalies"] += flag
-            fields["anomaly"], fields["threshold"] = flags, thresholds
-            fields["label"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
-            return []
-        fields["y"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
-        if not rows:
-            return []
-        losses, correct = unit.task.losses(fields, ys, rows)
-        s = c["loss_sum"]
-        for v in losses:
-            s += v
-        c["loss_sum"] = s
-        c["loss_n"] += len(losses)
-        c["correct"] += correct
-        return losses
+        unit.task.learn(unit.learner, X, xs, ys)
+        learn_s = time.perf_counter() - t0
+        unit.counters["learned"] += len(ys)
+        self.n_batches += 1
+        every = self.post_update_every
+        if every and unit.task.supervised and self.n_batches % every == 1 % every:
+            return learn_s, post_loss()
+        return learn_s, math.nan
 
     def _outputs(self, unit: Unit, events: list, outs: list) -> list:
         """Fill in id, position, target and (detectors) anomaly flags; returns the losses."""
