@@ -137,7 +137,10 @@ class OutputBatch(Sequence):
 
     def output_keys(self) -> list:
         """Each output's "key" (None where it has none)."""
-        return [None if k is _SKIP else k for k in map(self._key, range(len(self)))]
+        if self.key_field:
+            return list(self.keys)
+        return [k if k is None or type(k) is not bytes else k.decode("utf-8", "replace")
+                for k in (r.key for r in self.records)]
 
     def lines(self) -> list:
         """Each output as the JSON text `dumps(self[i])` would give, built column by column."""

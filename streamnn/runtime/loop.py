@@ -29,6 +29,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..base import _plain_params
 from .columns import ColumnarPath
 from .metrics import summarize
@@ -254,9 +256,12 @@ class Runner(ColumnarPath):
     def process(self, records: list) -> None:
         """Steps 1-5 of the module docstring for one batch of records."""
         self.n_read += len(records)
-        groups: dict = {}
-        for r in records:
-            groups.setdefault(self._unit_name(r.stream), []).append(r)
+        if len({r.stream for r in records}) == 1:   # the usual poll: one partition
+            groups = {self._unit_name(records[0].stream): records}
+        else:
+            groups: dict = {}
+            for r in records:
+                groups.setdefault(self._unit_name(r.stream), []).append(r)
         self._in_batch = True
         for name, recs in groups.items():
             unit = self.units.get(name) or self._unit(recs[0].stream)
@@ -265,14 +270,8 @@ class Runner(ColumnarPath):
 
     def _process_unit(self, unit: Unit, records: list) -> None:
         c = unit.counters
-        fresh = []
-        for r in records:                                              # 1. skip what is learned
-            if r.offset < unit.offsets.get(r.stream, -1):
-                c["skipped"] += 1
-            else:
-                fresh.append(r)
-                unit.offsets[r.stream] = r.offset + 1
-                unit.positions[r.stream] = r.position
+        fresh = self._fresh(unit, records)                            # 1. skip what is learned
+        c["skipped"] += len(records) - len(fresh)
         c["events_in"] += len(fresh)
         unit.dirty += len(records)
         if self._columnar(unit):
@@ -336,6 +335,31 @@ class Runner(ColumnarPath):
         if every and unit.task.supervised and self.n_batches % every == 1 % every:
             return learn_s, post_loss()
         return learn_s, math.nan
+
+    @staticmethod
+    def _fresh(unit: Unit, records: list) -> list:
+        """The records not covered by the unit's offsets yet (a re-delivery is skipped), in order;
+        the offsets and positions move past them."""
+        r0 = records[0]
+        stream = r0.stream
+        try:   # one stream, increasing offsets, all new: the usual batch
+            offs = np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records))
+            simple = (records[-1].stream == stream and offs[0] >= unit.offsets.get(stream, -1)
+                      and bool((np.diff(offs) > 0).all()) and all(r.stream == stream for r in records))
+        except (TypeError, ValueError, OverflowError):
+            simple = False
+        if simple:
+            unit.offsets[stream] = records[-1].offset + 1
+            unit.positions[stream] = records[-1].position
+            return records
+        fresh = []
+        for r in records:
+            if r.offset < unit.offsets.get(r.stream, -1):
+                continue
+            fresh.append(r)
+            unit.offsets[r.stream] = r.offset + 1
+            unit.positions[r.stream] = r.position
+        return fresh
 
     def _outputs(self, unit: Unit, events: list, outs: list) -> list:
         """Fill in id, position, target and (detectors) anomaly flags; returns the losses."""
