@@ -5,6 +5,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from streamnn.runtime.records import Record
 from streamnn.runtime.schema import Decoder
 from streamnn.runtime.sinks import JsonlSink, MemoryDeadLetterSink, MemorySink, dumps
 from streamnn.runtime.sources import Source
-from streamnn.runtime.state import CheckpointStore
+from streamnn.runtime.state import CheckpointStore, Lags
 
 
 class Listed(Source):
@@ -186,3 +187,15 @@ def test_lines_are_dumps_of_the_dicts():
     odd = [Record(b"{}", {"x": 1}, "s", 0), Record(b"{}", {"topic": "t", "offset": 5}, "s", 6)]
     out = OutputBatch(odd, {"p": [1.0, 2.0]})
     assert out.lines() == [dumps(o) for o in out]
+
+
+@pytest.mark.parametrize("keys", [None, ["a"] * 6, ["a", "b", None, "a", None, "b"], [1, 1.0, True, "1", 1, 2]])
+def test_lag_block_equals_a_loop_of_apply(keys):
+    vals = [1.0, float("nan"), 3.0, 4.0, 5.0, 6.0]
+    loop, block = Lags(["v"], 3), Lags(["v"], 3)
+    for _ in range(2):   # the second batch starts from the windows the first one left
+        rows = [loop.apply({}, {"v": v}, None if keys is None else k) for v, k in zip(vals, keys or vals)]
+        got = block.apply_block(np.array(vals)[:, None], keys)
+        want = [[r.get(n, math.nan) for n in block.names] for r in rows]
+        assert np.array_equal(got, np.array(want), equal_nan=True)
+        assert str(loop.state_dict()) == str(block.state_dict())

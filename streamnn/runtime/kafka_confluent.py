@@ -119,14 +119,6 @@ class ConfluentKafkaSource(KafkaSource):
     _assigning: Optional[dict] = None
     _revoking = False
 
-    @property
-    def _sids(self) -> dict:
-        """(topic, partition) -> stream id, cached."""
-        d = self.__dict__.get("_sid_cache")
-        if d is None:
-            d = self.__dict__["_sid_cache"] = {}
-        return d
-
     def _open(self):
         if self._consumer is not None:
             return self._consumer
@@ -145,6 +137,7 @@ class ConfluentKafkaSource(KafkaSource):
         cfg.update(self.consumer_config or {})
         cfg["enable.auto.commit"] = False
         consumer = ck.Consumer(cfg)
+        self._sids: dict = {}   # (topic, partition) -> stream id
         topics = [self.topics] if isinstance(self.topics, str) else list(self.topics)
         consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._lost)

@@ -91,7 +91,24 @@ def dumps(obj) -> str:
     return _ENCODER.encode(obj)
 
 
-class JsonlSink:
+class _LinesFile:
+    """A JSON-lines file opened for appending (a torn last line cut off); `flush` fsyncs."""
+
+    def __init__(self, path, append: bool = False):
+        self.path = os.fspath(path)
+        self._f = open_lines(self.path, append)
+
+    def flush(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.flush()
+            self._f.close()
+
+
+class JsonlSink(_LinesFile):
     """Append outputs as JSON lines to a file.
 
     Parameters
@@ -102,22 +119,9 @@ class JsonlSink:
         Keep what the file holds (a resumed run) instead of starting it empty.
     """
 
-    def __init__(self, path, append: bool = False):
-        self.path = os.fspath(path)
-        self._f = open_lines(self.path, append)
-
     def emit(self, outputs: list) -> None:
         if outputs:
             self._f.write("\n".join(lines(outputs)) + "\n")
-
-    def flush(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self.flush()
-            self._f.close()
 
 
 class StdoutSink:
@@ -164,25 +168,12 @@ def dead_letter(record: Record, reason: str) -> dict:
             "stream": record.stream, "offset": record.offset, "value": value, "encoding": encoding}
 
 
-class DeadLetterSink:
+class DeadLetterSink(_LinesFile):
     """Dead letters as JSON lines in a file; `send` returns after the line is written and flushed."""
-
-    def __init__(self, path, append: bool = False):
-        self.path = os.fspath(path)
-        self._f = open_lines(self.path, append)
 
     def send(self, record: Record, reason: str) -> None:
         self._f.write(dumps(dead_letter(record, reason)) + "\n")
         self._f.flush()
-
-    def flush(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self.flush()
-            self._f.close()
 
 
 class MemoryDeadLetterSink:

@@ -50,6 +50,7 @@ class CheckpointStore:
 
     def __init__(self, folder):
         self.folder = os.fspath(folder)
+        self._stamps: dict = {}   # unit -> stat stamp of the file this store last wrote
 
     def path(self, unit: str) -> str:
         return os.path.join(self.folder, safe_name(unit) + ".pt")
@@ -81,13 +82,6 @@ class CheckpointStore:
             if ours is not None and stored > ours:
                 return stream, stored, ours
         return None
-
-    @property
-    def _stamps(self) -> dict:
-        d = self.__dict__.get("_stamp_cache")
-        if d is None:
-            d = self.__dict__["_stamp_cache"] = {}
-        return d
 
     def paths(self) -> list:
         return sorted(glob.glob(os.path.join(self.folder, "*.pt")))
@@ -171,8 +165,9 @@ class Lags:
         m, nf = values.shape
         n = self.n
         out = np.full((m, n * nf), np.nan)
-        if keys is None or keys.count(keys[0]) == m:   # one key (a sensor per partition)
-            groups = {"" if keys is None or keys[0] is None else str(keys[0]): np.arange(m)}
+        k0 = None if keys is None else keys[0]
+        if keys is None or ((k0 is None or type(k0) is str) and keys.count(k0) == m):   # one key
+            groups = {"" if k0 is None else k0: np.arange(m)}
         else:
             groups = {}
             for i, k in enumerate(keys):
