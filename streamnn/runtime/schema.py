@@ -29,7 +29,7 @@ from .records import NO_TARGET, DecodeError, Event, Record
 __all__ = ["Decoder", "reason_class"]
 
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())
-_PLAIN = frozenset((float, int, type(None)))   # feature values taken as they are (bool is converted)
+_PLAIN = frozenset((float, int, bool, type(None)))   # feature values a float matrix takes as decode does
 
 
 def reason_class(reason: str) -> str:
@@ -167,7 +167,7 @@ class Decoder:
     def decode_columns(self, records):
         """Records -> (`Columns`, [(record, reason), ...]): what `decode_many` gives, as columns.
 
-        Records whose values are plain (numbers or null features, a finite number or a label
+        Records whose values are plain (number, boolean or null features, a finite number or a label
         target) are read here; any other record goes through `decode`, so every reason and every
         conversion is the same as there.
         """

@@ -98,6 +98,10 @@ class ClassificationTask(Task):
     def __init__(self, learner):
         super().__init__(learner)
         self.proba_many = hasattr(learner, "predict_proba_many")
+        from ..classification import TorchClassifier
+
+        self._matrix = (isinstance(learner, TorchClassifier)
+                        and type(learner).predict_proba_many is TorchClassifier.predict_proba_many)
 
     def predict(self, learner, X, xs):
         """Outputs carry the predicted class and its probability; the full rows stay for `loss`."""
@@ -122,8 +126,11 @@ class ClassificationTask(Task):
         return -math.log(max(p, 1e-15))
 
     def predict_columns(self, learner, X):
-        P = learner.predict_proba_many(X)
-        classes, M = list(P.columns), P.to_numpy(dtype=float)
+        if self._matrix:   # a streamnn classifier: the probabilities without their DataFrame
+            classes, M = list(learner.classes_), learner._proba_frame(X)
+        else:
+            P = learner.predict_proba_many(X)
+            classes, M = list(P.columns), P.to_numpy(dtype=float)
         self._index, self._P = {c: i for i, c in enumerate(classes)}, M
         if not classes:
             return {"prediction": [None] * len(X), "proba": [None] * len(X)}
