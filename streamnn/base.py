@@ -436,8 +436,10 @@ class TorchLearner:
 
     @classmethod
     def load(cls, path, **params):
-        """Read a learner written by `save`; pass any non-plain parameter (e.g. `module=MyNet`)."""
-        return load(path, **params)
+        """Read a learner written by `save`; pass any non-plain parameter (e.g. `module=MyNet`).
+
+        Refuses (`streamnn.checkpoint.CheckpointError`) a file holding another class of learner."""
+        return _load(path, params, expect=cls)
 
 
 def load(path, **params):
@@ -445,12 +447,30 @@ def load(path, **params):
 
     Only streamnn's own learner classes are rebuilt; parameters that are classes or callables
     (a custom `module`, a loss function) are not stored as code and must be passed again.
+    A file that is not a learner checkpoint raises `streamnn.checkpoint.CheckpointError`.
     """
+    return _load(path, params)
+
+
+def _load(path, params: dict, expect=None):
     ck = checkpoint.load_checkpoint(path)
-    modname, _, qualname = ck["learner"].rpartition(".")
-    if not modname.startswith("streamnn."):
-        raise ValueError(f"{path}: {ck['learner']} is not a streamnn learner")
-    cls = getattr(importlib.import_module(modname), qualname)
+    name = ck.get("learner")
+    if not isinstance(name, str) or not isinstance(ck.get("params"), dict) or "state" not in ck:
+        raise checkpoint.CheckpointError(f"{path}: a streamnn checkpoint without a learner in it (keys "
+                                         f"{sorted(map(str, ck))[:8]}); load it with streamnn.load_checkpoint")
+    modname, _, qualname = name.rpartition(".")
+    cls = None
+    if modname.startswith("streamnn."):
+        try:
+            cls = getattr(importlib.import_module(modname), qualname)
+        except (ImportError, AttributeError):
+            cls = None
+    if not isinstance(cls, type) or not callable(getattr(cls, "load_state_dict", None)):
+        raise checkpoint.CheckpointError(f"{path}: holds a {name}, which is not a streamnn learner of this "
+                                         "version; load it with the streamnn version that wrote it")
+    if expect is not None and not issubclass(cls, expect):
+        raise checkpoint.CheckpointError(f"{path}: holds a {cls.__name__} ({name}), not a {expect.__name__}; "
+                                         f"load it with {cls.__name__}.load(path) or streamnn.load(path)")
     kwargs = {}
     for k, v in ck["params"].items():
         if isinstance(v, dict) and "__callable__" in v:
@@ -460,7 +480,13 @@ def load(path, **params):
             kwargs[k] = _from_plain(v)
     kwargs.update(params)
     learner = cls(**kwargs)
-    learner.load_state_dict(ck["state"])
+    try:
+        learner.load_state_dict(ck["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its {cls.__name__} state does not fit a {cls.__name__} "
+                                         f"built with these parameters ({type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:160] if str(e) else ''}); pass the "
+                                         "parameters it was saved with") from None
     return learner
 
 

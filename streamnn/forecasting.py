@@ -27,7 +27,7 @@ import numbers
 from river.time_series.base import Forecaster
 
 from . import checkpoint
-from .base import _plain_params, _qualified, load
+from .base import _load, _plain_params, _qualified
 from .sequence import LSTMRegressor
 
 __all__ = ["LSTMForecaster"]
@@ -163,4 +163,5 @@ class LSTMForecaster(Forecaster):
 
     @classmethod
     def load(cls, path, **params):
-        return load(path, **params)
+        """Read a forecaster written by `save`; refuses a file holding another class of learner."""
+        return _load(path, params, expect=cls)

@@ -83,7 +83,9 @@ class Runner(ColumnarPath):
     state_per
         "stream" (one learner per stream: what a Kafka consumer group scales out) or "global".
     resume
-        Start from existing checkpoints (else they are ignored and overwritten).
+        Start from existing checkpoints (else the checkpoints present at the start are ignored
+        and overwritten; one written since, by this run or by a consumer that took the unit
+        over, is still read when a unit is loaded again).
     delayed_labels
         Size of the cache of events waiting for their label; it is used when the decoder has an
         `event_id` field (0 = off: label-only events are then events without features).
@@ -114,6 +116,7 @@ class Runner(ColumnarPath):
         self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
         self.checkpoint_every, self.checkpoint_seconds = checkpoint_every, checkpoint_seconds
         self.state_per, self.resume = state_per, resume
+        self._ignored = None   # without resume: {file: stamp} of the checkpoints there at the start
         self.delayed_labels, self.lags, self.threshold = delayed_labels, lags, threshold or {}
         self.metrics, self.max_events, self.rate = metrics, max_events, rate
         self.post_update_every, self.columns = post_update_every, columns
@@ -237,7 +240,7 @@ class Runner(ColumnarPath):
             unit.lags = Lags(*self.lags)
         if unit.task.kind == "anomaly":
             unit.threshold = make_threshold(learner, self.threshold)
-        ck = self.store.load(name) if self.resume else None
+        ck = self._stored(name)
         if ck is not None:
             check_compatible(ck, learner, self.store.path(name))
             learner.load_state_dict(ck["state"])
@@ -250,6 +253,17 @@ class Runner(ColumnarPath):
                 unit.threshold.load_state_dict(rt["threshold"])
             unit.counters.update(ck["counters"])
         return unit
+
+    def _stored(self, name: str):
+        """The checkpoint unit `name` resumes from, or None. Without `resume` the files there at
+        the first load are ignored, but never one written since: a unit that comes back (after
+        a fence, a lost or revoked partition) continues from the newest state, not a blank one."""
+        if self._ignored is None:
+            self._ignored = {} if self.resume else self.store.ignore_existing()
+        path = self.store.path(name)
+        if path in self._ignored and self.store.stamp(name) == self._ignored[path]:
+            return None
+        return self.store.load(name)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -417,28 +431,37 @@ class Runner(ColumnarPath):
             self.checkpoint(names=due)
 
     def checkpoint(self, force: bool = False, names=None) -> None:
-        """Flush the sinks, then write the checkpoints of changed units, then commit offsets."""
+        """Commit the changed units (all named ones with `force`) in five steps:
+
+        1. flush the output sinks (fsynced files, acknowledged Kafka messages);
+        2. flush the dead letters the same way: every letter of a record the checkpoint covers
+           is durable before the checkpoint exists;
+        3. fence: a unit whose stored checkpoint another consumer has written as far or further
+           is dropped here, not saved (it owns the unit now);
+        4. write each remaining unit's checkpoint atomically (steps 3 and 4 are one step for
+           every process sharing the folder);
+        5. commit the saved offsets to the source (lag monitoring only).
+        """
         names = set(self.units) if names is None else set(names)
         units = [self.units[n] for n in sorted(names) if n in self.units and (self.units[n].dirty or force)]
         if not units:
             return
-        for sink in self.sinks:
+        for sink in self.sinks:                                                # 1
             sink.flush()
-        self.dead_letters.flush()
+        self.dead_letters.flush()                                              # 2
         offsets = {}
         for u in units:
-            stale = self.store.ahead(u.name, u.offsets)
+            stale = self.store.save_unless_ahead(u.name, self._state(u))       # 3, 4
             if stale is not None:   # evicted: another member checkpointed this unit further
-                log.warning("not checkpointing %s: its stored checkpoint is further along (%s at %d, "
-                            "this consumer at %d), so another consumer owns it now; dropping the "
-                            "state kept here", u.name, *stale)
+                log.warning("not checkpointing %s: its stored checkpoint is as far or further along "
+                            "(%s at %d, this consumer at %d), so another consumer owns it now; "
+                            "dropping the state kept here", u.name, *stale)
                 self._retire(u.name)
                 continue
-            self.store.save(u.name, self._state(u))
             u.dirty, u.saved_at = 0, time.monotonic()
             offsets.update(u.offsets)
             self.n_checkpoints += 1
-        self.source.commit(offsets)
+        self.source.commit(offsets)                                            # 5
         if self.metrics is not None:
             self.metrics.checkpointed()
 

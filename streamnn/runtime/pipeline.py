@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from .config import Config, ConfigError, resolve_learner, resolve_path
+from .lock import FolderLock
 from .loop import Runner
 from .metrics import RunMetrics
 from .schema import Decoder
@@ -23,7 +25,9 @@ from .sources import FileSource, RiverDatasetSource
 from .state import CheckpointStore
 from .tasks import task_for
 
-__all__ = ["Pipeline", "make_source", "make_decoder"]
+__all__ = ["Pipeline", "make_source", "make_decoder", "lock_folders"]
+
+log = logging.getLogger("streamnn.runtime")
 
 
 def make_source(cfg: Config, replay_file: str | None = None):
@@ -53,7 +57,8 @@ def make_decoder(cfg: Config, source, target_kind: str) -> Decoder:
     fmt = "csv" if getattr(source, "format", None) == "csv" else "json"
     return Decoder(features=s["features"], target=s["target"], key=s["key"], event_id=s["event_id"],
                    timestamp=s["timestamp"], required=s["required"], max_bytes=s["max_bytes"],
-                   target_kind=target_kind, format=fmt, columns=getattr(source, "columns", None))
+                   target_kind=target_kind, format=fmt, columns=getattr(source, "columns", None),
+                   max_abs=s["max_abs"], max_depth=s["max_depth"], max_features=s["max_features"])
 
 
 def _make_sink(spec: dict, append: bool):
@@ -82,6 +87,38 @@ def _make_dead_letters(spec: dict, append: bool):
     return KafkaDeadLetterSink(**spec)
 
 
+def lock_folders(cfg: Config, fresh: bool = False, replay_file: str | None = None) -> list:
+    """Own the folders a run writes to (`FolderLock`), before any of them is touched.
+
+    The run folder and the folders of file outputs are locked exclusively; the checkpoint folder
+    too, except that members of one Kafka consumer group with per-partition state may share it
+    (without `fresh`, which deletes the checkpoints). Raises `FolderInUseError` naming the
+    holder's pid. Call it early (before slow imports) and pass the result to `Pipeline(locks=...)`.
+    """
+    ck = cfg.checkpoint
+    kafka = replay_file is None and cfg.source.get("type") == "kafka"
+    shared_ck = kafka and cfg.run["state_per"] == "stream" and ck["resume"] and not fresh
+    folders = {_real(cfg.run["dir"]): ("run folder", False)}
+    for spec in [*cfg.sinks, cfg.dead_letters]:
+        if spec.get("type") == "jsonl" and spec.get("path"):
+            folders.setdefault(_real(os.path.dirname(os.path.abspath(spec["path"]))), ("output folder", False))
+    ckf = _real(ck["dir"])
+    folders[ckf] = folders[ckf] if ckf in folders else ("checkpoint folder", shared_ck)
+    locks = []
+    try:
+        for folder, (what, shared) in folders.items():
+            locks.append(FolderLock(folder, what, shared=shared))
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
+
+
+def _real(folder: str) -> str:
+    return os.path.realpath(os.path.abspath(folder))
+
+
 class Pipeline:
     """A config turned into source, decoder, learner factory, sinks, checkpoints and metrics.
 
@@ -95,27 +132,47 @@ class Pipeline:
         Ignore and delete existing checkpoints (and start the outputs empty).
     progress
         A callable receiving progress snapshots (see `RunMetrics`).
+    locks
+        Folder locks already taken with `lock_folders` (else the pipeline takes them itself,
+        first thing; `close()` releases them).
     """
 
     def __init__(self, cfg: Config, replay_file: str | None = None, fresh: bool = False,
                  progress=None, max_events: int | None = None, rate: float | None = None,
-                 port: int | None = None):
+                 port: int | None = None, locks=None):
         self.cfg = cfg
         run, ck = cfg.run, cfg.checkpoint
         self.run_dir = run["dir"]
         self.source = make_source(cfg, replay_file)      # first: a wrong path creates nothing
-        os.makedirs(self.run_dir, exist_ok=True)
+        self.sinks, self.dead_letters, self.metrics = [], None, None
+        try:   # 1. own the folders before any output is opened or any checkpoint read
+            self.locks = list(locks) if locks is not None else lock_folders(cfg, fresh, replay_file)
+        except BaseException:
+            self.source.close()
+            raise
+        try:
+            self._build(cfg, run, ck, replay_file, fresh, progress, max_events, rate, port)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, cfg, run, ck, replay_file, fresh, progress, max_events, rate, port) -> None:
         cls = resolve_learner(cfg.learner["class"])
         params = cfg.learner["params"]
         self.make_learner = lambda: cls(**params)
         task = task_for(self.make_learner())
-        self.store = CheckpointStore(ck["dir"])
+        shared = any(lock.shared for lock in self.locks)
+        self.store = CheckpointStore(ck["dir"], shared=shared)
+        removed = self.store.remove_temp_files()          # 2. what a kill mid-write left behind
+        if removed:
+            log.warning("removed %d temp file(s) a kill during a checkpoint write left: %s",
+                        len(removed), ", ".join(map(os.path.basename, removed)))
         resume = ck["resume"] and not fresh
         if not resume:
-            self.store.clear()   # only its *.pt files: the folder may hold other things
+            self.store.clear()   # only its checkpoint files: the folder may hold other things
         append = resume and bool(self.store.paths())
         self.decoder = make_decoder(cfg, self.source, task.target_kind)
-        self.sinks = [_make_sink(s, append) for s in cfg.sinks]
+        self.sinks = [_make_sink(s, append) for s in cfg.sinks]   # 3. outputs: the lock holder's
         self.dead_letters = _make_dead_letters(cfg.dead_letters, append)
         m = cfg.metrics
         self.metrics = RunMetrics(self.run_dir, port=port if port is not None else m["port"],
@@ -156,7 +213,13 @@ class Pipeline:
         return summary
 
     def close(self) -> None:
-        for s in self.sinks:
-            s.close()
-        self.dead_letters.close()
-        self.source.close()
+        """Close every stage, then release the folder locks."""
+        try:
+            for s in self.sinks:
+                s.close()
+            if self.dead_letters is not None:
+                self.dead_letters.close()
+            self.source.close()
+        finally:
+            for lock in self.locks:
+                lock.release()

@@ -5,8 +5,11 @@ before each checkpoint, so every event covered by a checkpoint has its output wr
 (at-least-once: after a crash the events since the last checkpoint are emitted again, with the
 same `position` and `id`, so duplicates are easy to drop downstream).
 
-Dead-letter sinks follow `send(record, reason)`, which returns only once the dead letter is
-durable, plus `flush()` and `close()`.
+Dead-letter sinks follow `send(record, reason)`, `flush()` and `close()`. `send` returns once
+the letter is written (to the OS for a file: a crash of the process loses none; acknowledged by
+the broker for Kafka); `flush()` makes every letter sent so far durable (a file is fsynced),
+and the loop calls it at each checkpoint before writing the checkpoint and committing offsets,
+so every dead letter of a record a checkpoint covers survives a power cut too.
 
 >>> sink = MemorySink()
 >>> sink.emit([{"id": 1, "prediction": 0.5}])
@@ -169,7 +172,8 @@ def dead_letter(record: Record, reason: str) -> dict:
 
 
 class DeadLetterSink(_LinesFile):
-    """Dead letters as JSON lines in a file; `send` returns after the line is written and flushed."""
+    """Dead letters as JSON lines in a file: `send` writes and flushes the line (a crash of the
+    process loses none), `flush` fsyncs the file (the loop does it before each checkpoint)."""
 
     def send(self, record: Record, reason: str) -> None:
         self._f.write(dumps(dead_letter(record, reason)) + "\n")

@@ -15,6 +15,8 @@ the run counters, all plain types.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import math
@@ -25,7 +27,8 @@ from collections import OrderedDict
 import numpy as np
 
 from ..base import _plain_params
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import (CheckpointError, is_checkpoint_file, load_checkpoint, loads_checkpoint,
+                          remove_temp_files, save_checkpoint)
 
 __all__ = ["CheckpointStore", "DelayedLabels", "Lags", "ScoreThreshold", "check_compatible",
            "make_threshold", "safe_name"]
@@ -42,53 +45,122 @@ def _stamp(path: str):
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    return _stamp_of(st)
+
+
+def _stamp_of(st):
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class CheckpointStore:
-    """Checkpoints of state units in one folder: ``<folder>/<safe unit id>.pt``."""
+    """Checkpoints of state units in one folder: ``<folder>/<safe unit id>.pt`` (the file each
+    save replaces is kept as ``<safe unit id>.prev.pt``).
 
-    def __init__(self, folder):
+    Parameters
+    ----------
+    folder
+        The checkpoint folder.
+    shared
+        Other processes (members of one consumer group) checkpoint into the folder too: the
+        fence check and the write of a unit happen under a folder-wide mutex, and only
+        abandoned temp files are removed.
+    """
+
+    def __init__(self, folder, shared: bool = False):
         self.folder = os.fspath(folder)
-        self._stamps: dict = {}   # unit -> stat stamp of the file this store last wrote
+        self.shared = shared
+        self._stamps: dict = {}   # file -> stat stamp of it when this store last read or wrote it
 
     def path(self, unit: str) -> str:
         return os.path.join(self.folder, safe_name(unit) + ".pt")
 
     def load(self, unit: str) -> dict | None:
+        """The unit's checkpoint, or None; raises `CheckpointError` for a damaged one."""
         path = self.path(unit)
-        return load_checkpoint(path) if os.path.exists(path) else None
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            stamp = _stamp_of(os.fstat(f.fileno()))
+            data = f.read()
+        ck = loads_checkpoint(data, path)
+        self._stamps[path] = stamp
+        return ck
+
+    def stamp(self, unit: str):
+        """The stat stamp of the unit's file now (None: no file)."""
+        return _stamp(self.path(unit))
 
     def save(self, unit: str, state: dict) -> str:
         path = self.path(unit)
         save_checkpoint({"unit": unit, **state}, path)
-        self._stamps[unit] = _stamp(path)
+        self._stamps[path] = _stamp(path)
         return path
 
-    def ahead(self, unit: str, offsets: dict):
-        """The first ``(stream, stored, ours)`` where the stored checkpoint of `unit` is further
-        along than `offsets`, else None: another consumer owns the unit now (this one was
-        evicted from the group), and saving would overwrite newer state with older.
+    def save_unless_ahead(self, unit: str, state: dict):
+        """Save `state` of `unit` unless the stored checkpoint is as far along (see `ahead`):
+        then return `ahead`'s tuple and write nothing; else None. Check and write are one step
+        for every process sharing the folder."""
+        with self._mutex():
+            stale = self.ahead(unit, state["offsets"])
+            if stale is None:
+                self.save(unit, state)
+            return stale
 
-        Reads the file only when someone else wrote it since this store's last save.
+    def ahead(self, unit: str, offsets: dict):
+        """The first ``(stream, stored, ours)`` where the stored checkpoint of `unit`, written by
+        another process since this store last read or wrote it, is at least as far along as
+        `offsets`, else None: another consumer owns the unit now (this one was evicted from the
+        group, or the folder has two writers), and saving would overwrite its state with ours.
+
+        Reads the file only when someone else wrote it since this store's last read or save.
         """
         path = self.path(unit)
         stamp = _stamp(path)
-        if stamp is None or stamp == self._stamps.get(unit):
+        if stamp is None or stamp == self._stamps.get(path):
             return None
         ck = load_checkpoint(path)
         for stream, stored in ck.get("offsets", {}).items():
             ours = offsets.get(stream)
-            if ours is not None and stored > ours:
+            if ours is not None and stored >= ours:
                 return stream, stored, ours
         return None
 
+    def ignore_existing(self) -> dict:
+        """Treat the files present now as read (a run that does not resume overwrites them
+        without being fenced by them); returns ``{file: stamp}``."""
+        out = {p: _stamp(p) for p in self.paths()}
+        self._stamps.update(out)
+        return out
+
     def paths(self) -> list:
-        return sorted(glob.glob(os.path.join(self.folder, "*.pt")))
+        """The current checkpoint files (not the previous ones, nor temp files)."""
+        return sorted(p for p in glob.glob(os.path.join(self.folder, "*.pt")) if is_checkpoint_file(p))
+
+    def remove_temp_files(self) -> list:
+        """Delete temp files a kill mid-write left behind (only abandoned ones when shared)."""
+        return remove_temp_files(self.folder, shared=self.shared)
 
     def clear(self) -> None:
-        for p in self.paths():
+        """Delete every checkpoint, previous checkpoint and temp file (not the folder's other files)."""
+        for p in glob.glob(os.path.join(self.folder, "*.pt")):
             os.unlink(p)
+        remove_temp_files(self.folder)
+        self._stamps.clear()
+
+    @contextlib.contextmanager
+    def _mutex(self):
+        if not self.shared:
+            yield
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        fd = os.open(os.path.join(self.folder, ".streamnn.save.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 class DelayedLabels:
@@ -258,11 +330,11 @@ def check_compatible(ck: dict, learner, path: str) -> None:
     """Raise if a checkpoint was written by another learner class or other parameters."""
     want = f"{type(learner).__module__}.{type(learner).__qualname__}"
     if ck.get("learner") != want:
-        raise ValueError(f"checkpoint {path} holds a {ck.get('learner')}, the config builds a {want}; "
+        raise CheckpointError(f"checkpoint {path} holds a {ck.get('learner')}, the config builds a {want}; "
                          "point [checkpoint] dir elsewhere, or delete the checkpoint to start over")
     mine = _plain_params(learner)
     diff = sorted(k for k in set(mine) | set(ck["params"]) if mine.get(k) != ck["params"].get(k))
     if diff:
         detail = ", ".join(f"{k}: checkpoint {ck['params'].get(k)!r} vs config {mine.get(k)!r}" for k in diff)
-        raise ValueError(f"checkpoint {path} was written with other learner parameters ({detail}); "
+        raise CheckpointError(f"checkpoint {path} was written with other learner parameters ({detail}); "
                          "restore them in the config, or delete the checkpoint to start over")
