@@ -99,6 +99,9 @@ def test_inspect_report_and_check_in_process(setup, capsys):
     assert main(["inspect", str(tmp / "r" / "checkpoints")]) == 0
     text = capsys.readouterr().out
     assert f"{tmp / 's.jsonl'}: next offset 402" in text and "MLPClassifier" in text
+    assert main(["check", str(cfg)]) == 2   # its source file (unused by replay) does not exist
+    assert "[source] path = 'unused.jsonl': no such file" in capsys.readouterr().err
+    cfg.write_text(CONFIG.replace("unused.jsonl", str(tmp / "s.jsonl")))
     assert main(["check", str(cfg)]) == 0
     assert main(["report", str(tmp / "nothing")]) == 1
 
@@ -117,3 +120,126 @@ def test_main_job_runs_the_bundled_pipeline_in_under_a_minute(tmp_path):
     assert {"prequential.png", "lr.png", "throughput.png", "scores.png"} <= set(os.listdir(d / "report"))
     logs = [json.loads(line) for line in res.stderr.splitlines()]   # not a terminal: JSON logs
     assert logs[0]["event"] == "start" and logs[-1]["event"] == "done"
+
+
+# -- no silent failure at the command line (issue 16) ------------------------------------------
+
+def test_version_and_help_for_every_argument(capsys):
+    import argparse
+
+    from streamnn import __version__
+    from streamnn.runtime.cli import _parser
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"streamnn {__version__}"
+    p = _parser()
+    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.dest}" for name, sp in subs.choices.items() for a in sp._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+    assert all(a.help for a in subs._choices_actions)
+
+
+def _saved_learner(path):
+    import streamnn
+
+    model = streamnn.MLPClassifier(hidden=(32,), seed=0)
+    for i in range(40):
+        model.learn_one({"x": float(i)}, "ab"[i % 2])
+    model.save(path)
+
+
+def test_inspect_a_learner_file_prints_plain_values(tmp_path, capsys):
+    path = str(tmp_path / "model.pt")
+    _saved_learner(path)
+    assert main(["inspect", path]) == 0
+    text = capsys.readouterr().out
+    assert "__tuple__" not in text and "saved ?" not in text and "None samples" not in text
+    assert "hidden=[32]" in text and "learner file" in text and "40 samples learned" in text
+    assert main(["inspect", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["hidden"] == [32] and info["saved_at"].startswith("20")
+
+
+def test_inspect_ignores_stray_temp_files_and_refuses_foreign_files(tmp_path, capsys):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    _saved_learner(str(folder / "a.pt"))
+    (folder / ".tmp-k2j4.pt").write_bytes(b"PK\x03\x04 half a checkpoint")   # a kill mid-write
+    assert main(["inspect", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"].endswith("a.pt")
+    for name, data in (("some.csv", b"a,b\n1,2\n"), ("empty.pt", b""), ("junk.pt", os.urandom(300))):
+        (tmp_path / name).write_bytes(data)
+        assert main(["inspect", str(tmp_path / name)]) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and captured.out == "", captured
+        assert "weights_only" not in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("command", ["produce", "record"])
+def test_kafka_tools_without_a_broker_fail_fast_naming_the_fix(tmp_path, capsys, command):
+    data = tmp_path / "s.jsonl"
+    data.write_text('{"a": 1}\n')
+    args = [str(data), "t"] if command == "produce" else ["t", str(tmp_path / "out.jsonl")]
+    t0 = time.monotonic()
+    assert main([command, *args, "--bootstrap", "127.0.0.1:1"]) == 1
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert "no Kafka broker at 127.0.0.1:1" in err and "bash scripts/kafka.sh start" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_inspect_into_a_closed_pipe_exits_quietly(tmp_path):
+    path = str(tmp_path / "model.pt")
+    _saved_learner(path)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    big = [path] * 1   # the reader is gone before the first line is written
+    proc = subprocess.Popen([sys.executable, "-m", "streamnn", "inspect", *big, "--json"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()   # like `| head` that has already exited
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0
+    assert err == ""
+
+
+@pytest.mark.slow
+def test_run_without_a_broker_logs_json_retries(tmp_path):
+    import signal
+
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(f"""
+name = "k"
+[source]
+type = "kafka"
+topics = ["t"]
+bootstrap = "127.0.0.1:1"
+[schema]
+features = ["a"]
+target = "y"
+[learner]
+class = "MLPRegressor"
+[run]
+dir = "{tmp_path / 'run'}"
+[report]
+on_exit = false
+""")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamnn", "run", str(cfg), "--quiet"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:   # until the runtime's own retry warning
+        lines.append(line)
+        if "unreachable" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, rest = proc.communicate(timeout=120)
+    lines += rest.splitlines()
+    logs = [json.loads(line) for line in lines if line.strip()]   # every line is JSON
+    retry = [r for r in logs if r["event"] == "log" and "unreachable" in r["message"]]
+    assert retry and retry[0]["level"] == "warning" and "scripts/kafka.sh start" in retry[0]["fix"]
+    messages = [r["message"] for r in logs if r["event"] == "log"]
+    assert len(messages) == len(set(messages)), "a repeated client error is logged once"
+    assert proc.returncode == 0

@@ -15,8 +15,8 @@ runtime error, 2 an invalid config or command line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
+import logging
 import os
 import signal
 import sys
@@ -56,6 +56,7 @@ def _execute(cfg, args, replay_file=None, fresh=False) -> int:
     except ImportError:  # pragma: no cover
         pass
     err = sys.stderr
+    _json_logs(err)
     interactive = err.isatty() and not args.quiet
     show, every = _progress(err, interactive)
     pipeline = Pipeline(cfg, replay_file=replay_file, fresh=fresh, progress=None if args.quiet else show,
@@ -88,10 +89,38 @@ def _execute(cfg, args, replay_file=None, fresh=False) -> int:
     return 0
 
 
+def _validated(cfg, args, replay_file=None):
+    """Everything that can be known before the first event (config, flags, machine), at once."""
+    from .config import ConfigError, check_range
+    from .validate import port_problem, validate
+
+    flags = [("--max-events", getattr(args, "max_events", None), 0, True, None, "0 or more records"),
+             ("--rate", getattr(args, "rate", None), 0, False, None, "records per second, more than 0"),
+             ("--port", getattr(args, "port", None), 0, True, 65535, "a TCP port 1-65535, or 0 for any free port")]
+    problems = [p for p in (check_range(*f) for f in flags) if p]
+    if not problems and getattr(args, "port", None):
+        problems += [p.replace("[metrics] port", "--port") for p in port_problem(args.port)]
+        cfg = _without_port(cfg)
+    problems += validate(cfg, replay_file)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _without_port(cfg):
+    import copy
+
+    cfg = copy.copy(cfg)
+    cfg.metrics = {**cfg.metrics, "port": None}   # the --port flag replaces it
+    return cfg
+
+
 def cmd_run(args) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, _overrides(args))
+    _validated(cfg, args)
     return _execute(cfg, args, fresh=args.fresh)
 
 
@@ -109,13 +138,15 @@ def cmd_replay(args) -> int:
     if cfg.dead_letters["type"] == "jsonl":
         cfg.dead_letters["path"] = os.path.join(out, "dead_letters.jsonl")
     cfg.checkpoint["dir"] = os.path.join(out, "checkpoints")
+    _validated(cfg, args, replay_file=args.file)
     return _execute(cfg, args, replay_file=args.file, fresh=True)
 
 
 def cmd_check(args) -> int:
     from .config import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, _overrides(args))
+    _validated(cfg, args)
     print(f"{args.config}: ok ({cfg.learner['class']} on a {cfg.source['type']} source, run dir {cfg.run_dir})")
     return 0
 
@@ -128,59 +159,16 @@ def cmd_report(args) -> int:
     return 0
 
 
-def describe_checkpoint(path: str) -> dict:
-    """The facts a person wants from a checkpoint file, as a plain dict."""
-    from ..checkpoint import load_checkpoint
-
-    ck = load_checkpoint(path)
-    st = ck.get("state", {})
-    info = {"file": path, "bytes": os.path.getsize(path), "unit": ck.get("unit"), "task": ck.get("task"),
-            "learner": ck.get("learner"), "params": ck.get("params"), "offsets": ck.get("offsets"),
-            "positions": ck.get("positions"), "counters": ck.get("counters")}
-    if ck.get("saved_at"):
-        info["saved_at"] = datetime.datetime.fromtimestamp(ck["saved_at"], datetime.timezone.utc).isoformat()
-    c = st.get("counters", {})
-    info["learner_state"] = {"built": st.get("built"), "n_seen": c.get("n_seen"), "n_updates": c.get("n_updates"),
-                             "features": (st.get("features") or {}).get("names"),
-                             "classes": (st.get("extra") or {}).get("classes")}
-    lr = st.get("optimizer", {}).get("param_groups", [{}])[0].get("lr") if st.get("optimizer") else None
-    info["learner_state"]["lr"] = lr
-    rt = ck.get("runtime", {})
-    info["runtime"] = {"delayed_labels_waiting": len(rt.get("delayed", {}).get("items", [])),
-                       "delayed_labels_expired": rt.get("delayed", {}).get("expired"),
-                       "threshold": rt.get("threshold"), "lag_keys": len(rt.get("lags", {}).get("windows", {}))}
-    return info
-
-
 def cmd_inspect(args) -> int:
-    paths = [args.checkpoint]
-    if os.path.isdir(args.checkpoint):
-        paths = sorted(os.path.join(args.checkpoint, f) for f in os.listdir(args.checkpoint) if f.endswith(".pt"))
-        if not paths:
-            raise SystemExit(f"streamnn inspect: no checkpoint (*.pt) in {args.checkpoint}")
-    infos = [describe_checkpoint(p) for p in paths]
-    if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1, default=str))
-        return 0
-    for info in infos:
-        ls, pos = info["learner_state"], info["positions"] or {}
-        print(f"{info['file']} ({info['bytes']:,} bytes, saved {info.get('saved_at', '?')})")
-        print(f"  learner   {info['learner']} ({info['task']}): {ls['n_seen']} samples learned, "
-              f"{ls['n_updates']} updates, lr {ls['lr']}")
-        for stream, off in (info["offsets"] or {}).items():
-            print(f"  stream    {stream}: next offset {off}, last position {json.dumps(pos.get(stream))}")
-        print(f"  features  {ls['features']}")
-        if ls.get("classes") is not None:
-            print(f"  classes   {ls['classes']}")
-        print(f"  counters  {json.dumps(info['counters'])}")
-        print(f"  runtime   {json.dumps(info['runtime'])}")
-        print(f"  params    {json.dumps(info['params'], default=str)}")
-    return 0
+    from .inspection import inspect_command
+
+    return inspect_command(args.checkpoint, as_json=args.json)
 
 
 def cmd_record(args) -> int:
     from .kafka import default_bootstrap, record
 
+    _json_logs(sys.stderr)
     n = record(args.topic, args.file, bootstrap=args.bootstrap or default_bootstrap(),
                max_messages=args.max_messages, idle_timeout_s=args.idle_timeout)
     print(f"recorded {n} messages from {args.topic} to {args.file}")
@@ -190,57 +178,77 @@ def cmd_record(args) -> int:
 def cmd_produce(args) -> int:
     from .kafka import default_bootstrap, produce
 
+    _json_logs(sys.stderr)
     n = produce(args.file, args.topic, bootstrap=args.bootstrap or default_bootstrap(), loop=args.loop,
                 rate=args.rate, key_field=args.key_field, partitions=args.partitions, limit=args.limit)
     print(f"produced {n} messages from {args.file} to {args.topic}")
     return 0
 
 
+def _json_logs(stream) -> None:
+    """Route warnings and errors of every logger (streamnn's, the Kafka client's) through the
+    run's JSON log lines, unless the host program configured logging itself."""
+    from .metrics import JsonLogHandler
+
+    root = logging.getLogger()
+    if not any(isinstance(h, JsonLogHandler) for h in root.handlers) and not root.handlers:
+        root.addHandler(JsonLogHandler(stream))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamnn", description="Online deep learning on live streams.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="streamnn", description="Online deep learning on live streams.",
+                                epilog="Exit status: 0 done, 1 a runtime error, 2 an invalid config or "
+                                       "command line. Docs: docs/runtime.md")
+    p.add_argument("--version", action="version", version=f"streamnn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def running(sp):
         sp.add_argument("--max-events", type=int, help="stop after this many records")
         sp.add_argument("--no-report", action="store_true", help="do not write the report at the end")
         sp.add_argument("--quiet", action="store_true", help="no progress line or progress logs")
 
+    config_help = "pipeline config file (TOML, or YAML with PyYAML), e.g. pipelines/sensor_anomaly.toml"
     r = sub.add_parser("run", help="run a pipeline config (resumes from its checkpoints)")
-    r.add_argument("config")
+    r.add_argument("config", help=config_help)
     r.add_argument("--run-dir", help="write outputs, checkpoints and metrics here (default runs/<name>)")
     r.add_argument("--fresh", action="store_true", help="delete the checkpoints and start over")
     r.add_argument("--rate", type=float, help="read at most this many records per second")
-    r.add_argument("--port", type=int, help="serve Prometheus metrics on this port")
+    r.add_argument("--port", type=int, help="serve Prometheus metrics on this port (0: any free port)")
     running(r)
     r.set_defaults(fn=cmd_run)
     rp = sub.add_parser("replay", help="replay a JSONL/CSV file through a pipeline (deterministic)")
-    rp.add_argument("file")
-    rp.add_argument("--config", required=True)
+    rp.add_argument("file", help="the JSONL or CSV file to replay (read instead of the config's source)")
+    rp.add_argument("--config", required=True, help=config_help + "; its source is ignored")
     rp.add_argument("--out", help="output folder (default runs/<config name>-replay)")
     running(rp)
     rp.set_defaults(fn=cmd_replay)
-    c = sub.add_parser("check", help="validate a config")
-    c.add_argument("config")
+    c = sub.add_parser("check", help="validate a config (and that it can run here) without running it")
+    c.add_argument("config", help=config_help)
+    c.add_argument("--run-dir", help="check this run folder instead of the config's")
     c.set_defaults(fn=cmd_check)
     i = sub.add_parser("inspect", help="show what a checkpoint (or a folder of them) holds")
-    i.add_argument("checkpoint")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("checkpoint", help="a checkpoint .pt file, a learner.save() file, or a folder of "
+                                      "checkpoints (e.g. runs/<name>/checkpoints)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(fn=cmd_inspect)
     rep = sub.add_parser("report", help="write PNG plots of a run into RUN_DIR/report")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="the run folder (with metrics.jsonl), e.g. runs/<name>")
     rep.set_defaults(fn=cmd_report)
     bootstrap = dict(default=None, help="Kafka bootstrap servers (default $STREAMNN_KAFKA_BOOTSTRAP "
                                         "or 127.0.0.1:19092)")
     rec = sub.add_parser("record", help="save a Kafka topic to a JSONL replay file")
-    rec.add_argument("topic")
-    rec.add_argument("file")
+    rec.add_argument("topic", help="the Kafka topic to read (every partition, from the beginning)")
+    rec.add_argument("file", help="the JSONL file to write (replaced at the end)")
     rec.add_argument("--bootstrap", **bootstrap)
-    rec.add_argument("--max-messages", type=int)
-    rec.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this long without messages")
+    rec.add_argument("--max-messages", type=int, help="stop after this many messages")
+    rec.add_argument("--idle-timeout", type=float, default=5.0,
+                     help="stop after this many seconds without messages (default 5)")
     rec.set_defaults(fn=cmd_record)
     pr = sub.add_parser("produce", help="write a JSONL/CSV file to a Kafka topic")
-    pr.add_argument("file")
-    pr.add_argument("topic")
+    pr.add_argument("file", help="the JSONL or CSV file to send, one message per record")
+    pr.add_argument("topic", help="the Kafka topic to write to (created if missing)")
     pr.add_argument("--bootstrap", **bootstrap)
     pr.add_argument("--loop", action="store_true", help="start over at the end, forever")
     pr.add_argument("--rate", type=float, help="messages per second")
@@ -256,11 +264,17 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()   # a closed pipe shows here, inside the try
+        return code
+    except BrokenPipeError:   # `streamnn inspect ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # no second error when Python flushes at exit
+        return 0
     except ConfigError as e:
         print(f"streamnn: config error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError) as e:
         print(f"streamnn: error: {e}", file=sys.stderr)
         return 1
 

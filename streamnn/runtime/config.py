@@ -5,7 +5,8 @@ A config is a TOML file (YAML too when PyYAML is installed) with these sections;
 
     name = "sensor_anomaly"
     [source]      type = "file" | "river" | "kafka", and its parameters
-    [schema]      features, target, key, event_id, timestamp, required, max_bytes, lags, lag_fields
+    [schema]      features, target, key, event_id, timestamp, required, max_bytes, lags, lag_fields,
+                  max_abs, max_depth, max_features
     [learner]     class = "MLPClassifier", [learner.params]
     [run]         dir, batch_size, state_per, delayed_labels, max_events, rate, post_update_every
     [checkpoint]  dir, every_events, every_seconds, resume
@@ -33,6 +34,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -49,7 +51,8 @@ SPEC = {
     "schema": {"features": ((str, "list"), "*"), "target": ((str, "list", type(None)), None),
                "key": ((str, type(None)), None), "event_id": ((str, type(None)), None),
                "timestamp": ((str, type(None)), None), "required": ("list", []),
-               "max_bytes": (int, 1_000_000), "lags": (int, 0), "lag_fields": ("list", None)},
+               "max_bytes": (int, 1_000_000), "lags": (int, 0), "lag_fields": ("list", None),
+               "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256)},
     "learner": {"class": (str, REQUIRED), "params": (dict, {})},
     "run": {"dir": (str, None), "batch_size": (int, 256), "state_per": (str, "stream"),
             "delayed_labels": (int, 10_000), "max_events": ((int, type(None)), None),
@@ -144,6 +147,9 @@ def parse(raw: dict) -> Config:
         if k not in known:
             raise ConfigError(_unknown("", k, known))
     top = _section("", {k: v for k, v in raw.items() if k in SPEC[""]}, SPEC[""])
+    if top["threads"] < 1:
+        raise ConfigError(f"threads = {top['threads']}: must be >= 1; use 1 (fastest for small "
+                          "networks) or the number of CPU cores torch may use")
     if "source" not in raw:
         raise ConfigError("[source] is missing; add e.g. [source] type = \"file\", path = \"data.jsonl\"")
     sections = {s: _section(s, _table(raw, s), SPEC[s]) for s in SPEC if s}
@@ -181,14 +187,59 @@ def parse(raw: dict) -> Config:
     return cfg
 
 
+# (section, key) -> (lowest, lowest allowed itself?, highest, what it means; the fix); None passes
+RANGES = {
+    ("run", "max_events"): (0, True, None, "0 or more events (leave it out for no limit)"),
+    ("run", "rate"): (0, False, None, "records per second, more than 0 (leave it out for no limit)"),
+    ("run", "delayed_labels"): (0, True, None, "0 (no delayed labels) or more cached events"),
+    ("run", "post_update_every"): (0, True, None, "0 (off) or a number of batches"),
+    ("run", "poll_timeout_s"): (0, False, 3600, "seconds, more than 0 (e.g. 1.0)"),
+    ("anomaly", "sigma"): (0, False, None, "more than 0 (e.g. 4.0)"),
+    ("anomaly", "warmup"): (0, True, None, "0 or more events"),
+    ("anomaly", "alpha"): (0, False, 1, "a rate in (0, 1], e.g. 0.01"),
+    ("metrics", "port"): (0, True, 65535, "a TCP port 1-65535, 0 for any free port, or leave it out (no server)"),
+    ("metrics", "every"): (1, True, None, "1 or more events per row of metrics.jsonl"),
+}
+
+
+def check_range(field: str, value, low, low_ok: bool, high, means: str) -> str | None:
+    """The problem with a number outside its range (None when it is fine or absent).
+
+    >>> check_range("[run] rate", -1, 0, False, None, "records per second, more than 0")
+    '[run] rate = -1: must be > 0; use records per second, more than 0'
+    """
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, float) and value != value:
+        rule = "must be a number, not NaN"
+    elif value < low or (value == low and not low_ok):
+        rule = f"must be {'>=' if low_ok else '>'} {low}"
+    elif high is not None and value > high:
+        rule = f"must be <= {high}"
+    else:
+        return None
+    return f"{field} = {value!r}: {rule}; use {means}"
+
+
 def _check_values(sec: dict) -> None:
+    for (section, key), (low, low_ok, high, means) in RANGES.items():
+        problem = check_range(f"[{section}] {key}", sec[section][key], low, low_ok, high, means)
+        if problem:
+            raise ConfigError(problem)
+    thr = sec["anomaly"]["threshold"]
+    if isinstance(thr, float) and not math.isfinite(thr):
+        raise ConfigError(f"[anomaly] threshold = {thr!r}: must be a finite number, \"auto\" or \"sigma\"")
     run, ck, sch = sec["run"], sec["checkpoint"], sec["schema"]
     if run["state_per"] not in ("stream", "global"):
         raise ConfigError(f"[run] state_per: {run['state_per']!r} is not valid; use \"stream\" "
                           "(one learner per stream/partition) or \"global\" (one shared learner)")
-    for section, key in (("run", "batch_size"), ("checkpoint", "every_events"), ("schema", "max_bytes")):
+    for section, key in (("run", "batch_size"), ("checkpoint", "every_events"), ("schema", "max_bytes"),
+                         ("schema", "max_depth"), ("schema", "max_features")):
         if sec[section][key] < 1:
             raise ConfigError(f"[{section}] {key}: must be at least 1 (got {sec[section][key]})")
+    if not 0 < sch["max_abs"] < float("inf"):
+        raise ConfigError(f"[schema] max_abs: must be a positive finite number (got {sch['max_abs']!r}); "
+                          "values beyond it are dead letters (default 1e30)")
     if ck["every_seconds"] <= 0:
         raise ConfigError("[checkpoint] every_seconds: must be positive")
     if isinstance(sch["features"], str) and sch["features"] != "*":
@@ -293,6 +344,10 @@ def resolve_learner(name: str, params: dict | None = None):
         try:
             cls(**params)
         except (TypeError, ValueError) as e:
+            msg = str(e)
+            for k, v in params.items():   # "lr=-0.1: use ..." names its parameter
+                if msg.startswith(f"{k}="):
+                    raise ConfigError(f"[learner.params] {k} = {v!r}: {msg.split(': ', 1)[-1]}") from None
             raise ConfigError(f"[learner.params] {name}(**params) failed: {e}") from None
     return cls
 

@@ -16,15 +16,52 @@ import csv
 import json
 import logging
 import os
+import socket
 import time
+import warnings
 from typing import Iterator, Optional
 
-from .kafka import (KafkaConsumer, KafkaProducer, TopicPartition, default_bootstrap,  # noqa: F401
-                    ensure_topic)
+with warnings.catch_warnings():  # kafka-python 3.0 emits ~200 DeprecationWarnings on import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
+    from kafka.structs import TopicPartition
 
-__all__ = ["record", "produce"]
+__all__ = ["record", "produce", "require_broker", "KafkaUnavailable"]
 
 log = logging.getLogger("streamnn.runtime.kafka")
+
+
+class KafkaUnavailable(ConnectionError):
+    """No Kafka broker answers at the bootstrap address; the message says how to get one."""
+
+
+def _fix(bootstrap: str) -> str:
+    return (f"start one with `bash scripts/kafka.sh start`, or point --bootstrap (or "
+            f"$STREAMNN_KAFKA_BOOTSTRAP) at a running broker (now {bootstrap})")
+
+
+def require_broker(bootstrap: str, timeout_s: float = 3.0) -> None:
+    """Raise `KafkaUnavailable` within `timeout_s` (per address) when no bootstrap address accepts
+    a connection, instead of the Kafka client's retries (tens of seconds, then a traceback).
+
+    >>> require_broker("127.0.0.1:1")
+    Traceback (most recent call last):
+    ...
+    streamnn.runtime.kafka_replay.KafkaUnavailable: no Kafka broker at 127.0.0.1:1 (127.0.0.1:1: Connection refused); start one with `bash scripts/kafka.sh start`, or point --bootstrap (or $STREAMNN_KAFKA_BOOTSTRAP) at a running broker (now 127.0.0.1:1)
+    """
+    errors = []
+    for address in bootstrap.split(","):
+        address = address.strip()
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
+                return
+        except ValueError:
+            errors.append(f"{address}: not host:port")
+        except OSError as e:
+            errors.append(f"{address}: {e.strerror or type(e).__name__}")
+    raise KafkaUnavailable(f"no Kafka broker at {bootstrap} ({'; '.join(errors)}); {_fix(bootstrap)}")
 
 
 def _number(text: str):
@@ -79,11 +116,20 @@ def produce(path, topic: str, bootstrap: Optional[str] = None, loop: bool = Fals
     limit
         Stop after this many messages.
     """
+    from .kafka import default_bootstrap, ensure_topic   # here: kafka.py imports this module
+
     bootstrap = bootstrap or default_bootstrap()
-    if create:
-        ensure_topic(bootstrap, topic, partitions)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10,
-                             batch_size=262144, reconnect_backoff_max_ms=1000)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist; give a JSONL or CSV file to produce")
+    require_broker(bootstrap)
+    try:
+        if create:
+            ensure_topic(bootstrap, topic, partitions, timeout_s=10.0)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10,
+                                 batch_size=262144, reconnect_backoff_max_ms=1000)
+    except KafkaError as e:
+        raise KafkaUnavailable(f"Kafka at {bootstrap} does not answer ({type(e).__name__}: {e}); "
+                               f"{_fix(bootstrap)}") from None
     sent, start = 0, time.monotonic()
     try:
         while True:
@@ -119,9 +165,16 @@ def record(topic: str, path, bootstrap: Optional[str] = None, max_messages: Opti
     own order. Values that are not JSON objects cannot be a JSONL line: they are skipped and
     counted in a warning.
     """
+    from .kafka import default_bootstrap   # here: kafka.py imports this module
+
     bootstrap = bootstrap or default_bootstrap()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", fetch_max_wait_ms=100)
+    require_broker(bootstrap)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                 isolation_level="read_committed", fetch_max_wait_ms=100)
+    except KafkaError as e:
+        raise KafkaUnavailable(f"Kafka at {bootstrap} does not answer ({type(e).__name__}: {e}); "
+                               f"{_fix(bootstrap)}") from None
     written = skipped = 0
     tmp = f"{os.fspath(path)}.tmp"
     try:

@@ -14,6 +14,7 @@ writes ``metrics.json`` with the totals.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -21,7 +22,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["RunMetrics", "progress_line"]
+__all__ = ["RunMetrics", "progress_line", "log_line", "write_log", "JsonLogHandler"]
 
 _LATENCY = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
@@ -250,3 +251,56 @@ def log_line(event: str, **fields) -> str:
 
 def write_log(event: str, stream=None, **fields) -> None:
     (stream or sys.stderr).write(log_line(event, **fields) + "\n")
+
+
+_FIXES = {"unreachable": "start a broker with `bash scripts/kafka.sh start`, or set bootstrap in "
+                         "[source] (or $STREAMNN_KAFKA_BOOTSTRAP) to a running one",
+          "ECONNREFUSED": "start a broker with `bash scripts/kafka.sh start`, or fix the bootstrap setting"}
+
+
+class JsonLogHandler(logging.Handler):
+    """Python log records (warnings and up) as the run's JSON log lines.
+
+    A message repeated within `quiet_s` seconds (a client retrying every second) is written once;
+    the next copy after that carries ``"repeated": <copies left out>``. Known troubles get a
+    ``"fix"`` field.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> log = logging.getLogger("streamnn.doctest"); log.propagate = False
+    >>> log.addHandler(JsonLogHandler(out))
+    >>> for _ in range(3):
+    ...     log.warning("Kafka at %s unreachable; retrying", "127.0.0.1:1")
+    >>> [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+    ['Kafka at 127.0.0.1:1 unreachable; retrying']
+    >>> "scripts/kafka.sh start" in json.loads(out.getvalue())["fix"]
+    True
+    """
+
+    def __init__(self, stream=None, level=logging.WARNING, quiet_s: float = 30.0):
+        super().__init__(level)
+        self.stream, self.quiet_s = stream, quiet_s
+        self._seen: dict = {}   # (logger, message) -> [time written, copies left out since]
+
+    def emit(self, record):
+        try:
+            msg = record.getMessage()
+            now, key = time.monotonic(), (record.name, msg)
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.quiet_s:
+                seen[1] += 1
+                return
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            fields = {"level": record.levelname.lower(), "logger": record.name, "message": msg}
+            if seen is not None and seen[1]:
+                fields["repeated"] = seen[1]
+            self._seen[key] = [now, 0]
+            fix = next((f for k, f in _FIXES.items() if k in msg), None)
+            if fix:
+                fields["fix"] = fix
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = repr(record.exc_info[1])
+            write_log("log", self.stream, **fields)
+        except Exception:   # noqa: BLE001 - logging must never stop the run
+            self.handleError(record)
