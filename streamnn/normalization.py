@@ -5,6 +5,22 @@ Welford/Chan mean and variance (`mode="welford"`) or an exponentially weighted v
 follows drift (`mode="ewm"`). Missing values (NaN) are skipped by the statistics and imputed with
 the running mean (0 after scaling).
 
+The statistics are robust to a single extreme value (`clip`): each column's first `warmup`
+values are kept, and its statistics are those of these values winsorised at median +- clip *
+max(1.4826 * MAD, 1); after them, a value enters the running statistics winsorised at mean +-
+clip * max(std, 1), and `transform` clips the same way. So one value of 1e308 moves a mean by at
+most clip standard deviations' worth, never makes a variance inf or NaN, and leaves the column
+useful; Gaussian data is never clipped (10 standard deviations). The floor of 1 (raw units) lets a
+column that was constant so far start to vary; a lasting change of scale is followed with the
+clipped values (the window widens as the variance grows).
+
+>>> s = RunningStats(1)
+>>> for v in range(100):
+...     s.update(np.array([[float(v % 10)]]))
+>>> s.update(np.array([[1e308]]))
+>>> bool(np.isfinite(s.var).all()) and 2.8 < float(s.std[0]) < 4.0 and 4.4 < float(s.mean[0]) < 5.6
+True
+
 >>> import numpy as np
 >>> s = RunningStats()
 >>> s.update(np.array([[1.0, 10.0], [3.0, np.nan]]))
@@ -38,6 +54,7 @@ from torch import nn
 __all__ = ["RunningStats", "StreamingNorm"]
 
 _FEW = 8   # up to this many columns, `RunningStats.update` merges in Python floats
+_BIG = 1e300   # statistics are kept within +-_BIG (finite, with room for a square's sum)
 
 
 class RunningStats:
@@ -51,16 +68,26 @@ class RunningStats:
         Weight of a new sample in "ewm" mode (after a Welford warm-up of 1/alpha samples).
     eps
         Standard deviations below this scale by 1 (constant columns are only centered).
+    clip
+        Winsorise at this many (robust) standard deviations, at least `clip` raw units (see the
+        module docstring); None: plain statistics, no clipping.
+    warmup
+        Values of each column whose statistics are computed robustly (median and MAD) before the
+        running update takes over.
     """
 
     def __init__(self, n_features: int = 0, mode: str = "welford", alpha: float = 0.001,
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, clip: float | None = 10.0, warmup: int = 16):
         if mode not in ("welford", "ewm"):
             raise ValueError(f"mode={mode!r}: use 'welford' or 'ewm'")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip={clip!r}: use a positive number of standard deviations, or None")
         self.mode, self.alpha, self.eps = mode, alpha, eps
+        self.clip, self.warmup = clip, int(warmup) if clip is not None else 0
         self.n = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.var = np.zeros(n_features)
+        self.buf = np.zeros((self.warmup, n_features))   # each column's first n values (the rest 0)
         self._refresh()
 
     def __len__(self) -> int:
@@ -71,20 +98,74 @@ class RunningStats:
         if extra > 0:
             pad = np.zeros(extra)
             self.n, self.mean, self.var = (np.concatenate([a, pad]) for a in (self.n, self.mean, self.var))
+            self.buf = np.concatenate([self.buf, np.zeros((self.warmup, extra))], axis=1)
             self._refresh()
 
     def _refresh(self):
         std = np.sqrt(self.var)
         self.inv_std = np.where(std > self.eps, 1.0 / np.maximum(std, self.eps), 1.0)
         self.std = 1.0 / self.inv_std
+        self._window()
+
+    def _window(self):
+        """The winsorising window mean +- clip * max(std, 1), and whether a column is cold."""
+        self._cold = bool(self.warmup) and len(self.n) > 0 and bool((self.n < self.warmup).any())
+        if self.clip is not None:
+            h = self.clip * np.maximum(self.std, 1.0)
+            self._lo, self._hi = self.mean - h, self.mean + h
+            self._zlim = h * self.inv_std
 
     def update(self, X: np.ndarray):
         """Merge a batch `X` (B, F) into the statistics; NaNs are skipped column by column."""
-        if X.shape[1] > len(self.n):
+        F = len(self.n)
+        if X.shape[1] > F:
             self.grow(X.shape[1])
-        nb = float(len(X))
-        if nb == 0:
+        elif X.shape[1] < F:
+            X = np.concatenate([X, np.full((len(X), F - X.shape[1]), np.nan)], axis=1)
+        if len(X) == 0:
             return
+        if self.clip is not None:
+            if self._cold:
+                return self._update_cold(X)
+            X = np.clip(X, self._lo, self._hi)
+        self._update(X)
+
+    def _update_cold(self, X: np.ndarray):
+        """`update` while some columns are in their warm-up: those columns keep their first
+        values and take robust statistics of them; the others update as usual."""
+        cold = self.n < self.warmup
+        if not cold.all():
+            Xh = np.clip(X, self._lo, self._hi)
+            Xh[:, cold] = np.nan
+            self._update(Xh)
+        present = cold & ~np.isnan(X).all(axis=0)
+        W, buf = self.warmup, self.buf
+        for j in present.nonzero()[0].tolist():
+            col = X[:, j]
+            vals = col[~np.isnan(col)]
+            k = int(self.n[j])
+            take = min(W - k, len(vals))
+            buf[k:k + take, j] = vals[:take]
+            m, v = _robust(buf[:k + take, j], self.clip)
+            self.n[j], self.mean[j], self.var[j] = k + take, m, v
+            rest = vals[take:]
+            if len(rest):   # the column is warm now: the rest of the batch updates as usual
+                h = self.clip * max(math.sqrt(v), 1.0)
+                r = np.clip(rest, m - h, m + h)
+                nb, mb = float(len(r)), float(r.mean())
+                n1 = self.n[j] + nb
+                w = nb / n1
+                if self.mode == "ewm":
+                    w = max(w, 1.0 - (1.0 - self.alpha) ** nb)
+                d = mb - m
+                self.mean[j] = m + w * d
+                self.var[j] = (1.0 - w) * (v + w * d * d) + w * float(r.var())
+                self.n[j] = n1
+        self._refresh()
+
+    def _update(self, X: np.ndarray):
+        """The running update of `update` (values already winsorised)."""
+        nb = float(len(X))
         sums = np.add.reduce(X, 0)
         few = len(self.n) <= _FEW and X.shape[1] == len(self.n)
         finite = all(map(math.isfinite, sums.tolist())) if few else np.isfinite(sums).all()
@@ -149,12 +230,17 @@ class RunningStats:
         self.n, self.mean, self.var = np.array(ns), np.array(means), np.array(vs)
         self.inv_std = np.array(invs)
         self.std = 1.0 / self.inv_std
+        if self.clip is not None:
+            self._window()
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Scale `X` (..., F) with the current statistics; NaN -> 0 (the running mean)."""
+        """Scale `X` (..., F) with the current statistics, clipped to the winsorising window;
+        NaN -> 0 (the running mean)."""
         F = len(self.n)
         Z = (X[..., :F] if X.shape[-1] != F else X) - self.mean
         Z *= self.inv_std
+        if self.clip is not None:
+            np.clip(Z, -self._zlim, self._zlim, out=Z)
         if not math.isfinite(np.add.reduce(Z, axis=None)):   # a finite sum: no NaN to replace
             Z[np.isnan(Z)] = 0.0
         return Z
@@ -163,14 +249,35 @@ class RunningStats:
         return Z * self.std + self.mean
 
     def state_dict(self) -> dict:
-        return {"mode": self.mode, "alpha": self.alpha, "eps": self.eps,
-                "n": torch.from_numpy(self.n.copy()), "mean": torch.from_numpy(self.mean.copy()),
-                "var": torch.from_numpy(self.var.copy())}
+        return {"mode": self.mode, "alpha": self.alpha, "eps": self.eps, "clip": self.clip,
+                "warmup": self.warmup, "n": torch.from_numpy(self.n.copy()),
+                "mean": torch.from_numpy(self.mean.copy()), "var": torch.from_numpy(self.var.copy()),
+                "buf": torch.from_numpy(self.buf.copy())}
 
     def load_state_dict(self, state: dict):
         self.mode, self.alpha, self.eps = state["mode"], state["alpha"], state["eps"]
         self.n, self.mean, self.var = (state[k].numpy().astype(np.float64).copy() for k in ("n", "mean", "var"))
+        if "buf" in state:
+            self.clip, self.warmup = state["clip"], state["warmup"]
+            self.buf = state["buf"].numpy().astype(np.float64).copy()
+        else:   # a state from before robust statistics: its columns count as warmed up
+            self.buf = np.zeros((self.warmup, len(self.n)))
+            self.n = np.where(self.n > 0, np.maximum(self.n, self.warmup), self.n)
         self._refresh()
+
+
+def _robust(v: np.ndarray, clip: float) -> tuple:
+    """(mean, variance) of the values `v` winsorised at median +- clip * max(1.4826 MAD, 1),
+    kept finite (the warm-up statistics of `RunningStats`)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if len(v) >= 3:
+            med = float(np.median(v))
+            h = clip * max(1.4826 * float(np.median(np.abs(v - med))), 1.0)
+            v = np.clip(v, med - h, med + h)
+        m, var = float(v.mean()), float(v.var())
+    m = min(max(m, -_BIG), _BIG) if m == m else 0.0
+    var = min(var, _BIG) if var == var else _BIG
+    return m, var
 
 
 class StreamingNorm(nn.Module):

@@ -90,8 +90,8 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
             self.target_scaler_.update(Y.reshape(-1, 1))
 
     def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:
-        if self.scale_target:
-            Y = (Y - self.target_scaler_.mean[0]) * self.target_scaler_.inv_std[0]
+        if self.scale_target:   # scaled and clipped like inputs: one extreme target never overflows
+            Y = self.target_scaler_.transform(Y.reshape(-1, 1)).reshape(Y.shape)
         return Y.astype(np.float32)
 
     def _loss_per_sample(self, out, target):

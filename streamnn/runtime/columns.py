@@ -42,7 +42,8 @@ class Columns:
 
     `rows` holds each record's listed feature values (None = missing), `ys` its target
     (`NO_TARGET` when absent), `ids` the event ids (None: the default ``"<stream>:<offset>"``),
-    `keys` and `timestamps` the schema's key and timestamp fields (None when not in the schema).
+    `keys` and `timestamps` the schema's key and timestamp fields (None when not in the schema),
+    `X` the rows as a float matrix (n, F), range-checked by the decoder (None: build it).
     """
 
     records: list = field(default_factory=list)
@@ -51,6 +52,7 @@ class Columns:
     ids: list | None = None
     keys: list | None = None
     timestamps: list | None = None
+    X: object = None
 
 
 def encode(v) -> str:
@@ -310,7 +312,9 @@ class ColumnarPath:
             return
         names = list(dec.features)
         F = len(names)
-        X = np.array(cols.rows, dtype=np.float64).reshape(n, F) if F else np.empty((n, 0))
+        X = cols.X
+        if X is None:
+            X = np.array(cols.rows, dtype=np.float64).reshape(n, F) if F else np.empty((n, 0))
         ys = cols.ys
         if unit.lags is not None:
             lags = unit.lags

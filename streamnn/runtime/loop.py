@@ -295,8 +295,11 @@ class Runner(ColumnarPath):
             self._dead_letter(unit, record, reason)
         task, delayed = unit.task, self.delayed_labels > 0 and bool(self.decoder.event_id)
         pred_ev, pred_x, learn_x, learn_y, learn_rows = [], [], [], [], []
+        star, added = self.decoder.features == "*", set()
         for ev in events:                                              # 3. route
             x = ev.x
+            if star and x and self._over_cap(unit, ev, added):
+                continue
             if not x and ev.has_target and delayed and task.supervised:
                 cached = unit.delayed.pop(ev.event_id)
                 if cached is None:
@@ -309,7 +312,11 @@ class Runner(ColumnarPath):
                     learn_rows.append(None)
                 continue
             if unit.lags is not None:
-                x = unit.lags.apply(x, _values(ev, self.decoder), ev.key)
+                try:
+                    x = unit.lags.apply(x, _values(ev, self.decoder), ev.key)
+                except Exception as e:   # one record never stops the consumer
+                    self._dead_letter(unit, ev.record, f"undecodable: {type(e).__name__}: {e}"[:300])
+                    continue
             if ev.has_target or not task.supervised:
                 learn_x.append(x)
                 learn_y.append(ev.y)
@@ -323,7 +330,16 @@ class Runner(ColumnarPath):
         outs = task.predict(unit.learner, X, pred_x) if pred_x else []  # 4. predict, emit
         t1 = time.perf_counter()
         n_anom = c["anomalies"]
-        losses = self._outputs(unit, pred_ev, outs)
+        bad: list = []
+        losses = self._outputs(unit, pred_ev, outs, bad)
+        if bad:   # a loss that raised: that record is a dead letter, neither output nor learned
+            drop = {i for i, _ in bad}
+            for i, reason in bad:
+                self._dead_letter(unit, pred_ev[i].record, reason)
+            outs = [o for i, o in enumerate(outs) if i not in drop]
+            keep = [j for j, r in enumerate(learn_rows) if r not in drop]
+            learn_x, learn_y = [learn_x[j] for j in keep], [learn_y[j] for j in keep]
+            learn_rows = [None] * len(keep)   # X no longer matches: learn from a frame of learn_x
         for sink in self.sinks:
             sink.emit(outs)
         c["events_out"] += len(outs)
@@ -375,8 +391,28 @@ class Runner(ColumnarPath):
             unit.positions[r.stream] = r.position
         return fresh
 
-    def _outputs(self, unit: Unit, events: list, outs: list) -> list:
-        """Fill in id, position, target and (detectors) anomaly flags; returns the losses."""
+    def _over_cap(self, unit: Unit, ev, added: set) -> bool:
+        """With ``features = "*"``: whether the event's new feature names would take the unit past
+        `max_features` names in all (then it is a dead letter); `added` collects this batch's."""
+        reg = getattr(unit.learner, "features_", None)
+        known = reg.index if reg is not None else unit.task.names
+        new = [k for k in ev.x if k not in known and k not in added]
+        if not new:
+            return False
+        cap, n = self.decoder.max_features, len(known) + len(added)
+        if n + len(new) > cap:
+            self._dead_letter(unit, ev.record, f"too many features: {len(new)} new fields (e.g. "
+                              f"{new[0]!r}) after {n} known would pass max_features={cap} (list the "
+                              "features in schema.features, or raise [schema] max_features)"[:400])
+            return True
+        added.update(new)
+        if reg is None:
+            known.update(dict.fromkeys(new))
+        return False
+
+    def _outputs(self, unit: Unit, events: list, outs: list, bad: list | None = None) -> list:
+        """Fill in id, position, target and (detectors) anomaly flags; returns the losses. A loss
+        that raises puts (row, reason) in `bad` (the caller dead-letters those records)."""
         task, c, thr = unit.task, unit.counters, unit.threshold
         dec, losses = self.decoder, []
         for i, (ev, out) in enumerate(zip(events, outs)):
@@ -401,7 +437,13 @@ class Runner(ColumnarPath):
                 if out["prediction"] is None or out["prediction"] == {}:
                     outs[i] = o
                     continue   # an untrained model predicts nothing yet: no loss to count
-                loss = task.loss(out, ev.y, i)
+                try:
+                    loss = task.loss(out, ev.y, i)
+                except Exception as e:
+                    if bad is None:
+                        raise
+                    bad.append((i, f"bad value: the loss of this record failed ({type(e).__name__}: {e})"[:300]))
+                    continue
                 losses.append(loss)
                 c["loss_sum"] += loss
                 c["loss_n"] += 1

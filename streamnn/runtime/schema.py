@@ -2,8 +2,13 @@
 
 Every way a record can be bad has its own reason, which the dead-letter sink stores next to the
 record and the metrics count by class (the text before the first colon): ``oversized``,
-``empty``, ``binary``, ``not JSON``, ``not an object``, ``bad CSV row``, ``missing field``,
-``wrong type``, ``non-finite target``.
+``empty``, ``binary``, ``too deep``, ``not JSON``, ``not an object``, ``bad CSV row``,
+``missing field``, ``wrong type``, ``non-finite target``, ``out of range``, ``too many features``,
+and ``undecodable`` (any other exception while decoding one record: decoding never raises).
+
+The range rule: a feature or numeric target with ``|x| > max_abs`` (default 1e30, beyond which
+float32 training means nothing), an infinite one, or an integer too large for a float is a dead
+letter whose reason names the field; a NaN or null feature is missing (the learner imputes it).
 
 >>> from streamnn.runtime.records import Record
 >>> dec = Decoder(features=["a", "b"], target="y", event_id="id")
@@ -14,6 +19,10 @@ record and the metrics count by class (the text before the first colon): ``overs
 "non-finite target: 'y' is nan"
 >>> dec.decode(Record(b'{"a": 1', {}, "s", 3)).reason[:8]
 'not JSON'
+>>> dec.decode(Record(b'{"id": 9, "a": 1e31, "y": 1}', {}, "s", 4)).reason
+"out of range: feature 'a' is 1e+31; |x| > max_abs=1e+30 (raise [schema] max_abs, or fix the producer)"
+>>> dec.decode(Record(b'{"id": 9, "a": 1, "y": 1, "z": ' + b"[" * 100 + b"]" * 100 + b'}', {}, "s", 5)).reason
+'too deep: JSON nested deeper than max_depth=64'
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ import io
 import json
 import json.scanner
 import math
+import re
+
+import numpy as np
 
 from .records import NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "reason_class"]
+__all__ = ["Decoder", "reason_class", "too_deep"]
 
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())
 _PLAIN = frozenset((float, int, bool, type(None)))   # feature values a float matrix takes as decode does
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
 
 
 def reason_class(reason: str) -> str:
@@ -58,6 +71,14 @@ class Decoder:
         Fields that must be present and non-null.
     max_bytes
         Larger records are dead letters ("oversized").
+    max_abs
+        Features and numeric targets with a larger absolute value (or infinite, or an integer too
+        large for a float) are dead letters ("out of range"); NaN features are missing values.
+    max_depth
+        JSON nested deeper is a dead letter ("too deep").
+    max_features
+        With ``features="*"``: a record with more numeric fields is a dead letter ("too many
+        features"); the loop applies the same cap to the features a learner has seen in total.
     target_kind
         "number" (regression, detectors' labels) or "label" (classification: str, int or bool).
     format
@@ -66,7 +87,8 @@ class Decoder:
 
     def __init__(self, features="*", target=None, key=None, event_id=None, timestamp=None,
                  required=(), max_bytes: int = 1_000_000, target_kind: str = "number",
-                 format: str = "json", columns=None):
+                 format: str = "json", columns=None, max_abs: float = 1e30, max_depth: int = 64,
+                 max_features: int = 256):
         self.features = features
         self.target = target
         self.key = key
@@ -74,6 +96,10 @@ class Decoder:
         self.timestamp = timestamp
         self.required = tuple(required or ())
         self.max_bytes = max_bytes
+        self.max_abs, self.max_depth, self.max_features = float(max_abs), int(max_depth), int(max_features)
+        if not self.max_abs > 0 or self.max_depth < 1 or self.max_features < 1:
+            raise ValueError(f"max_abs={max_abs!r}, max_depth={max_depth!r}, max_features={max_features!r}: "
+                             "each must be positive")
         self.target_kind = target_kind
         self.format = format
         self.columns = list(columns) if columns is not None else None
@@ -100,15 +126,19 @@ class Decoder:
             return DecodeError(f"binary: not UTF-8 text ({e.reason} at byte {e.start})")
         if self.format == "csv":
             return self._parse_csv(text)
+        if too_deep(value, self.max_depth):
+            return DecodeError(f"too deep: JSON nested deeper than max_depth={self.max_depth}")
         try:   # the C scanner directly (json.loads adds three Python calls and two regexes)
             obj, end = _SCAN(text, 0)
             if end != len(text):
                 raise ValueError
-        except (ValueError, StopIteration):
+        except (ValueError, StopIteration, RecursionError):
             try:
                 obj = json.loads(text)   # the slow path: surrounding spaces, or the error message
             except ValueError as e:
-                return DecodeError(f"not JSON: {e}")
+                return DecodeError(f"not JSON: {_short(str(e), 200)}")
+            except RecursionError:
+                return DecodeError(f"too deep: JSON nested deeper than max_depth={self.max_depth}")
         if type(obj) is not dict:
             return DecodeError(f"not an object: a JSON {type(obj).__name__}, expected an object")
         return obj
@@ -122,7 +152,13 @@ class Decoder:
     # -- validation --------------------------------------------------------------------------
 
     def decode(self, record: Record):
-        """One record -> an `Event`, or a `DecodeError` with the reason."""
+        """One record -> an `Event`, or a `DecodeError` with the reason; never raises."""
+        try:
+            return self._decode(record)
+        except Exception as e:   # a record must never stop the consumer: any surprise is a dead letter
+            return DecodeError(f"undecodable: {type(e).__name__}: {_short(str(e), 200)}")
+
+    def _decode(self, record: Record):
         obj = self._parse(record.value)
         if type(obj) is DecodeError:
             return obj
@@ -169,13 +205,16 @@ class Decoder:
 
         Records whose values are plain (number, boolean or null features, a finite number or a label
         target) are read here; any other record goes through `decode`, so every reason and every
-        conversion is the same as there.
+        conversion is the same as there. The range rule is checked on the feature matrix at once
+        (`Columns.X`), and the dead letters keep the records' order.
         """
         from .columns import Columns
 
         feats, target, label = list(self.features), self.target, self.target_kind == "label"
         eid_f, key_f, ts_f, required = self.event_id, self.key, self.timestamp, self._required
         maxb, scan, fmt_json = self.max_bytes, _SCAN, self.format == "json"
+        hi, maxd = self.max_abs, self.max_depth
+        lo = -hi
         cols = Columns(ids=[] if eid_f else None, keys=[] if key_f else None,
                        timestamps=[] if ts_f else None)
         recs, rows, ys, errors = cols.records, cols.rows, cols.ys, []
@@ -184,21 +223,23 @@ class Decoder:
         for r in records:
             obj = None
             v = r.value
-            if fmt_json and type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123:   # "{"
+            if (fmt_json and type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123   # "{"
+                    and v.count(b"[") + v.count(b"{") <= maxd):
                 try:
                     text = v.decode()
                     obj, end = scan(text, 0)
                     if end != len(text):
                         obj = None
-                except (ValueError, StopIteration):
+                except (ValueError, StopIteration, RecursionError):
                     obj = None
             if type(obj) is dict:
                 get = obj.get
                 row = list(map(get, feats)) if feats else []
                 y = get(target, no_target) if target else no_target
                 ty = type(y)
-                if ((y is no_target or (ty is float and isfinite(y)) or ty is int
-                        or (label and (ty is str or ty is bool)))
+                if ((y is no_target or (label and (ty is str or ty is bool or ty is int
+                                                   or (ty is float and isfinite(y))))
+                        or (not label and (ty is float or ty is int) and lo <= y <= hi))
                         and (not feats or plain_types(map(type, row)))
                         and (not required or None not in list(map(get, required)))
                         and (not eid_f or type(get(eid_f)) in (str, int))):
@@ -227,23 +268,69 @@ class Decoder:
                 keys.append(ev.key)
             if ts_f:
                 tss.append(ev.timestamp)
+        self._check_matrix(cols, feats, records, errors)
         return cols, errors
+
+    def _check_matrix(self, cols, feats: list, records: list, errors: list) -> None:
+        """Build `cols.X` (n, F) and apply the range rule to it: rows with a value beyond
+        `max_abs` (or an integer too large for a float) leave the columns for the dead letters."""
+        n, F, hi = len(cols.rows), len(feats), self.max_abs
+        if not F:
+            cols.X = np.empty((n, 0))
+            return
+        try:
+            X = np.array(cols.rows, dtype=np.float64).reshape(n, F)
+            A = np.abs(X)
+            if not (A > hi).any():   # NaN compares False: missing values pass
+                cols.X = X
+                return
+            bad = (A > hi).any(axis=1)
+        except OverflowError:   # an integer too large for a float: find its rows one by one
+            X = None
+            bad = np.array([any(_beyond(v, hi) for v in row) for row in cols.rows], dtype=bool)
+        keep = ~bad
+        for i in bad.nonzero()[0].tolist():
+            row = cols.rows[i]
+            j = next(j for j, v in enumerate(row) if _beyond(v, hi))
+            errors.append((cols.records[i], self._range_reason("feature", feats[j], row[j])))
+        order = {id(r): i for i, r in enumerate(records)}
+        errors.sort(key=lambda e: order[id(e[0])])
+        idx = keep.nonzero()[0].tolist()
+        for name in ("records", "rows", "ys", "ids", "keys", "timestamps"):
+            col = getattr(cols, name)
+            if col is not None:
+                setattr(cols, name, [col[i] for i in idx])
+        cols.X = X[keep] if X is not None else np.array(cols.rows, dtype=np.float64).reshape(len(idx), F)
+
+    def _range_reason(self, what: str, name, v) -> str:
+        return (f"out of range: {what} {name!r} is {_short(v)}; |x| > max_abs={self.max_abs:g} "
+                "(raise [schema] max_abs, or fix the producer)")
 
     def _features(self, obj: dict):
         x = {}
+        hi = self.max_abs
+        lo = -hi
         if self.features == "*":
             reserved = self._reserved
             for k, v in obj.items():
                 t = type(v)
                 if (t is float or t is int) and k not in reserved:
+                    if not lo <= v <= hi and v == v:
+                        return DecodeError(self._range_reason("feature", k, v))
                     x[k] = v
                 elif t is bool and k not in reserved:
                     x[k] = float(v)
+            if len(x) > self.max_features:
+                return DecodeError(f"too many features: {len(x)} numeric fields > max_features="
+                                   f"{self.max_features} (list the features in schema.features, or "
+                                   "raise [schema] max_features)")
             return x
         for k in self.features:
             v = obj.get(k)
             t = type(v)
             if t is float or t is int:
+                if not lo <= v <= hi and v == v:   # NaN is a missing value
+                    return DecodeError(self._range_reason("feature", k, v))
                 x[k] = v
             elif v is None:
                 continue
@@ -281,6 +368,8 @@ class Decoder:
             return DecodeError(f"non-finite target: {name!r} is {v}")
         if self.target_kind == "number":
             if t is float or t is int:
+                if not -self.max_abs <= v <= self.max_abs:
+                    return DecodeError(self._range_reason("target", name, v))
                 return v
             if t is bool:
                 return float(v)
@@ -304,6 +393,29 @@ def _cell(v: str):
         return v
 
 
+def _beyond(v, hi: float) -> bool:
+    """Whether a plain feature value breaks the range rule (None, NaN and booleans never do)."""
+    return v is not None and v == v and not -hi <= v <= hi
+
+
+def too_deep(value: bytes, limit: int) -> bool:
+    """Whether the JSON text `value` nests arrays/objects deeper than `limit` (brackets inside
+    strings do not count); vectorised, so a 1 MB record costs milliseconds.
+
+    >>> too_deep(b'{"a": [[1]], "s": "[[[["}', 3), too_deep(b'{"a": [[[1]]]}', 3)
+    (False, True)
+    """
+    if value.count(b"[") + value.count(b"{") <= limit:
+        return False
+    if b'"' in value:
+        value = _STRINGS.sub(b"", value)
+    a = np.frombuffer(value, dtype=np.uint8)
+    step = (a == 91).astype(np.int32) + (a == 123) - (a == 93) - (a == 125)   # [ { ] }
+    return bool(step.size) and int(np.cumsum(step).max()) > limit
+
+
 def _short(v, n: int = 40) -> str:
+    if type(v) is int and v.bit_length() > 128:   # repr of a huge integer is long (or refused)
+        return f"an integer of {len(str(v)) if v.bit_length() < 14000 else 'over 4000'} digits"
     s = repr(v)
     return s if len(s) <= n else s[: n - 3] + "..."

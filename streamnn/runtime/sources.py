@@ -149,6 +149,8 @@ class FileSource(Source):
             else:
                 self.exhausted = True
         out, path, stream, n = [], self.name or self.path, self.stream, self._line
+        if n == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):   # a UTF-8 byte-order mark
+            lines[0] = lines[0][3:]
         for raw in lines:
             n += 1
             out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))

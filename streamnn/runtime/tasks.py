@@ -59,6 +59,7 @@ class Task:
 
     def __init__(self, learner):
         self.many = hasattr(learner, "learn_many") and hasattr(learner, "predict_many")
+        self.names: dict = {}   # feature names seen, for learners without a `features_` registry
 
     def predict(self, learner, X: pd.DataFrame, xs: list) -> list:
         """One output dict per row: at least "prediction" (or "score")."""
@@ -74,8 +75,10 @@ class Task:
                 learner.learn_one(x, y)
 
     def loss(self, out: dict, y, row=None) -> float:
-        """The prequential loss of one output against its target (squared error here)."""
-        return (out["prediction"] - y) ** 2
+        """The prequential loss of one output against its target (squared error here); a product,
+        not a power: an overflow gives inf instead of raising."""
+        d = out["prediction"] - y
+        return d * d
 
     # -- the columnar path (streamnn.runtime.columns) ----------------------------------------
 
@@ -88,7 +91,8 @@ class Task:
         """(losses, number correct) of the rows `rows` (their targets `ys[row]`) of the batch
         just predicted by `predict_columns`, each what `loss` gives for that row."""
         p = self._p[rows] - np.array([ys[i] for i in rows], dtype=np.float64)
-        return (p * p).tolist(), 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (p * p).tolist(), 0
 
 
 class ClassificationTask(Task):
@@ -171,7 +175,7 @@ class MultiTargetTask(Task):
     def loss(self, out, y, row=None):
         """Mean squared error over the targets (a target never predicted counts its square)."""
         p = out["prediction"]
-        return sum((p.get(k, 0.0) - v) ** 2 for k, v in y.items()) / max(len(y), 1)
+        return sum((p.get(k, 0.0) - v) * (p.get(k, 0.0) - v) for k, v in y.items()) / max(len(y), 1)
 
 
 class AnomalyTask(Task):
@@ -181,6 +185,7 @@ class AnomalyTask(Task):
 
     def __init__(self, learner):
         self.many = hasattr(learner, "score_many") and hasattr(learner, "learn_many")
+        self.names: dict = {}
 
     def predict(self, learner, X, xs):
         if self.many:

@@ -1,0 +1,197 @@
+"""Property-based fuzzing of the consumer with hostile records (issue 12).
+
+Each example is a batch of clean records around hostile ones (numbers at the float limits, inf
+and NaN, huge integers, deep nesting, wrong types, unicode keys and values, missing and extra
+fields, non-object JSON, bad UTF-8, oversized and truncated records), fed to a live `Runner`
+through both batch paths (per event and columnar) and both learner kinds. After every batch:
+the loop survived, every record was output or dead-lettered (or, for a label-only record, matched
+to its waiting event), nothing non-finite is in the weights, the optimizer state or the scalers,
+and clean records still predict finite values. The learner carries its state from example to
+example, so damage would accumulate. A checkpoint of the final state must be accepted.
+
+CI runs a bounded number of examples; ``STREAMNN_FUZZ_EXAMPLES=100000`` runs a long campaign.
+"""
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streamnn
+from streamnn.runtime.loop import Runner
+from streamnn.runtime.records import Record
+from streamnn.runtime.schema import Decoder
+from streamnn.runtime.sinks import MemoryDeadLetterSink, MemorySink
+from streamnn.runtime.sources import Source
+from streamnn.runtime.state import CheckpointStore
+
+torch.set_num_threads(1)
+
+EXAMPLES = int(os.environ.get("STREAMNN_FUZZ_EXAMPLES", "40"))   # per case: 200 in all
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                    derandomize="STREAMNN_FUZZ_EXAMPLES" not in os.environ,
+                    suppress_health_check=list(HealthCheck))
+FIELDS = ["a", "b", "noise"]
+MAX_BYTES = 4096
+
+# -- hostile values and records ----------------------------------------------------------------
+
+LIMITS = [1e308, -1e308, 1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -0.0, 1e30,
+          -1e30, 1e31, 1e200, -1e200, math.nan, math.inf, -math.inf, 2**53 + 1, 2**63, -(2**64),
+          10**20, 10**400, -(10**400)]
+numbers = st.one_of(st.floats(), st.sampled_from(LIMITS), st.integers(-(10**600), 10**600),
+                    st.integers(-1000, 1000))
+scalars = st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=12))
+values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+                      max_leaves=8)
+keys = st.one_of(st.sampled_from(FIELDS + ["y", "id", "k", "é中🙂", "\x00", ""]), st.text(max_size=8))
+
+
+@st.composite
+def plausible(draw):
+    """A record that looks right, with some fields hostile, missing or extra."""
+    obj = {"id": draw(st.one_of(st.text(max_size=6), st.integers(-(10**30), 10**30), values)),
+           "a": 0.5, "b": -0.25, "noise": 0.1, "y": draw(st.sampled_from([1.0, 0, True, "x", 2]))}
+    for k in draw(st.lists(keys, max_size=4)):
+        obj[k] = draw(values)
+    for k in draw(st.lists(st.sampled_from(list(obj)), max_size=2)):
+        obj.pop(k, None)
+    text = json.dumps(obj, allow_nan=True, ensure_ascii=draw(st.booleans()))
+    return text.encode("utf-8", "surrogatepass")   # lone surrogates: not valid UTF-8
+
+
+@st.composite
+def raw(draw):
+    """Bytes that are not a plausible record at all."""
+    kind = draw(st.sampled_from(["binary", "deep", "array", "scalar", "truncated", "oversized",
+                                 "bigint", "bom", "space"]))
+    if kind == "binary":
+        return draw(st.binary(max_size=40))
+    if kind == "deep":
+        d = draw(st.integers(30, 60_000))
+        return b'{"a": 1, "y": 1, "z": ' + b"[" * d + b"]" * d + b"}"
+    if kind == "array":
+        return json.dumps(draw(st.lists(values, max_size=4)), allow_nan=True).encode("utf-8", "surrogatepass")
+    if kind == "scalar":
+        return json.dumps(draw(scalars), allow_nan=True).encode("utf-8", "surrogatepass")
+    if kind == "truncated":
+        full = draw(plausible())
+        return full[: draw(st.integers(0, max(0, len(full) - 1)))]
+    if kind == "oversized":
+        return b'{"a": 1, "pad": "' + b"x" * MAX_BYTES + b'"}'
+    if kind == "bigint":
+        digits = b"9" * draw(st.sampled_from([309, 400, 4301, 6000]))
+        return b'{"id": "q", "a": ' + digits + b', "y": ' + digits + b"}"
+    if kind == "bom":
+        return b"\xef\xbb\xbf" + draw(plausible())
+    return b" \t\r " if draw(st.booleans()) else b""
+
+
+hostile = st.lists(st.one_of(plausible(), raw()), min_size=1, max_size=8)
+
+# -- the consumer under test -------------------------------------------------------------------
+
+
+class _Nowhere(Source):
+    def assigned(self):
+        return set()
+
+
+def _clean(rng, i, label: bool) -> bytes:
+    a, b = rng.uniform(-1, 1, size=2)
+    y = bool(a > b) if label else float(2 * a - b)
+    return json.dumps({"id": f"c{i}", "a": a, "b": b, "noise": float(rng.normal()), "y": y}).encode()
+
+
+class Harness:
+    """A Runner fed batch by batch; `feed` checks the invariants after each batch."""
+
+    def __init__(self, kind: str, path: str):
+        label = kind == "classification"
+        features = "*" if path == "star" else FIELDS
+        dec = Decoder(features=features, target="y", event_id="id", max_bytes=MAX_BYTES,
+                      target_kind="label" if label else "number", max_features=32)
+        params = dict(hidden=(8,), seed=0, batch_size=16, update_every=4, warmup=0)
+        make = (lambda: streamnn.MLPClassifier(**params)) if label else (lambda: streamnn.MLPRegressor(**params))
+        self.dead, self.out = MemoryDeadLetterSink(), MemorySink()
+        self.folder = tempfile.mkdtemp(prefix="streamnn-fuzz-")
+        self.runner = Runner(_Nowhere(), dec, make, [self.out], self.dead, CheckpointStore(self.folder),
+                             delayed_labels=0 if path == "columns" else 100)
+        self.label, self.path, self.offset = label, path, 0
+        self.rng = np.random.default_rng(0)
+        self.feed([])   # a clean start: the learner is built
+
+    def records(self, payloads):
+        out = []
+        for p in payloads:
+            self.offset += 1
+            out.append(Record(p, {"topic": "fuzz", "partition": 0, "offset": self.offset}, "fuzz:0", self.offset))
+        return out
+
+    def feed(self, payloads):
+        clean = [_clean(self.rng, self.offset + i, self.label) for i in range(6)]
+        recs = self.records(clean[:3] + list(payloads) + clean[3:])
+        unit = self.runner.units.get("fuzz:0")
+        before = dict(unit.counters) if unit else {}
+        n_out, n_dead = len(self.out.outputs), len(self.dead.letters)
+        self.runner.process(recs)                                   # 1. the loop survives
+        unit = self.runner.units["fuzz:0"]
+        c = unit.counters
+        emitted, dead = len(self.out.outputs) - n_out, len(self.dead.letters) - n_dead
+        matched = c["delayed_matched"] - before.get("delayed_matched", 0)
+        assert c["events_out"] - before.get("events_out", 0) == emitted
+        assert c["dead_letters"] - before.get("dead_letters", 0) == dead
+        assert emitted + dead + matched == len(recs), (emitted, dead, matched, len(recs))   # 2.
+        for letter in self.dead.letters[n_dead:]:
+            assert letter["reason"] and letter["class"]
+        self.check_state(unit.learner)                              # 3.
+        probe = pd.DataFrame({"a": [0.3, -0.7], "b": [0.1, 0.9], "noise": [0.0, 1.0]})
+        if self.label:                                              # 4.
+            P = unit.learner.predict_proba_many(probe)
+            assert np.isfinite(P.to_numpy(dtype=float)).all()
+        else:
+            assert np.isfinite(unit.learner.predict_many(probe).to_numpy()).all()
+        return unit
+
+    @staticmethod
+    def check_state(learner):
+        scalers = [learner.scaler_] + ([learner.target_scaler_] if hasattr(learner, "target_scaler_") else [])
+        for s in scalers:
+            for a in (s.n, s.mean, s.var, s.std, s.inv_std, s.buf):
+                assert np.isfinite(a).all()
+        if learner.module_ is None:
+            return
+        for name, t in learner.module_.state_dict().items():
+            assert torch.isfinite(t).all(), name
+        for st_ in learner.optimizer_.state_dict()["state"].values():
+            for v in st_.values():
+                if isinstance(v, torch.Tensor):
+                    assert torch.isfinite(v).all()
+
+
+CASES = [("regression", "events"), ("regression", "columns"), ("regression", "star"),
+         ("classification", "events"), ("classification", "columns")]
+
+
+@pytest.mark.parametrize("kind,path", CASES)
+def test_hostile_records_never_stop_or_damage_the_consumer(kind, path):
+    h = Harness(kind, path)
+    assert h.runner._columnar(h.runner.units["fuzz:0"]) == (path == "columns")
+
+    @SETTINGS
+    @given(hostile)
+    def batch(payloads):
+        h.feed(payloads)
+
+    batch()
+    unit = h.feed([])
+    assert unit.learner.n_seen_ > 0
+    h.runner.checkpoint(force=True)   # the state after all that is accepted as a checkpoint
+    assert CheckpointStore(h.folder).load("fuzz:0")["offsets"] == {"fuzz:0": h.offset + 1}

@@ -1,0 +1,292 @@
+"""Hostile input (issue 12): nothing a record contains stops the consumer or silently damages the
+model. Every poison pill of the issue is replayed through `streamnn run`'s pipeline on both batch
+paths (per event, and columnar), and the scalers are checked against extreme values directly."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import streamnn
+from streamnn.normalization import RunningStats
+from streamnn.runtime.records import DecodeError, Record
+from streamnn.runtime.schema import Decoder, too_deep
+from streamnn.runtime.tasks import MultiTargetTask, Task
+from test_runtime_helpers import config, lines, run, write_stream
+
+torch.set_num_threads(1)
+
+BIG_INT = b"9" * 400
+DEEP = b"[" * 50_000 + b"]" * 50_000
+POISON = [  # (line, reason class): each stopped `streamnn run` with a traceback before issue 12
+    (b'{"id": "p1", "a": ' + BIG_INT + b', "b": 0.1, "noise": 0, "y": 1.0}', "out of range"),
+    (b'{"id": "p2", "a": 0.1, "b": 0.1, "noise": 0, "y": ' + BIG_INT + b"}", "out of range"),
+    (b'{"id": "p3", "a": 0.1, "b": 0.1, "noise": 0, "y": 1.0, "z": ' + DEEP + b"}", "too deep"),
+    (b'{"id": "p4", "a": 0.1, "b": 0.1, "noise": 0, "y": 1e200}', "out of range"),
+    (b'{"id": "p5", "a": 0.1, "b": 0.1, "noise": 0, "y": 1e308}', "out of range"),
+    (b'{"id": "p6", "a": 0.1, "b": 0.1, "noise": 0, "y": -1e308}', "out of range"),
+    (b'{"id": "p7", "a": 1e308, "b": 0.1, "noise": 0, "y": 1.0}', "out of range"),
+    (b'{"id": "p8", "a": 0.1, "b": -1e31, "noise": 0, "y": 1.0}', "out of range"),
+    (b'{"id": "p9", "a": Infinity, "b": 0.1, "noise": 0, "y": 1.0}', "out of range"),
+]
+PATHS = {"events": {}, "columns": {"delayed_labels": 0}}
+
+
+def rec(value: bytes, offset=1):
+    return Record(value, {"file": "s", "line": offset}, "s", offset)
+
+
+def _mixed(tmp_path, poison, n=120, every=10):
+    """A clean stream with the poison lines spread through it; returns (path, clean rows)."""
+    good = write_stream(tmp_path / "good.jsonl", n=n)
+    path = tmp_path / "mixed.jsonl"
+    with open(path, "wb") as f:
+        for i, r in enumerate(good):
+            f.write(json.dumps(r).encode() + b"\n")
+            if i % every == every - 1 and i // every < len(poison):
+                f.write(poison[i // every] + b"\n")
+    return path, good
+
+
+def _columnar(p) -> bool:
+    return all(u.columnar for u in p.runner.units.values())
+
+
+# -- the decoder -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line,cls", POISON)
+def test_each_poison_pill_is_a_named_dead_letter_on_both_decoders(line, cls):
+    dec = Decoder(features=["a", "b", "noise"], target="y", event_id="id")
+    out = dec.decode(rec(line))
+    assert isinstance(out, DecodeError) and out.reason.split(":")[0] == cls, out
+    cols, errors = dec.decode_columns([rec(b'{"id": "g", "a": 1, "b": 2, "noise": 3, "y": 4}', 1),
+                                       rec(line, 2), rec(b'{"id": "h", "a": 1, "y": 4}', 3)])
+    assert [r.offset for r in cols.records] == [1, 3] and cols.X.shape == (2, 3)
+    assert [(r.offset, reason) for r, reason in errors] == [(2, out.reason)]
+
+
+def test_range_reason_names_the_field_and_big_integers_are_summarised():
+    dec = Decoder(features=["a"], target="y")
+    assert dec.decode(rec(b'{"a": ' + BIG_INT + b"}")).reason.startswith(
+        "out of range: feature 'a' is an integer of 400 digits; |x| > max_abs=1e+30")
+    assert "target 'y' is 1e+200" in dec.decode(rec(b'{"a": 1, "y": 1e200}')).reason
+    ev = dec.decode(rec(b'{"a": NaN, "y": 1e30}'))          # NaN: missing; 1e30: the limit itself
+    assert math.isnan(ev.x["a"]) and ev.y == 1e30
+    loose = Decoder(features=["a"], target="y", max_abs=1e300)
+    assert loose.decode(rec(b'{"a": 1e200, "y": -1e299}')).y == -1e299
+    labels = Decoder(features=["a"], target="y", target_kind="label")   # a label is not a number
+    assert labels.decode(rec(b'{"a": 1, "y": ' + BIG_INT + b"}")).y == int(BIG_INT)
+
+
+def test_depth_limit_counts_nesting_not_brackets_in_strings():
+    dec = Decoder(features=["a"], max_depth=3)
+    assert dec.decode(rec(b'{"a": 1, "s": "[[[[[[[[{{{{"}')).x == {"a": 1}
+    assert dec.decode(rec(b'{"a": 1, "z": [[[1]]]}')).reason.startswith("too deep")
+    assert dec.decode(rec(b'{"a": 1, "z": [[1]]}')).x == {"a": 1}
+    assert too_deep(b"[" * 10 + b"]" * 10, 9) and not too_deep(b"[" * 10 + b"]" * 10, 10)
+    cols, errors = dec.decode_columns([rec(b'{"a": 1, "z": [[[1]]]}'), rec(b'{"a": 2, "z": [[1]]}', 2)])
+    assert cols.X.tolist() == [[2.0]] and errors[0][1].startswith("too deep")
+
+
+def test_any_exception_while_decoding_is_a_dead_letter(monkeypatch):
+    dec = Decoder(features=["a"], target="y")
+    monkeypatch.setattr(dec, "_target", lambda obj: 1 / 0)
+    out = dec.decode(rec(b'{"a": 1, "y": 2}'))
+    assert out.reason.startswith("undecodable: ZeroDivisionError")
+    events, errors = dec.decode_many([rec(b'{"a": 1, "y": 2}')])
+    assert events == [] and errors[0][1] == out.reason
+
+
+def test_losses_never_raise_on_huge_values():
+    assert Task.loss(None, {"prediction": 1e200}, -1e200) == math.inf
+    assert MultiTargetTask.loss(None, {"prediction": {"t": 1e300}}, {"t": -1e300}) == math.inf
+
+
+# -- the loop, both paths ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_poison_pills_never_stop_the_loop(tmp_path, path):
+    lines_ = [line for line, _ in POISON]
+    src, good = _mixed(tmp_path, lines_)
+    p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS[path]))
+    assert _columnar(p) == (path == "columns")
+    outs = lines(tmp_path / "r" / "predictions.jsonl")
+    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
+    assert len(outs) == len(good) and summary["dead_letters"] == len(dead) == len(POISON)
+    assert [d["class"] for d in dead] == [cls for _, cls in POISON]
+    assert all(math.isfinite(o["prediction"]) for o in outs)
+    learner = p.runner.units[str(src)].learner
+    for arr in (learner.scaler_.mean, learner.scaler_.var, learner.target_scaler_.var):
+        assert np.isfinite(arr).all()
+
+
+def test_a_loss_that_raises_makes_a_dead_letter_not_a_crash(tmp_path, monkeypatch):
+    """The per-event path's safety net (the columnar path's losses are array operations)."""
+    src = tmp_path / "s.jsonl"
+    write_stream(src, n=60)
+    real = Task.loss
+
+    def loss(self, out, y, row=None):
+        if y == self.bad_y:
+            raise OverflowError("numerical result out of range")
+        return real(self, out, y, row)
+
+    rows = [json.loads(line) for line in open(src)]
+    monkeypatch.setattr(Task, "bad_y", rows[40]["y"], raising=False)
+    monkeypatch.setattr(Task, "loss", loss)
+    p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS["events"]))
+    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
+    assert [d["offset"] for d in dead] == [41] and dead[0]["reason"].startswith("bad value")
+    assert summary["events_out"] == 59 and summary["learned"] == 59
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path):
+    write_stream(tmp_path / "s.jsonl", n=30)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "s.jsonl").read_bytes())
+    _, summary = run(config(tmp_path / "r", {"type": "file", "path": str(bom)}))
+    assert summary["dead_letters"] == 0
+    assert lines(tmp_path / "r" / "predictions.jsonl")[0]["id"] == "e0"
+
+
+def test_star_features_cannot_grow_the_input_layer_past_max_features(tmp_path):
+    rows = write_stream(tmp_path / "good.jsonl", n=80)
+    path = tmp_path / "s.jsonl"
+    wide = {"id": "wide", "a": 0.1, "y": 1.0, **{f"f{i}": float(i) for i in range(500)}}
+    drip = [{"id": f"d{i}", "a": 0.1, "y": 1.0, **{f"g{i}_{j}": 1.0 for j in range(3)}} for i in range(6)]
+    with open(path, "w") as f:
+        for r in rows[:40] + [wide] + drip + rows[40:]:
+            f.write(json.dumps(r) + "\n")
+    raw = config(tmp_path / "r", {"type": "file", "path": str(path)},
+                 schema={"features": "*", "max_features": 10})
+    p, summary = run(raw)
+    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
+    learner = p.runner.units[str(path)].learner
+    # a, b, noise, then the first drip record's 3 fields: 6 known; the next one would make 9, then 12
+    assert [d["class"] for d in dead] == ["too many features"] * 5
+    assert dead[0]["reason"].startswith("too many features: 501 numeric fields > max_features=10")
+    assert len(learner.features_) <= 10 and learner.n_in_ <= 10
+    assert summary["events_out"] == 80 + 2
+
+
+# -- robust scalers ----------------------------------------------------------------------------
+
+def _finite_state(learner):
+    sc = [learner.scaler_]
+    if hasattr(learner, "target_scaler_"):
+        sc.append(learner.target_scaler_)
+    for s in sc:
+        for a in (s.mean, s.var, s.std, s.inv_std):
+            assert np.isfinite(a).all(), a
+    for t in learner.module_.state_dict().values():
+        assert torch.isfinite(t).all()
+    for st in learner.optimizer_.state_dict()["state"].values():
+        for v in st.values():
+            if isinstance(v, torch.Tensor):
+                assert torch.isfinite(v).all()
+
+
+def _regression_stream(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = pd.Series(2 * X["a"] - X["b"] + 0.05 * rng.normal(size=n))
+    return X, y
+
+
+def _test_mse(model, X, y) -> float:
+    return float(((model.predict_many(X) - y) ** 2).mean())
+
+
+@pytest.mark.parametrize("at", [3, 1500])
+def test_one_feature_of_1e308_leaves_the_feature_useful(at):
+    X, y = _regression_stream()
+    Xt, yt = _regression_stream(500, seed=1)
+    clean, hit = (streamnn.MLPRegressor(hidden=(16,), seed=0) for _ in range(2))
+    clean.learn_many(X.iloc[:2500], y.iloc[:2500])
+    X2 = X.iloc[:2500].copy()
+    X2.iloc[at, 0] = 1e308
+    hit.learn_many(X2, y.iloc[:2500])
+    X3 = X2.iloc[at + 1:at + 2].copy()   # a missing value right after the extreme one
+    X3.iloc[0, 0] = np.nan
+    assert np.isfinite(hit.predict_many(X3)).all()
+    _finite_state(hit)
+    mse_clean, mse_hit = _test_mse(clean, Xt, yt), _test_mse(hit, Xt, yt)
+    assert np.isfinite(hit.predict_many(Xt)).all()
+    assert mse_hit < 2 * mse_clean + 0.01, (mse_clean, mse_hit)
+
+
+def test_an_extreme_target_on_the_columnar_path_keeps_predictions_finite(tmp_path):
+    src = tmp_path / "s.jsonl"
+    rows = write_stream(src, n=400)
+    rows[100]["y"] = 1e200
+    rows[250]["y"] = -1e308
+    with open(src, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    raw = config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS["columns"],
+                 schema={"max_abs": 1.7e308})   # let them through: the scalers must cope
+    p, summary = run(raw)
+    assert _columnar(p) and summary["dead_letters"] == 0
+    outs = lines(tmp_path / "r" / "predictions.jsonl")
+    assert all(math.isfinite(o["prediction"]) for o in outs)
+    learner = p.runner.units[str(src)].learner
+    _finite_state(learner)
+    late = [(o["prediction"] - o["y"]) ** 2 for o in outs[300:]]
+    assert sum(late) / len(late) < 0.5
+
+
+def test_running_stats_stay_finite_and_impute_sanely():
+    s = RunningStats(2)
+    rng = np.random.default_rng(0)
+    s.update(rng.normal(size=(40, 2)))
+    s.update(np.array([[1e308, -1e308]]))
+    s.update(np.array([[np.nan, 0.5]]))
+    assert np.isfinite(s.mean).all() and np.isfinite(s.var).all()
+    assert (np.abs(s.mean) < 2).all() and (s.std < 3).all()
+    Z = s.transform(np.array([[np.nan, 1e308], [0.0, 0.0]]))
+    assert Z[0, 0] == 0.0 and np.isfinite(Z).all() and abs(Z[1, 0]) < 2
+    first = RunningStats(1)                   # an extreme first value is outvoted in the warm-up
+    for v in [1e308] + list(rng.normal(size=300)):
+        first.update(np.array([[v]]))
+    assert abs(first.mean[0]) < 0.3 and 0.8 < first.std[0] < 1.3
+
+
+def test_running_stats_keep_plain_statistics_on_normal_data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 3)) * [1.0, 50.0, 1e-3] + [0.0, 1e4, 5.0]
+    s = RunningStats(3)
+    for i in range(0, 2000, 16):
+        s.update(X[i:i + 16])
+    np.testing.assert_allclose(s.mean, X.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(s.var, X.var(0), rtol=1e-9)
+
+
+def test_few_column_path_equals_the_array_path_with_clipping():
+    rng = np.random.default_rng(1)
+    few, wide = RunningStats(3), RunningStats(12)
+    for i in range(40):
+        X = rng.normal(size=(int(rng.integers(1, 40)), 12)) * rng.choice([1e-3, 1.0, 1e3])
+        if i % 9 == 5:
+            X[0, :] = 1e300
+        few.update(X[:, :3])
+        wide.update(X)
+        for k in ("n", "mean", "var", "inv_std", "std"):
+            assert getattr(few, k).tobytes() == getattr(wide, k)[:3].tobytes(), k
+
+
+def test_robust_state_round_trips_and_old_states_load():
+    s = RunningStats(2)
+    s.update(np.array([[1.0, 2.0], [3.0, np.nan]]))
+    t = RunningStats()
+    t.load_state_dict(s.state_dict())
+    X = np.array([[5.0, 7.0]])
+    s.update(X)
+    t.update(X)
+    assert s.mean.tobytes() == t.mean.tobytes() and s.var.tobytes() == t.var.tobytes()
+    old = {k: v for k, v in s.state_dict().items() if k not in ("buf", "clip", "warmup")}
+    u = RunningStats()
+    u.load_state_dict(old)
+    assert not u._cold and np.isfinite(u.transform(X)).all()
