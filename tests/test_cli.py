@@ -243,3 +243,45 @@ on_exit = false
     messages = [r["message"] for r in logs if r["event"] == "log"]
     assert len(messages) == len(set(messages)), "a repeated client error is logged once"
     assert proc.returncode == 0
+
+
+def _warnings(err: str) -> list:
+    return [r for r in map(json.loads, err.strip().splitlines()) if r["event"] == "warning"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_misspelled_feature_is_a_loud_warning(tmp_path, capsys, strict):
+    write_stream(tmp_path / "s.jsonl", n=300, classes=True)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace('["a", "b", "noise"]', '["a", "bb", "noise"]')
+                   .replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
+    code = main(["run", str(cfg), "--quiet", "--no-report"] + (["--strict"] if strict else []))
+    out, err = capsys.readouterr()
+    warned = _warnings(err)
+    assert [(w["kind"], w["feature"], w["closest"]) for w in warned] == [("missing_feature", "bb", "b")]
+    assert warned[0]["missing"] == 100 and "did you mean 'b'?" in warned[0]["fix"]
+    metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    assert metrics["warnings"][0]["feature"] == "bb"
+    if strict:
+        failed = [r for r in map(json.loads, err.strip().splitlines()) if r["event"] == "failed"]
+        assert code == 1 and failed[0]["reason"].startswith("strict run stopped: feature 'bb' is missing")
+        assert metrics["events_in"] < 300    # stopped early
+    else:
+        assert code == 0 and json.loads(out)["warnings"] and metrics["events_in"] == 300
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_run_of_dead_letters_says_so(tmp_path, capsys, strict):
+    with open(tmp_path / "s.jsonl", "w") as f:
+        for i in range(200):
+            f.write(json.dumps({"id": i, "a": "text", "b": 1.0, "noise": 0.0, "y": True}) + "\n")
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"'))
+    code = main(["run", str(cfg), "--quiet", "--no-report"] + (["--strict"] if strict else []))
+    out, err = capsys.readouterr()
+    warned = _warnings(err)
+    assert [w["kind"] for w in warned] == ["dead_letters"] and warned[0]["dead_letters"] == 200
+    assert code == (1 if strict else 0)
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["warnings"][0]["kind"] == "dead_letters"

@@ -154,7 +154,7 @@ def test_zero_threads(tmp_path, capsys):
     ('activation = "nope"', ["[learner.params] activation = 'nope'", "relu"]),
     ("lr = -0.1", ["[learner.params] lr = -0.1: must be > 0"]),
     ('init = "nope"', ["[learner.params] init = 'nope'", "xavier"]),      # found by building it
-    ('optimizer = "nope"', ["[learner.params] optimizer = 'nope'", "adam"]),
+    ('optimizer = "nope"', ["[learner.params] optimizer='nope'", "adam"]),
 ])
 def test_learner_parameters(tmp_path, capsys, params, needles):
     cfg = _config(tmp_path, params=params)
@@ -211,7 +211,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_parse_names_constructor_parameters():
-    with pytest.raises(ConfigError, match=r"\[learner.params\] scale_inputs = 'x': use 'welford'"):
+    with pytest.raises(ConfigError, match=r"\[learner.params\] scale_inputs='x': use 'welford'"):
         parse({"name": "t", "source": {"type": "river", "dataset": "Phishing"},
                "learner": {"class": "MLPClassifier", "params": {"scale_inputs": "x"}}})
 

@@ -63,6 +63,7 @@ def _execute(cfg, args, replay_file=None, fresh=False) -> int:
                         max_events=args.max_events, rate=getattr(args, "rate", None),
                         port=getattr(args, "port", None))
     pipeline.metrics.progress_every_s = every
+    watch = _watch(cfg, pipeline, args, err)
     write_log("start", err, pipeline=cfg.name, run_dir=pipeline.run_dir, resumed=pipeline.resumed,
               source=replay_file or cfg.source.get("path") or cfg.source.get("dataset") or cfg.source["type"],
               learner=cfg.learner["class"], metrics_port=pipeline.metrics.port_)
@@ -80,13 +81,46 @@ def _execute(cfg, args, replay_file=None, fresh=False) -> int:
             signal.signal(s, h)
     if interactive:
         err.write("\r" + progress_line(pipeline.metrics.snapshot(pipeline.runner)) + "\n")
+    summary["warnings"] = watch.finish(summary)
+    _add_to_metrics_json(pipeline.run_dir, warnings=summary["warnings"])
     write_log("done", err, **{k: summary.get(k) for k in (
         "events_in", "events_out", "learned", "dead_letters", "anomalies", "prequential_loss",
-        "accuracy", "events_per_s", "checkpoints") if k in summary})
+        "accuracy", "events_per_s", "checkpoints") if k in summary}, warnings=len(summary["warnings"]))
     print(json.dumps({"run_dir": pipeline.run_dir, "predictions": [s["path"] for s in cfg.sinks if s.get("path")],
                       "checkpoints": cfg.checkpoint["dir"], "report": summary.get("report"),
-                      "events_in": summary["events_in"], "dead_letters": summary["dead_letters"]}, indent=1))
+                      "events_in": summary["events_in"], "dead_letters": summary["dead_letters"],
+                      "warnings": [w["message"] for w in summary["warnings"]]}, indent=1))
+    if watch.failed:   # strict: the first warning is an error
+        first = summary["warnings"][0]
+        write_log("failed", err, reason=f"strict run stopped: {first['message']}", fix=first["fix"])
+        return 1
     return 0
+
+
+def _watch(cfg, pipeline, args, err):
+    """No silent failure: warnings for missing features and dead letters (see `alerts`)."""
+    from .alerts import Watch
+    from .metrics import write_log
+
+    run = cfg.run
+    watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"],
+                  dead_letter_limit=run["dead_letter_limit"], strict=run["strict"] or getattr(args, "strict", False),
+                  log=lambda **f: write_log("warning", err, **f), registry=pipeline.metrics.registry,
+                  stop=pipeline.stop, columns=getattr(pipeline.source, "columns", None))
+    pipeline.source.poll = watch.wrap_poll(pipeline.source.poll, pipeline.runner.totals)
+    return watch
+
+
+def _add_to_metrics_json(run_dir: str, **fields) -> None:
+    path = os.path.join(run_dir, "metrics.json")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        data.update(fields)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+    except (OSError, ValueError):
+        pass   # no metrics.json (the run wrote none): the summary and the log still say it
 
 
 def _validated(cfg, args, replay_file=None):
@@ -208,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-events", type=int, help="stop after this many records")
         sp.add_argument("--no-report", action="store_true", help="do not write the report at the end")
         sp.add_argument("--quiet", action="store_true", help="no progress line or progress logs")
+        sp.add_argument("--strict", action="store_true",
+                        help="stop with exit status 1 at the first warning (a configured feature that "
+                             "never arrives, too many dead letters); also [run] strict = true")
 
     config_help = "pipeline config file (TOML, or YAML with PyYAML), e.g. pipelines/sensor_anomaly.toml"
     r = sub.add_parser("run", help="run a pipeline config (resumes from its checkpoints)")

@@ -8,7 +8,8 @@ A config is a TOML file (YAML too when PyYAML is installed) with these sections;
     [schema]      features, target, key, event_id, timestamp, required, max_bytes, lags, lag_fields,
                   max_abs, max_depth, max_features
     [learner]     class = "MLPClassifier", [learner.params]
-    [run]         dir, batch_size, state_per, delayed_labels, max_events, rate, post_update_every
+    [run]         dir, batch_size, state_per, delayed_labels, max_events, rate, post_update_every,
+                  poll_timeout_s, strict, dead_letter_limit, feature_check_events
     [checkpoint]  dir, every_events, every_seconds, resume
     [[sinks]]     type = "jsonl" | "stdout" | "memory" | "kafka", and its parameters
     [dead_letters] type = "jsonl" | "memory" | "kafka", and its parameters
@@ -57,7 +58,8 @@ SPEC = {
     "run": {"dir": (str, None), "batch_size": (int, 256), "state_per": (str, "stream"),
             "delayed_labels": (int, 10_000), "max_events": ((int, type(None)), None),
             "rate": ((int, float, type(None)), None), "post_update_every": (int, 8),
-            "poll_timeout_s": ((int, float), 1.0)},
+            "poll_timeout_s": ((int, float), 1.0), "strict": (bool, False),
+            "dead_letter_limit": ((int, float), 0.1), "feature_check_events": (int, 1000)},
     "checkpoint": {"dir": (str, None), "every_events": (int, 10_000),
                    "every_seconds": ((int, float), 60.0), "resume": (bool, True)},
     "anomaly": {"threshold": ((int, float, str), "auto"), "sigma": ((int, float), 4.0),
@@ -194,6 +196,8 @@ RANGES = {
     ("run", "delayed_labels"): (0, True, None, "0 (no delayed labels) or more cached events"),
     ("run", "post_update_every"): (0, True, None, "0 (off) or a number of batches"),
     ("run", "poll_timeout_s"): (0, False, 3600, "seconds, more than 0 (e.g. 1.0)"),
+    ("run", "dead_letter_limit"): (0, True, 1, "a fraction in [0, 1] of the records read, e.g. 0.1"),
+    ("run", "feature_check_events"): (1, True, None, "1 or more of the first records, e.g. 1000"),
     ("anomaly", "sigma"): (0, False, None, "more than 0 (e.g. 4.0)"),
     ("anomaly", "warmup"): (0, True, None, "0 or more events"),
     ("anomaly", "alpha"): (0, False, 1, "a rate in (0, 1], e.g. 0.01"),
@@ -344,10 +348,8 @@ def resolve_learner(name: str, params: dict | None = None):
         try:
             cls(**params)
         except (TypeError, ValueError) as e:
-            msg = str(e)
-            for k, v in params.items():   # "lr=-0.1: use ..." names its parameter
-                if msg.startswith(f"{k}="):
-                    raise ConfigError(f"[learner.params] {k} = {v!r}: {msg.split(': ', 1)[-1]}") from None
+            if any(str(e).startswith(f"{k}=") for k in params):   # "optimizer='x': use ..." names it
+                raise ConfigError(f"[learner.params] {e}") from None
             raise ConfigError(f"[learner.params] {name}(**params) failed: {e}") from None
     return cls
 

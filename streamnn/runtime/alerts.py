@@ -1,0 +1,162 @@
+"""Loud warnings for runs that go wrong without an error: no silent failure.
+
+Two things a new user's config can get wrong while every record is still "handled":
+
+1. **A configured feature that never arrives** (``features = ["valu"]`` for a field ``value``):
+   the learner learns from an always-missing (imputed) column. `Watch` reads the first
+   `feature_check_events` records as they are polled and warns when a configured feature is
+   missing (absent or null) in more than `missing_limit` of them, naming the closest field it saw.
+2. **Most records dead-lettered** (a string where a number is expected): ``events_out`` stays 0.
+   `Watch` warns once the dead-letter ratio crosses `dead_letter_limit` (after at least
+   `feature_check_events` records, or at the end of a shorter run).
+
+Each warning is a JSON log line (``"event": "warning"``), a ``streamnn_warnings{kind}``
+Prometheus counter, and an entry of the run summary's ``"warnings"``. With ``strict`` the run
+stops at the first one and `streamnn run` exits 1.
+
+>>> w = Watch(["value"], check_events=3)
+>>> recs = [type("R", (), {"value": b'{"valu": 1.0}'})() for _ in range(3)]
+>>> w.observe(recs)
+>>> [(a["kind"], a["feature"], a["closest"]) for a in w.warnings]
+[('missing_feature', 'value', 'valu')]
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import time
+
+__all__ = ["Watch"]
+
+
+class Watch:
+    """Watches a run's first records and its dead-letter ratio; see the module docstring.
+
+    Parameters
+    ----------
+    features
+        The configured feature names (None or ``"*"``: nothing to check).
+    check_events
+        How many of the first records to check for the features.
+    missing_limit
+        Warn when a feature is missing in more than this fraction of them.
+    dead_letter_limit
+        Warn when more than this fraction of the records read went to the dead letters.
+    strict
+        Call `stop` at the first warning; `failed` turns True.
+    log
+        ``log(**fields)`` writes one warning line.
+    registry
+        A Prometheus registry for the ``streamnn_warnings`` counter (None: none).
+    stop
+        Called (once) when a strict run must end.
+    columns
+        A CSV source's header: records are CSV lines in this column order.
+    """
+
+    def __init__(self, features, check_events: int = 1000, missing_limit: float = 0.99,
+                 dead_letter_limit: float = 0.1, strict: bool = False, log=None, registry=None,
+                 stop=None, columns=None):
+        self.features = list(features) if isinstance(features, (list, tuple)) else []
+        self.check_events, self.missing_limit = check_events, missing_limit
+        self.dead_letter_limit, self.strict = dead_letter_limit, strict
+        self.log, self.stop, self.columns = log, stop, columns
+        self.warnings: list = []
+        self.failed = False
+        self._seen = 0
+        self._missing = dict.fromkeys(self.features, 0)
+        self._keys: dict = {}
+        self._dead_warned = False
+        self._t = 0.0
+        self._counter = None
+        if registry is not None:
+            from prometheus_client import Counter
+
+            self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features, "
+                                    "dead-letter ratio)", ["kind"], registry=registry)
+
+    # -- the first records -----------------------------------------------------------------
+    def observe(self, records) -> None:
+        """Count the configured features in `records` until `check_events` were seen."""
+        if not self.features or self._seen >= self.check_events:
+            return
+        for r in records[: self.check_events - self._seen]:
+            obj = self._parse(r.value)
+            self._seen += 1
+            for k in obj:
+                if len(self._keys) < 10_000:
+                    self._keys[k] = None
+            for f in self.features:
+                if obj.get(f) in (None, ""):
+                    self._missing[f] += 1
+        if self._seen >= self.check_events:
+            self._judge_features()
+
+    def _parse(self, value) -> dict:
+        try:
+            if self.columns is not None:
+                row = next(csv.reader([value.decode("utf-8", "replace")]))
+                return dict(zip(self.columns, row))
+            obj = json.loads(value)
+            return obj if isinstance(obj, dict) else {}
+        except Exception:   # noqa: BLE001 - a bad record is the decoder's business (dead letter)
+            return {}
+
+    def _judge_features(self) -> None:
+        n = self._seen
+        for f, missing in self._missing.items():
+            if n and missing / n > self.missing_limit:
+                close = difflib.get_close_matches(f, [k for k in self._keys if k not in self.features], n=1)
+                fix = (f"did you mean {close[0]!r}? " if close else "") + \
+                    "fix [schema] features to name fields the records have"
+                self._warn("missing_feature", f"feature {f!r} is missing in {missing} of the first {n} "
+                           "records; the learner sees only an imputed constant", fix=fix, feature=f,
+                           missing=missing, of=n, closest=close[0] if close else None)
+        self._missing = {}
+
+    # -- the dead-letter ratio -------------------------------------------------------------
+    def check_totals(self, totals: dict, final: bool = False) -> None:
+        """Warn (once) when the dead-letter ratio of `totals` crosses the limit."""
+        n, dead = totals.get("events_in", 0), totals.get("dead_letters", 0)
+        if self._dead_warned or not n or (n < self.check_events and not final):
+            return
+        if dead / n > self.dead_letter_limit:
+            self._dead_warned = True
+            self._warn("dead_letters", f"{dead} of {n} records ({dead / n:.1%}) went to the dead letters "
+                       f"(limit {self.dead_letter_limit:.1%})",
+                       fix="read the reasons in the dead letters and fix [schema] or the producer",
+                       dead_letters=dead, events_in=n)
+
+    def finish(self, totals: dict) -> list:
+        """The last checks at the end of a run; returns the warnings."""
+        if self.features and self._missing and self._seen:
+            self._judge_features()
+        self.check_totals(totals, final=True)
+        return self.warnings
+
+    def wrap_poll(self, poll, totals):
+        """A source's `poll` that also feeds `observe` and, every second, `check_totals(totals())`."""
+        def watched(*args, **kwargs):
+            records = poll(*args, **kwargs)
+            if records and self._seen < self.check_events:
+                self.observe(records)
+            now = time.monotonic()
+            if now - self._t >= 1.0:
+                self._t = now
+                self.check_totals(totals())
+            return records
+        return watched
+
+    def _warn(self, kind: str, message: str, fix: str, **fields) -> None:
+        entry = {"kind": kind, "message": message, "fix": fix, **fields}
+        self.warnings.append(entry)
+        if self._counter is not None:
+            self._counter.labels(kind).inc()
+        if self.log is not None:
+            self.log(**entry, strict=self.strict)
+        if self.strict and not self.failed:
+            self.failed = True
+            if self.stop is not None:
+                self.stop()
