@@ -196,10 +196,9 @@ def test_inspect_into_a_closed_pipe_exits_quietly(tmp_path):
     path = str(tmp_path / "model.pt")
     _saved_learner(path)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    big = [path] * 1   # the reader is gone before the first line is written
-    proc = subprocess.Popen([sys.executable, "-m", "streamnn", "inspect", *big, "--json"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streamnn", "inspect", path, "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.close()   # like `| head` that has already exited
+    proc.stdout.close()   # like `| head` that has exited: the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0
     assert err == ""
@@ -263,6 +262,8 @@ def test_a_misspelled_feature_is_a_loud_warning(tmp_path, capsys, strict):
     assert warned[0]["missing"] == 100 and "did you mean 'b'?" in warned[0]["fix"]
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
     assert metrics["warnings"][0]["feature"] == "bb"
+    assert main(["check", str(cfg)] + (["--strict"] if strict else [])) == (1 if strict else 0)
+    assert "warning: feature 'bb' is missing in 100 of the first 100 records" in capsys.readouterr().err
     if strict:
         failed = [r for r in map(json.loads, err.strip().splitlines()) if r["event"] == "failed"]
         assert code == 1 and failed[0]["reason"].startswith("strict run stopped: feature 'bb' is missing")

@@ -77,6 +77,11 @@ class Watch:
             self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features, "
                                     "dead-letter ratio)", ["kind"], registry=registry)
 
+    @property
+    def seen(self) -> int:
+        """How many of the first records were checked so far."""
+        return self._seen
+
     # -- the first records -----------------------------------------------------------------
     def observe(self, records) -> None:
         """Count the configured features in `records` until `check_events` were seen."""

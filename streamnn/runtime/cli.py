@@ -181,8 +181,35 @@ def cmd_check(args) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     _validated(cfg, args)
+    warnings = _peek(cfg)
+    for w in warnings:
+        print(f"streamnn check: warning: {w['message']}; {w['fix']}", file=sys.stderr)
+    if warnings and (args.strict or cfg.run["strict"]):
+        return 1
     print(f"{args.config}: ok ({cfg.learner['class']} on a {cfg.source['type']} source, run dir {cfg.run_dir})")
     return 0
+
+
+def _peek(cfg) -> list:
+    """The `alerts` feature check on the first records of a file or river source (not Kafka:
+    reading would move nothing, but a broker may not be there yet)."""
+    from .alerts import Watch
+    from .pipeline import make_source
+
+    if cfg.source["type"] not in ("file", "river") or not isinstance(cfg.schema["features"], list):
+        return []
+    source = make_source(cfg)
+    try:
+        n = cfg.run["feature_check_events"]
+        watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None))
+        while watch.seen < n and not source.exhausted:
+            records = source.poll(min(n - watch.seen, 1000), 0.0)
+            if not records:
+                break
+            watch.observe(records)
+        return watch.finish({})
+    finally:
+        source.close()
 
 
 def cmd_report(args) -> int:
@@ -264,6 +291,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a config (and that it can run here) without running it")
     c.add_argument("config", help=config_help)
     c.add_argument("--run-dir", help="check this run folder instead of the config's")
+    c.add_argument("--strict", action="store_true", help="exit 1 on a warning too (a listed feature "
+                   "missing from the first records of a file or river source)")
     c.set_defaults(fn=cmd_check)
     i = sub.add_parser("inspect", help="show what a checkpoint (or a folder of them) holds")
     i.add_argument("checkpoint", help="a checkpoint .pt file, a learner.save() file, or a folder of "

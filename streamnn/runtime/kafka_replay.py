@@ -45,10 +45,11 @@ def require_broker(bootstrap: str, timeout_s: float = 3.0) -> None:
     """Raise `KafkaUnavailable` within `timeout_s` (per address) when no bootstrap address accepts
     a connection, instead of the Kafka client's retries (tens of seconds, then a traceback).
 
-    >>> require_broker("127.0.0.1:1")
-    Traceback (most recent call last):
-    ...
-    streamnn.runtime.kafka_replay.KafkaUnavailable: no Kafka broker at 127.0.0.1:1 (127.0.0.1:1: Connection refused); start one with `bash scripts/kafka.sh start`, or point --bootstrap (or $STREAMNN_KAFKA_BOOTSTRAP) at a running broker (now 127.0.0.1:1)
+    >>> try:
+    ...     require_broker("127.0.0.1:1")
+    ... except KafkaUnavailable as e:
+    ...     print(str(e).split(";")[0], "|", "bash scripts/kafka.sh start" in str(e))
+    no Kafka broker at 127.0.0.1:1 (127.0.0.1:1: Connection refused) | True
     """
     errors = []
     for address in bootstrap.split(","):
