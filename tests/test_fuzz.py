@@ -3,7 +3,8 @@
 Each example is a batch of clean records around hostile ones (numbers at the float limits, inf
 and NaN, huge integers, deep nesting, wrong types, unicode keys and values, missing and extra
 fields, non-object JSON, bad UTF-8, oversized and truncated records), fed to a live `Runner`
-through both batch paths (per event and columnar) and both learner kinds. After every batch:
+through both batch paths (per event and columnar, with a key, a timestamp and lag features) and
+both learner kinds. After every batch:
 the loop survived, every record was output or dead-lettered (or, for a label-only record, matched
 to its waiting event), nothing non-finite is in the weights, the optimizer state or the scalers,
 and clean records still predict finite values. The learner carries its state from example to
@@ -34,7 +35,7 @@ from streamnn.runtime.state import CheckpointStore
 
 torch.set_num_threads(1)
 
-EXAMPLES = int(os.environ.get("STREAMNN_FUZZ_EXAMPLES", "40"))   # per case: 200 in all
+EXAMPLES = int(os.environ.get("STREAMNN_FUZZ_EXAMPLES", "30"))   # per case: 150 in all
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     derandomize="STREAMNN_FUZZ_EXAMPLES" not in os.environ,
                     suppress_health_check=list(HealthCheck))
@@ -51,7 +52,7 @@ numbers = st.one_of(st.floats(), st.sampled_from(LIMITS), st.integers(-(10**600)
 scalars = st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=12))
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
                       max_leaves=8)
-keys = st.one_of(st.sampled_from(FIELDS + ["y", "id", "k", "é中🙂", "\x00", ""]), st.text(max_size=8))
+keys = st.one_of(st.sampled_from(FIELDS + ["y", "id", "k", "ts", "é中🙂", "\x00", ""]), st.text(max_size=8))
 
 
 @st.composite
@@ -116,14 +117,15 @@ class Harness:
     def __init__(self, kind: str, path: str):
         label = kind == "classification"
         features = "*" if path == "star" else FIELDS
-        dec = Decoder(features=features, target="y", event_id="id", max_bytes=MAX_BYTES,
-                      target_kind="label" if label else "number", max_features=32)
+        dec = Decoder(features=features, target="y", event_id="id", key="k", timestamp="ts",
+                      max_bytes=MAX_BYTES, target_kind="label" if label else "number", max_features=32)
         params = dict(hidden=(8,), seed=0, batch_size=16, update_every=4, warmup=0)
         make = (lambda: streamnn.MLPClassifier(**params)) if label else (lambda: streamnn.MLPRegressor(**params))
         self.dead, self.out = MemoryDeadLetterSink(), MemorySink()
         self.folder = tempfile.mkdtemp(prefix="streamnn-fuzz-")
         self.runner = Runner(_Nowhere(), dec, make, [self.out], self.dead, CheckpointStore(self.folder),
-                             delayed_labels=0 if path == "columns" else 100)
+                             delayed_labels=0 if path == "columns" else 100,
+                             lags=(["a", "y"], 2) if kind == "regression" and path != "star" else None)
         self.label, self.path, self.offset = label, path, 0
         self.rng = np.random.default_rng(0)
         self.feed([])   # a clean start: the learner is built
@@ -153,6 +155,8 @@ class Harness:
             assert letter["reason"] and letter["class"]
         self.check_state(unit.learner)                              # 3.
         probe = pd.DataFrame({"a": [0.3, -0.7], "b": [0.1, 0.9], "noise": [0.0, 1.0]})
+        if self.runner.lags is not None:
+            probe = pd.concat([probe, pd.DataFrame(0.0, index=probe.index, columns=unit.lags.names)], axis=1)
         if self.label:                                              # 4.
             P = unit.learner.predict_proba_many(probe)
             assert np.isfinite(P.to_numpy(dtype=float)).all()
