@@ -128,6 +128,13 @@ def test_non_finite_weights_or_statistics_refuse_the_checkpoint(tmp_path, where)
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_large_finite_values_are_not_mistaken_for_non_finite(tmp_path):
+    big = {"state": {"module": {"w": torch.full((1000,), 3e38)},
+                     "scaler": {"var": torch.full((3,), 1.7e308, dtype=torch.float64), "clip": float("inf")}}}
+    save_checkpoint(big, tmp_path / "big.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "big.pt")["state"]["module"]["w"], big["state"]["module"]["w"])
+
+
 def test_the_previous_checkpoint_is_kept_and_named_in_the_refusal(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint({"step": 1}, path)
