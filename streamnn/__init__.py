@@ -6,6 +6,7 @@ and safe checkpoints; plus a crash-safe runtime for Kafka and replay streams.
 """
 
 from . import preprocessing
+from .alarms import AnomalyLikelihood
 from .anomaly import AutoencoderDetector
 from .base import TorchLearner, load
 from .calibration import ScoreCalibrator
@@ -23,7 +24,7 @@ from .threads import set_threads
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
+    "AnomalyLikelihood", "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
     "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",

@@ -1,15 +1,18 @@
-"""`AutoencoderDetector`: streaming autoencoder anomaly detection with calibrated scores.
+"""`AutoencoderDetector`: streaming autoencoder anomaly detection with alarms a person can act on.
 
 The raw score of an event is the autoencoder's reconstruction error (for a VAE, optionally the
-negative ELBO) on its scaled input; `score_one` returns that error *calibrated* against the
-recent errors of normal-looking events (`streamnn.calibration.ScoreCalibrator`), so that a fixed
-threshold (0.99 by default) keeps about the same false-alarm rate (1 %) while the network is still
-learning. With `window > 1` the input of an event is the last `window` events of its key (a
-sensor's id, or the whole stream), so a single sensor's value stream can be scored.
+negative ELBO) on its scaled input. By default (`alarms="likelihood"`) `score_one` returns the
+*anomaly likelihood* of that error (`streamnn.alarms`): the recent mean error judged against the
+long-run distribution of errors, log-scaled to [0, 1], with one alarm per incident (suppression),
+a score of 1.0 for a value beyond the range seen so far, and no learning from an alarm; an alarm is
+a score >= 0.5. With `alarms=None` it returns the error *calibrated* against the recent errors of
+normal-looking events (`streamnn.calibration.ScoreCalibrator`, threshold 0.99). With `window > 1`
+the input of an event is the last `window` events of its key (a sensor's id, or the whole
+stream), so a single sensor's value stream can be scored.
 
 >>> import random
 >>> rng = random.Random(0)
->>> model = AutoencoderDetector(window=1, seed=0)
+>>> model = AutoencoderDetector(window=1, alarms=None, seed=0)
 >>> for _ in range(1500):
 ...     a = rng.gauss(0, 1)
 ...     model.learn_one({"a": a, "b": 2 * a + rng.gauss(0, 0.1), "c": rng.gauss(0, 1)})
@@ -18,6 +21,12 @@ sensor's id, or the whole stream), so a single sensor's value stream can be scor
 (True, True)
 >>> model.predict_one(broken)
 True
+>>> alarms = AutoencoderDetector(window=1, seed=0)       # the default: likelihood alarms
+>>> for _ in range(1500):
+...     a = rng.gauss(0, 1)
+...     alarms.learn_one({"a": a, "b": 2 * a + rng.gauss(0, 0.1), "c": rng.gauss(0, 1)})
+>>> alarms.score_one(normal) < 0.5, alarms.predict_one({"a": 1.0, "b": -12.0, "c": 0.0})
+(True, True)
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from river import base
 
 from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, numpy_errors_plan
 from .base import TorchLearner
+from .alarms import Likelihood, RangeNovelty
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
 
 __all__ = ["AutoencoderDetector"]
@@ -47,8 +57,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     ----------
     window
         Events per input: 1 scores each event alone; W > 1 scores the last W events of the key;
-        "auto" picks `clip(64 // n_features, 1, 64)` from the first event (64 for one sensor,
-        8 for eight, 1 from 64 features on).
+        "auto" picks `clip(16 // n_features, 1, 16)` from the first event (16 for one sensor,
+        2 for eight, 1 from 16 features on).
     encoder
         "dense", "conv" (Conv1d over the window) or "lstm"; the decoder is always dense.
     hidden
@@ -76,15 +86,23 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     key
         Name of the feature that identifies a series (not used as an input); each key keeps its
         own window. None: the whole stream is one series.
+    alarms
+        "likelihood" (default): `score_one` is the anomaly likelihood of the raw error with alarm
+        suppression, range novelty and learning protection (`streamnn.alarms`; an alarm is a
+        score >= 0.5); None: the calibrated score below.
+    alarm_params
+        Keyword arguments of `streamnn.alarms.Likelihood` (plus "novelty": the range tolerance,
+        None to switch it off, and "protect": events not learned from an alarm on).
     calibration
-        "tail", "rank", "zscore" or None (raw errors); see `streamnn.calibration`.
+        With `alarms=None`: "tail", "rank", "zscore" or None (raw errors); see
+        `streamnn.calibration`.
     calib_window
         How many recent errors of normal-looking events the calibration keeps.
     min_calib
         Scores are 0.0 (no alarms) until the calibration has this many errors.
     threshold
-        Calibrated score at or above which `predict_one` is True; None: 0.99 ("tail"/"rank"),
-        3.0 ("zscore"). Required with `calibration=None`.
+        Score at or above which `predict_one` is True; None: 0.5 (likelihood), 0.99
+        ("tail"/"rank"), 3.0 ("zscore"). Required with `alarms=None, calibration=None`.
     guard
         Contamination guard: do not learn from events scored at or above the threshold (unless
         more than 20 % of recent events are, which is taken as a drift to adapt to).
@@ -96,7 +114,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     def __init__(self, window: int | str = "auto", encoder: str = "dense", hidden: tuple | None = None,
                  latent: int | None = None, activation: str = "tanh", variational: bool = False,
                  beta: float = 1.0, vae_score: str = "elbo", score_on: str = "window", denoise: str | None = None,
-                 noise: float = 0.1, key=None, calibration: str | None = "tail",
+                 noise: float = 0.1, key=None, alarms: str | None = "likelihood",
+                 alarm_params: dict | None = None, calibration: str | None = "tail",
                  calib_window: int = 2000, min_calib: int = 200, threshold: float | None = None,
                  guard: bool = False, optimizer="adam", lr: float = 0.005, batch_size: int = 48,
                  update_every: int = 16, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
@@ -115,6 +134,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         self.denoise = denoise
         self.noise = noise
         self.key = key
+        self.alarms = alarms
+        self.alarm_params = alarm_params
         self.calibration = calibration
         self.calib_window = calib_window
         self.min_calib = min_calib
@@ -130,6 +151,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             raise ValueError(f"score_on={score_on!r}: use 'window' or 'last'")
         if vae_score not in ("elbo", "recon"):
             raise ValueError(f"vae_score={vae_score!r}: use 'elbo' or 'recon'")
+        if alarms not in ("likelihood", None):
+            raise ValueError(f"alarms={alarms!r}: use 'likelihood' or None (calibrated scores)")
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration={calibration!r}: use 'tail', 'rank', 'zscore' or None")
         self._init_common(optimizer=optimizer, lr=lr, batch_size=batch_size, update_every=update_every,
@@ -144,15 +167,34 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     @property
     def threshold_(self) -> float:
         """The threshold `predict_one` uses."""
-        t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
+        t = self.threshold if self.threshold is not None else self._default_threshold()
         if t is None:
             raise ValueError("calibration=None gives raw errors with no natural threshold; pass threshold=...")
         return t
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _default_threshold(self):
+        if self.alarms == "likelihood":
+            return (self.alarm_params or {}).get("alarm", 0.5)
+        return default_threshold(self.calibration)
+
+    def _configure_alarms(self, n_features: int):
+        """A single feature is a time series: smooth 10 raw errors, one alarm per 100 events; more
+        features are records: each judged alone, no suppression (unless `alarm_params` says)."""
+        params, lk = self.alarm_params or {}, self.likelihood_
+        series = n_features <= 1
+        if "short" not in params:
+            lk.short = 10 if series else 1
+        if "suppress" not in params:
+            lk.suppress = 100 if series else 0
+
     def _reset(self):
         super()._reset()
+        params = dict(self.alarm_params or {})
+        novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
+        self.likelihood_ = Likelihood(**params) if self.alarms else None
+        self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
         t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
         self._alarm_at = math.inf if t is None else t   # what counts as an alarm for guard/calibration
         self.calibrator_ = ScoreCalibrator(self.calibration or "rank", self.calib_window, self.min_calib,
@@ -257,7 +299,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         r = self.features_.row(x, grow=grow)                                      # (C,)
         W = self.window_
         if W is None:   # "auto", before the first learned event: what it would resolve to
-            W = int(np.clip(64 // max(len(r), 1), 1, 64))
+            W = int(np.clip(16 // max(len(r), 1), 1, 16))
             if grow and len(r):
                 self.window_ = W
         if W == 1:
@@ -292,6 +334,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         return err.double().cpu().numpy()
 
     def _calibrate(self, raw: float) -> float:
+        if self.likelihood_ is not None:
+            return math.nan        # not used: score_one asks the likelihood
         return self.calibrator_.transform(raw) if self.calibration is not None else raw
 
     # -- river API ---------------------------------------------------------------------------
@@ -310,6 +354,21 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
                 raw = float(self._raw_errors(win.reshape(1, -1))[0])
                 score = self._calibrate(raw)
         self._n_events += 1
+        if self.likelihood_ is not None:       # 2'. likelihood alarms, no calibration
+            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
+            rng, lk = self.range_, self.likelihood_
+            if lk.n == 0 and not math.isnan(raw):
+                self._configure_alarms(len(xs))
+            lk.update(raw, rng is not None and rng.novel(xs))
+            if rng is not None:
+                rng.update(xs)
+            if win.shape[1] > 1:
+                self.windows_[k] = win[:, 1:].copy()
+            if self.likelihood_.protects(self._protect):
+                self.n_guarded_ += 1
+            else:
+                self._learn_row(win.ravel(), 0.0)
+            return
         # 2. normal-looking errors feed the calibration
         admit = True
         if not math.isnan(raw):
@@ -348,9 +407,13 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         return out
 
     def score_one(self, x: dict) -> float:
-        """Calibrated anomaly score of `x` (0.0 before the calibration has `min_calib` errors)."""
+        """Anomaly score of `x`: the likelihood score in [0, 1] (0.0 during its learning period)
+        or, with `alarms=None`, the calibrated score (0.0 before `min_calib` errors)."""
         if self.module_ is None:
             return 0.0
+        if self.likelihood_ is not None:
+            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
+            return self.likelihood_.score(self._assess(x)[2], self.range_ is not None and self.range_.novel(xs))
         return self._assess(x)[3]
 
     def raw_score_one(self, x: dict) -> float:
@@ -379,7 +442,13 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             windows[k] = win[:, 1:]
             rows.append(win.ravel())
         raw = self._raw_errors(np.stack(rows))
-        out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
+        if self.likelihood_ is not None:
+            lk, rng, key = self.likelihood_, self.range_, self.key
+            novel = [rng is not None and rng.novel({n: v for n, v in x.items() if n != key})
+                     for x in X.to_dict(orient="records")]
+            out = np.array([lk.score(r, nv) for r, nv in zip(raw, novel)])
+        else:
+            out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
         return pd.Series(out, index=X.index, dtype=float)
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
@@ -394,10 +463,16 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             raise TypeError(f"key value {bad[0]!r} is a {type(bad[0]).__name__}; use str or int keys to checkpoint")
         return {"calibrator": self.calibrator_.state_dict(), "keys": keys, "window": self.window_,
                 "windows": [torch.from_numpy(self.windows_[k].copy()) for k in keys],
-                "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_}
+                "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_,
+                "likelihood": self.likelihood_.state_dict() if self.likelihood_ is not None else None,
+                "range": self.range_.state_dict() if self.range_ is not None else None}
 
     def _load_extra_state(self, s: dict):
         self.calibrator_.load_state_dict(s["calibrator"])
         self.window_ = s["window"]
         self.windows_ = {k: w.numpy().copy() for k, w in zip(s["keys"], s["windows"])}
         self.alarm_rate_, self.n_guarded_ = s["alarm_rate"], s["n_guarded"]
+        if self.likelihood_ is not None and s.get("likelihood") is not None:
+            self.likelihood_.load_state_dict(s["likelihood"])
+        if self.range_ is not None and s.get("range") is not None:
+            self.range_.load_state_dict(s["range"])

@@ -87,7 +87,7 @@ def test_river_check(name, index, offline_datasets):
 def test_calibrated_false_alarm_rate_holds_while_the_network_learns():
     events = stream(6000, seed=3)
     labels = [y for _, y in SyntheticSensors(3).take(6000)]
-    model = AutoencoderDetector(window=1, seed=0)
+    model = AutoencoderDetector(window=1, alarms=None, seed=0)
     cal, raw = [], []
     for x in events:
         cal.append(model.score_one(x))
@@ -152,7 +152,7 @@ def _sine(n, seed=0):
 ])
 def test_windowed_variants_flag_a_spike_in_a_single_sensor_stream(params):
     v = _sine(2500)
-    model = AutoencoderDetector(window=16, seed=0, **params)
+    model = AutoencoderDetector(window=16, alarms=None, seed=0, **params)
     for x in v[:2400]:
         model.learn_one({"value": x})
     normal = model.score_one({"value": v[2400]})
@@ -162,9 +162,24 @@ def test_windowed_variants_flag_a_spike_in_a_single_sensor_stream(params):
 
 
 @pytest.mark.slow
+def test_default_raises_one_early_alarm_per_incident_on_a_single_sensor():
+    v = _sine(3000, seed=4)
+    model = AutoencoderDetector(seed=0)                 # defaults: likelihood alarms
+    alarms = []
+    for i, x in enumerate(v):
+        x = x + (4.0 if 2400 <= i < 2440 else 0.0)      # a 40-event incident
+        alarms.append(model.predict_one({"value": x}))
+        model.learn_one({"value": x})
+    hits = [i for i, a in enumerate(alarms) if a]
+    assert sum(a for a in alarms[:2400]) <= 2           # rare on the normal part
+    assert any(2400 <= i < 2410 for i in hits)          # early
+    assert sum(2400 <= i < 2500 for i in hits) == 1     # one alarm for the incident
+    assert all(0.0 <= model.score_one({"value": x}) <= 1.0 for x in v[:50])
+
+
 def test_lstm_encoder_flags_a_spike():
     v = _sine(1500)
-    model = AutoencoderDetector(window=8, encoder="lstm", seed=0, update_every=4)
+    model = AutoencoderDetector(window=8, encoder="lstm", alarms=None, seed=0, update_every=4)
     for x in v[:1400]:
         model.learn_one({"value": x})
     assert model.score_one({"value": v[1400] + 3.0}) > 0.99 > model.score_one({"value": v[1400]})
@@ -182,7 +197,7 @@ def test_keys_keep_separate_windows():
 
 
 def test_contamination_guard_skips_alarms_but_adapts_to_a_lasting_shift():
-    model = AutoencoderDetector(window=1, guard=True, seed=0)
+    model = AutoencoderDetector(window=1, guard=True, alarms=None, seed=0)
     for x in stream(1500):
         model.learn_one(x)
     seen, guarded = model.n_seen_, model.n_guarded_
@@ -210,14 +225,14 @@ def _flags(wrapper, n=2000):
 def test_works_with_river_filters():
     # QuantileFilter learning every event, the detector's own guard keeping alarms out of training
     # (2 % of the events are anomalies: flag the top 3 % of scores)
-    hits, false = _flags(anomaly.QuantileFilter(AutoencoderDetector(window=1, guard=True, seed=0), q=0.97,
+    hits, false = _flags(anomaly.QuantileFilter(AutoencoderDetector(window=1, guard=True, alarms=None, seed=0), q=0.97,
                                                 protect_anomaly_detector=False))
     assert hits > 0.8 and false < 0.05
     # ThresholdFilter on the calibrated score, in a pipeline (river's ThresholdFilter only learns
     # with protect_anomaly_detector=True, which hides alarms from learn_one: see docs/anomaly.md)
     from river import compose, preprocessing
     model = compose.Pipeline(preprocessing.StandardScaler(),
-                             anomaly.ThresholdFilter(AutoencoderDetector(window=1, seed=0), threshold=0.99))
+                             anomaly.ThresholdFilter(AutoencoderDetector(window=1, alarms=None, seed=0), threshold=0.99))
     for x, y in SyntheticSensors(6).take(1500):
         if not y:
             model.learn_one(x)
@@ -244,7 +259,7 @@ def test_learn_many_equals_learn_one_and_score_many_matches_score_one():
     flat = AutoencoderDetector(window=1, seed=2)
     flat.learn_many(pd.DataFrame(events[:600]))
     np.testing.assert_allclose(flat.score_many(frame).to_numpy(), [flat.score_one(x) for x in events[600:]],
-                               atol=1e-9)
+                               atol=1e-6)   # float32 rows in a batch vs one at a time
 
 
 @pytest.mark.parametrize("params", [dict(window=1), dict(window=6, encoder="conv"),
@@ -300,8 +315,11 @@ def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="denoise"):
         AutoencoderDetector(denoise="dropout")
     with pytest.raises(ValueError, match="threshold="):
-        AutoencoderDetector(calibration=None).threshold_
-    assert AutoencoderDetector(calibration="zscore").threshold_ == 3.0
+        AutoencoderDetector(alarms=None, calibration=None).threshold_
+    assert AutoencoderDetector(alarms=None, calibration="zscore").threshold_ == 3.0
+    assert AutoencoderDetector().threshold_ == 0.5
+    with pytest.raises(ValueError, match="alarms"):
+        AutoencoderDetector(alarms="max")
     model = AutoencoderDetector(window=2, key="k")
     model.learn_one({"k": ("tuple",), "v": 1.0})
     with pytest.raises(TypeError, match="str or int keys"):

@@ -1,0 +1,263 @@
+"""Alarms a person can act on: anomaly likelihood, alarm suppression and model protection.
+
+A raw anomaly score (a reconstruction error, a HalfSpaceTrees mass) has no fixed scale and
+fires in bursts: one incident lifts many neighbouring points. `Likelihood` turns it into a
+score in [0, 1] whose high values are rare and early, in the spirit of Numenta's anomaly
+likelihood (Ahmad et al. 2017):
+
+1. **Short against long.** The mean of the last `short` raw scores is judged against the mean
+   and standard deviation of those short means over the last `long` events (past only): a
+   Gaussian tail probability `p`, log-scaled, `u = -log10(p)`, to `score = u / 10` up to
+   `u = 5` and `1 - 2.5 / u` beyond (so 0.5 means `p = 1e-5`, and the score never saturates).
+   No score during the first `learning` events (0.0). For a time series `short` = 10 smooths
+   the raw scores; for independent records use `short=1, suppress=0`.
+2. **Suppression.** After an alarm (score >= `alarm`), the next `suppress` events are scored at
+   most `quiet` (below the alarm level): one incident raises one alarm, not a hundred.
+3. **Protection.** A wrapped model does not learn an alarm and the first few events after it
+   (`protects(k)`), so one incident does not teach the model that it is normal; a lasting change
+   of regime is learned after that.
+4. **Range novelty** (optional, `RangeNovelty`): a value beyond the range of its feature's past
+   values by more than 5 % of that range scores 1.0 (Numenta's "spatial anomaly" rule).
+
+`AnomalyLikelihood(detector)` wraps any river `AnomalyDetector` with these rules.
+
+>>> import random
+>>> rng = random.Random(1)
+>>> lk = Likelihood()
+>>> normal = [lk.update(abs(rng.gauss(0, 1)))[0] for _ in range(3000)]
+>>> sum(s >= 0.5 for s in normal[500:])        # no alarm on normal noise
+0
+>>> scores = [lk.update(8.0)[0] for _ in range(30)]
+>>> max(scores) >= 0.5, sum(s >= 0.5 for s in scores)   # a burst: one alarm
+(True, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from river import anomaly, base
+
+__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood"]
+
+_LOG10 = math.log(10.0)
+
+
+def _log10_tail(z: float) -> float:
+    """-log10 of the Gaussian upper tail probability P(Z > z), without underflow."""
+    if z < 30.0:
+        return -math.log10(max(0.5 * math.erfc(z / math.sqrt(2.0)), 1e-300))
+    return (0.5 * z * z + math.log(z * math.sqrt(2.0 * math.pi))) / _LOG10
+
+
+def _scale(u: float) -> float:
+    """-log10(tail) -> [0, 1): u / 10 up to u = 5 (score 0.5 at a tail of 1e-5), then 1 - 2.5 / u
+    (monotone, never saturating: a larger deviation always scores higher)."""
+    return u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u
+
+
+class Likelihood:
+    """Online anomaly likelihood of a raw score stream (see the module docstring).
+
+    Parameters
+    ----------
+    short
+        Raw scores averaged into the short mean.
+    long
+        Short means forming the reference distribution.
+    learning
+        Events before any score (0.0 until then).
+    alarm
+        Score at or above which an event is an alarm.
+    suppress
+        Events after an alarm whose score is capped at `quiet`.
+    quiet
+        The cap during suppression (keep it below `alarm`).
+    min_std
+        Floor of the reference standard deviation, relative to its mean (a flat raw stream
+        must not turn a tiny blip into an alarm).
+    """
+
+    def __init__(self, short: int = 10, long: int = 4000, learning: int = 300, alarm: float = 0.5,
+                 suppress: int = 100, quiet: float = 0.4, min_std: float = 0.05):
+        if not 1 <= short < long:
+            raise ValueError(f"short={short}, long={long}: need 1 <= short < long")
+        if not 0.0 <= quiet < alarm <= 1.0:
+            raise ValueError(f"quiet={quiet}, alarm={alarm}: need 0 <= quiet < alarm <= 1")
+        self.short, self.long, self.learning = int(short), int(long), int(learning)
+        self.alarm, self.suppress, self.quiet, self.min_std = float(alarm), int(suppress), float(quiet), float(min_std)
+        self.recent: deque = deque()          # last `short` raw scores
+        self.means: deque = deque()           # last `long` short means
+        self.s_recent = self.s1 = self.s2 = 0.0
+        self.n = 0                            # events seen
+        self.hold = 0                         # events left in the suppression period
+        self.since = 1 << 30                  # events since the last alarm (0: this one)
+
+    def protects(self, first: int) -> bool:
+        """True during the first `first` events of an alarm's suppression period (the alarm
+        included): a wrapped model should not learn them."""
+        return self.since < first
+
+    def _short_mean(self, raw: float) -> float:
+        k = len(self.recent)
+        if k == self.short:
+            return (self.s_recent - self.recent[0] + raw) / k
+        return (self.s_recent + raw) / (k + 1)
+
+    def score(self, raw: float, novel: bool = False) -> float:
+        """The score of the next event with raw score `raw` (`novel`: it left the range of its
+        past values, see `RangeNovelty`, which scores 1.0); pure."""
+        raw = float(raw)
+        if self.n < self.learning or len(self.means) < 2 or not math.isfinite(raw):
+            return 0.0
+        if novel:
+            return self.quiet if self.hold > 0 else 1.0
+        m = self._short_mean(raw)
+        k = len(self.means)
+        mu = self.s1 / k
+        var = max(self.s2 / k - mu * mu, 0.0)
+        sd = max(math.sqrt(var), self.min_std * abs(mu), 1e-12)
+        s = _scale(_log10_tail((m - mu) / sd))
+        return min(s, self.quiet) if self.hold > 0 else s
+
+    def update(self, raw: float, novel: bool = False) -> tuple[float, bool]:
+        """Score `raw`, then add it to the history; returns (score, alarm)."""
+        s = self.score(raw, novel)
+        alarm = s >= self.alarm
+        raw = float(raw)
+        if math.isfinite(raw):
+            m = self._short_mean(raw)
+            if len(self.recent) == self.short:
+                self.s_recent -= self.recent.popleft()
+            self.recent.append(raw)
+            self.s_recent += raw
+            if len(self.means) == self.long:
+                old = self.means.popleft()
+                self.s1 -= old
+                self.s2 -= old * old
+            self.means.append(m)
+            self.s1 += m
+            self.s2 += m * m
+            self.n += 1
+        self.hold = self.suppress if alarm else max(self.hold - 1, 0)
+        self.since = 0 if alarm else self.since + 1
+        return s, alarm
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "means": list(self.means), "n": self.n, "hold": self.hold,
+                "since": self.since, "short": self.short, "suppress": self.suppress,
+                "sums": [self.s_recent, self.s1, self.s2]}
+
+    def load_state_dict(self, s: dict):
+        self.recent, self.means = deque(s["recent"]), deque(s["means"])
+        self.s_recent = math.fsum(self.recent)
+        self.s1 = math.fsum(self.means)
+        self.s2 = math.fsum(m * m for m in self.means)
+        self.n, self.hold, self.since = s["n"], s["hold"], s["since"]
+        self.short, self.suppress = s.get("short", self.short), s.get("suppress", self.suppress)
+        if "sums" in s:        # the running sums as they were: resuming is bit-exact
+            self.s_recent, self.s1, self.s2 = s["sums"]
+
+
+class RangeNovelty:
+    """Flags an event whose numeric feature leaves the range of that feature's past values by
+    more than `tolerance` times the range (Numenta's "spatial anomaly" rule in NAB).
+
+    >>> r = RangeNovelty()
+    >>> for v in range(100):
+    ...     r.update({"t": float(v % 10)})
+    >>> r.novel({"t": 9.3}), r.novel({"t": 9.6}), r.novel({"t": -1.0})
+    (False, True, True)
+    """
+
+    def __init__(self, tolerance: float = 0.05):
+        self.tolerance = float(tolerance)
+        self.lo: dict = {}
+        self.hi: dict = {}
+
+    def novel(self, x: dict) -> bool:
+        lo, hi, tol = self.lo, self.hi, self.tolerance
+        for k, v in x.items():
+            if k in lo and isinstance(v, (int, float)):
+                pad = tol * (hi[k] - lo[k])
+                if v > hi[k] + pad or v < lo[k] - pad:
+                    return True
+        return False
+
+    def update(self, x: dict) -> None:
+        lo, hi = self.lo, self.hi
+        for k, v in x.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                if k in lo:
+                    if v < lo[k]:
+                        lo[k] = v
+                    elif v > hi[k]:
+                        hi[k] = v
+                else:
+                    lo[k] = hi[k] = v
+
+    def state_dict(self) -> dict:
+        return {"keys": list(self.lo), "lo": list(self.lo.values()), "hi": list(self.hi.values())}
+
+    def load_state_dict(self, s: dict):
+        self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
+
+
+class AnomalyLikelihood(base.AnomalyDetector):
+    """Wrap any river anomaly detector: its raw scores become a likelihood score with alarms.
+
+    `score_one` returns the `Likelihood` score in [0, 1]; `predict_one` is True at an alarm;
+    `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
+    `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); the other
+    parameters are those of `Likelihood`.
+
+    >>> from river import anomaly, preprocessing
+    >>> model = AnomalyLikelihood(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0))
+    >>> for i in range(600):
+    ...     model.learn_one({"value": float(i % 10)})
+    >>> model.score_one({"value": 3.0}) < 0.5
+    True
+    """
+
+    def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
+                 learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
+                 min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10):
+        self.detector = detector
+        self.short, self.long, self.learning, self.alarm = short, long, learning, alarm
+        self.suppress, self.quiet, self.min_std, self.protect = suppress, quiet, min_std, protect
+        self.novelty = novelty
+        self.detector_ = detector.clone() if detector is not None else anomaly.HalfSpaceTrees()
+        self.likelihood_ = Likelihood(short, long, learning, alarm, suppress, quiet, min_std)
+        self.range_ = RangeNovelty(novelty) if novelty is not None else None
+        self._memo = None
+
+    @property
+    def _wrapped_model(self):
+        return self.detector_
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"detector": anomaly.HalfSpaceTrees(seed=0), "learning": 20, "long": 100, "suppress": 10}
+
+    def _raw(self, x: dict) -> float:
+        key = (self.likelihood_.n, tuple(x.items()))
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        raw = float(self.detector_.score_one(x))
+        self._memo = (key, raw)
+        return raw
+
+    def score_one(self, x: dict) -> float:
+        return self.likelihood_.score(self._raw(x), self.range_ is not None and self.range_.novel(x))
+
+    def predict_one(self, x: dict) -> bool:
+        return self.score_one(x) >= self.alarm
+
+    def learn_one(self, x: dict) -> None:
+        raw = self._raw(x)
+        self.likelihood_.update(raw, self.range_ is not None and self.range_.novel(x))
+        if self.range_ is not None:
+            self.range_.update(x)
+        if not self.likelihood_.protects(self.protect):
+            self.detector_.learn_one(x)
