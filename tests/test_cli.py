@@ -138,7 +138,7 @@ def test_version_and_help_for_every_argument(capsys):
     missing = [f"{name} {a.dest}" for name, sp in subs.choices.items() for a in sp._actions
                if not isinstance(a, argparse._HelpAction) and not a.help]
     assert missing == []
-    assert all(a.help for a in subs._choices_actions)
+    assert subs.help and all(a.help for a in subs._choices_actions)
 
 
 def _saved_learner(path):

@@ -9,7 +9,9 @@
     streamnn produce FILE TOPIC            write a JSONL/CSV file to a Kafka topic
 
 Exit status: 0 done (also after SIGTERM/SIGINT, which finish the batch and checkpoint), 1 a
-runtime error, 2 an invalid config or command line.
+runtime error (a checkpoint `inspect` refused, no Kafka broker for `produce`/`record`, a `--strict`
+run stopped by a warning), 2 an invalid config or command line. `run`, `replay` and `check` first
+validate everything that can be known before the first event (`streamnn.runtime.validate`).
 """
 
 from __future__ import annotations
@@ -263,7 +265,8 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="Exit status: 0 done, 1 a runtime error, 2 an invalid config or "
                                        "command line. Docs: docs/runtime.md")
     p.add_argument("--version", action="version", version=f"streamnn {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these (streamnn COMMAND --help for its arguments)")
 
     def running(sp):
         sp.add_argument("--max-events", type=int, help="stop after this many records")
