@@ -315,6 +315,20 @@ def test_a_second_pipeline_on_the_same_folders_is_refused_before_touching_anythi
     second.close()
 
 
+def test_an_output_file_outside_the_run_folder_has_one_writer(tmp_path):
+    write_stream(tmp_path / "s.jsonl", n=50)
+    src = {"type": "file", "path": str(tmp_path / "s.jsonl")}
+
+    def cfg(run, out):
+        return parse(config(tmp_path / run, src, sinks=[{"type": "jsonl", "path": str(tmp_path / "out" / out)}]))
+    first = Pipeline(cfg("a", "p.jsonl"))
+    with pytest.raises(FolderInUseError, match="output file .*p.jsonl.*pid"):
+        Pipeline(cfg("b", "p.jsonl"))                  # another run, the same output file
+    other = Pipeline(cfg("c", "q.jsonl"))              # the same folder, another file: fine
+    first.close()
+    other.close()
+
+
 def test_kafka_group_members_share_a_checkpoint_folder_but_not_a_run_folder(tmp_path):
     def kafka_cfg(run_dir):
         return parse({"name": "k", "source": {"type": "kafka", "topics": ["t"], "group_id": "g"},

@@ -1,4 +1,5 @@
-"""One owner per run folder and per checkpoint folder: `fcntl.flock` on ``<folder>/.streamnn.lock``.
+"""One owner per run folder and per checkpoint folder: `fcntl.flock` on ``<folder>/.streamnn.lock``
+(and on each JSONL output file outside the run folder, the file itself).
 
 A second `streamnn run` of the same config finds the lock taken and stops at once, before it
 opens an output file or reads a checkpoint, with a message naming the holder's pid. The lock
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover - not POSIX: no locking
 
 from ..checkpoint import CheckpointError
 
-__all__ = ["FolderLock", "FolderInUseError", "LOCK_NAME", "holders"]
+__all__ = ["FolderLock", "OutputLock", "FolderInUseError", "LOCK_NAME", "holders"]
 
 LOCK_NAME = ".streamnn.lock"
 log = logging.getLogger("streamnn.runtime")
@@ -61,12 +62,15 @@ class FolderLock:
     def __init__(self, folder, what: str = "folder", shared: bool = False):
         self.folder, self.what, self.shared = os.fspath(folder), what, shared
         os.makedirs(self.folder, exist_ok=True)
-        self.path = os.path.join(self.folder, LOCK_NAME)
+        self._lock(os.path.join(self.folder, LOCK_NAME), write_pid=not shared)
+
+    def _lock(self, path: str, write_pid: bool) -> None:
+        self.path = path
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is None:  # pragma: no cover
             return
         try:
-            fcntl.flock(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             pids = holders(self.path) or ["unknown"]
             os.close(self._fd)
@@ -76,12 +80,15 @@ class FolderLock:
             log.warning("cannot lock %s (%s): nothing stops a second process from using %s",
                         self.path, e, self.folder)
             return
-        if not shared:
+        if write_pid:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode() + b"\n", 0)
 
     def _refusal(self, pids) -> str:
         who = ", ".join(f"pid {p}" for p in pids)
+        if self.what == "output file":
+            return (f"the output file {self.folder} is being written by another streamnn process ({who}); "
+                    "stop that process first (`kill PID`), or give this run its own output path")
         if self.shared:
             why = "another streamnn process owns it alone"
         else:
@@ -110,6 +117,16 @@ class FolderLock:
             self.release()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+class OutputLock(FolderLock):
+    """Hold an output file itself (exclusive `flock` on it; created empty if missing): one writer
+    per file, for outputs outside the run folder."""
+
+    def __init__(self, path):
+        self.folder, self.what, self.shared = os.fspath(path), "output file", False
+        os.makedirs(os.path.dirname(os.path.abspath(self.folder)), exist_ok=True)
+        self._lock(self.folder, write_pid=False)
 
 
 def holders(path) -> list:

@@ -16,7 +16,7 @@ import logging
 import os
 
 from .config import Config, ConfigError, resolve_learner, resolve_path
-from .lock import FolderLock
+from .lock import FolderLock, OutputLock
 from .loop import Runner
 from .metrics import RunMetrics
 from .schema import Decoder
@@ -90,24 +90,26 @@ def _make_dead_letters(spec: dict, append: bool):
 def lock_folders(cfg: Config, fresh: bool = False, replay_file: str | None = None) -> list:
     """Own the folders a run writes to (`FolderLock`), before any of them is touched.
 
-    The run folder and the folders of file outputs are locked exclusively; the checkpoint folder
-    too, except that members of one Kafka consumer group with per-partition state may share it
-    (without `fresh`, which deletes the checkpoints). Raises `FolderInUseError` naming the
-    holder's pid. Call it early (before slow imports) and pass the result to `Pipeline(locks=...)`.
+    The run folder is locked exclusively, and so is each JSONL output file outside it; the
+    checkpoint folder too, except that members of one Kafka consumer group with per-partition
+    state may share it (without `fresh`, which deletes the checkpoints). Raises
+    `FolderInUseError` naming the holder's pid. Call it early (before slow imports) and pass
+    the result to `Pipeline(locks=...)`.
     """
     ck = cfg.checkpoint
     kafka = replay_file is None and cfg.source.get("type") == "kafka"
     shared_ck = kafka and cfg.run["state_per"] == "stream" and ck["resume"] and not fresh
-    folders = {_real(cfg.run["dir"]): ("run folder", False)}
-    for spec in [*cfg.sinks, cfg.dead_letters]:
-        if spec.get("type") == "jsonl" and spec.get("path"):
-            folders.setdefault(_real(os.path.dirname(os.path.abspath(spec["path"]))), ("output folder", False))
-    ckf = _real(ck["dir"])
-    folders[ckf] = folders[ckf] if ckf in folders else ("checkpoint folder", shared_ck)
+    run_dir, ck_dir = _real(cfg.run["dir"]), _real(ck["dir"])
+    outputs = sorted({_real(s["path"]) for s in [*cfg.sinks, cfg.dead_letters]
+                      if s.get("type") == "jsonl" and s.get("path")})
     locks = []
     try:
-        for folder, (what, shared) in folders.items():
-            locks.append(FolderLock(folder, what, shared=shared))
+        locks.append(FolderLock(run_dir, "run folder"))
+        if ck_dir != run_dir:
+            locks.append(FolderLock(ck_dir, "checkpoint folder", shared=shared_ck))
+        for path in outputs:
+            if os.path.dirname(path) != run_dir:
+                locks.append(OutputLock(path))
     except BaseException:
         for lock in locks:
             lock.release()
