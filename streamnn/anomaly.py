@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -179,10 +180,10 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             return (self.alarm_params or {}).get("alarm", 0.5)
         return default_threshold(self.calibration)
 
-    def _configure_alarms(self, n_features: int):
+    def _configure_alarms(self, n_features: int, lk=None):
         """A single feature is a time series: smooth 10 raw errors, one alarm per 100 events; more
         features are records: each judged alone, no suppression (unless `alarm_params` says)."""
-        params, lk = self.alarm_params or {}, self.likelihood_
+        params, lk = self.alarm_params or {}, lk or self.likelihood_
         series = n_features <= 1
         if "short" not in params:
             lk.short = 10 if series else 1
@@ -433,7 +434,9 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
 
     def score_many(self, X: pd.DataFrame) -> pd.Series:
         """Scores of the rows of `X`, a contiguous piece of the stream: each row's window holds
-        the rows before it in `X` (the model and calibration are not updated between rows)."""
+        the rows before it in `X`; the network and calibration are not updated between rows, the
+        alarm rules are (on copies: suppression and the likelihood's history move on as in
+        `learn_one`, so a batch raises one alarm per incident too)."""
         if self.module_ is None or len(X) == 0:
             return pd.Series(np.zeros(len(X)), index=X.index, dtype=float)
         windows, rows = dict(self.windows_), []
@@ -442,11 +445,16 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             windows[k] = win[:, 1:]
             rows.append(win.ravel())
         raw = self._raw_errors(np.stack(rows))
-        if self.likelihood_ is not None:
-            lk, rng, key = self.likelihood_, self.range_, self.key
-            novel = [rng is not None and rng.novel({n: v for n, v in x.items() if n != key})
-                     for x in X.to_dict(orient="records")]
-            out = np.array([lk.score(r, nv) for r, nv in zip(raw, novel)])
+        if self.likelihood_ is not None:   # the alarm rules run over the rows, on copies
+            lk, rng, key = copy.deepcopy(self.likelihood_), copy.deepcopy(self.range_), self.key
+            out = np.empty(len(raw))
+            for i, (r, x) in enumerate(zip(raw.tolist(), X.to_dict(orient="records"))):
+                xs = x if key is None else {n: v for n, v in x.items() if n != key}
+                if lk.n == 0 and not math.isnan(r):
+                    self._configure_alarms(len(xs), lk)
+                out[i] = lk.update(r, rng is not None and rng.novel(xs))[0]
+                if rng is not None:
+                    rng.update(xs)
         else:
             out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
         return pd.Series(out, index=X.index, dtype=float)

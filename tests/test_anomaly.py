@@ -256,10 +256,21 @@ def test_learn_many_equals_learn_one_and_score_many_matches_score_one():
     a.score_many(frame)
     a.predict_many(frame)
     assert pickle.dumps(a) == before                   # scoring is pure
-    flat = AutoencoderDetector(window=1, seed=2)
+    flat = AutoencoderDetector(window=1, alarms=None, seed=2)
     flat.learn_many(pd.DataFrame(events[:600]))
     np.testing.assert_allclose(flat.score_many(frame).to_numpy(), [flat.score_one(x) for x in events[600:]],
-                               atol=1e-6)   # float32 rows in a batch vs one at a time
+                               atol=1e-9)
+    # with the alarm rules, a batch's scores are the sequential likelihood over the batch's errors
+    lk = AutoencoderDetector(window=1, seed=2)
+    lk.learn_many(pd.DataFrame(events[:600]))
+    raw = [lk.raw_score_one(x) for x in events[600:]]
+    twin = pickle.loads(pickle.dumps(lk.likelihood_))
+    rng = pickle.loads(pickle.dumps(lk.range_))
+    expect = []
+    for r, x in zip(raw, events[600:]):
+        expect.append(twin.update(r, rng.novel(x))[0])
+        rng.update(x)
+    np.testing.assert_allclose(lk.score_many(frame).to_numpy(), expect, atol=1e-6)
 
 
 @pytest.mark.parametrize("params", [dict(window=1), dict(window=6, encoder="conv"),
