@@ -33,6 +33,7 @@ from river import base
 from torch import nn
 
 from .base import TorchLearner
+from .f1threshold import F1Threshold
 from .regression import REG_DEFAULTS as DEFAULTS   # lr 0.01, as measured in benchmarks/multioutput.py
 from .features import _sort_key
 from .modules import MLP, first_linear, grow_input, grow_output
@@ -92,7 +93,9 @@ class _MultiOutput(TorchLearner):
             if name not in _REG_LOSSES:
                 raise ValueError(f"loss={name!r}: use one of {sorted(_REG_LOSSES)} (or a dict target -> name)")
         accepted = [k for k in inspect.signature(TorchLearner._init_common).parameters if k != "self"]
-        self._init_common(**{k: params.get(k, DEFAULTS.get(k)) for k in accepted})
+        kwargs = {k: params[k] if k in params else DEFAULTS[k] for k in accepted if k in params or k in DEFAULTS}
+        kwargs.setdefault("loss", None)   # multi-label heads: binary cross-entropy, no choice
+        self._init_common(**kwargs)
 
     @classmethod
     def _unit_test_params(cls):
@@ -324,9 +327,12 @@ class _MultiOutput(TorchLearner):
         """Single-column heads only: (names, outputs (K,)) for one event, or None before building."""
         if self.module_ is None:
             return None
+        return self._outputs(x)[0][self._cols0()].astype(np.float64)
+
+    def _cols0(self) -> np.ndarray:
         if self._col0 is None:
             self._col0 = np.array([c[0] for c in self.cols_], dtype=np.int64)
-        return self._outputs(x)[0][self._col0].astype(np.float64)
+        return self._col0
 
     def _predict(self, X) -> dict:
         n = 1 if isinstance(X, dict) else len(X)
@@ -481,12 +487,11 @@ class MultiTargetRegressor(_MultiOutput, base.MultiTargetRegressor):
 
     def __init__(self, loss_weights: dict | None = None, trunk="mlp", hidden: tuple = (32,),
                  activation: str = "relu", dropout: float = 0.0, trunk_kwargs: dict | None = None,
-                 window: int = 1, loss="mse", scale_target: bool = True,
-                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS.get("warmup", 0),
-                 replay: float = DEFAULTS["replay"],
+                 window: int = 1, loss="huber", scale_target: bool = True,
+                 optimizer="adam", lr: float = 0.001, batch_size: int = 64, update_every: int = 16,
+                 warmup: int = 5000, replay: float = 1.0,
                  weight_decay: float = 0.0, grad_clip: float | None = None,
-                 scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
+                 scale_inputs: str | None = "welford", lr_control=None, device: str = "cpu",
                  seed: int | None = None, optimizer_kwargs: dict | None = None):
         self._setup(locals())
 
@@ -531,14 +536,44 @@ class MultiLabelClassifier(_MultiOutput, base.MultiLabelClassifier):
 
     def __init__(self, loss_weights: dict | None = None, trunk="mlp", hidden: tuple = (32,),
                  activation: str = "relu", dropout: float = 0.0, trunk_kwargs: dict | None = None,
-                 window: int = 1, threshold: float = 0.5,
-                 optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
-                 update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS.get("warmup", 0),
-                 replay: float = DEFAULTS["replay"],
+                 window: int = 1, threshold="auto",
+                 optimizer="adam", lr: float = 0.0005, batch_size: int = 64, update_every: int = 16,
+                 warmup: int = 5000, replay: float = 1.0,
                  weight_decay: float = 0.0, grad_clip: float | None = None,
-                 scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
+                 scale_inputs: str | None = "welford", lr_control=None, device: str = "cpu",
                  seed: int | None = None, optimizer_kwargs: dict | None = None):
+        if not (threshold == "auto" or (isinstance(threshold, numbers.Real) and 0.0 <= threshold <= 1.0)):
+            raise ValueError(f"threshold={threshold!r}: use 'auto' (tuned online for micro-F1) or a "
+                             "probability in [0, 1]")
         self._setup(locals())
+
+    def _reset(self):
+        super()._reset()
+        self.f1_threshold_ = F1Threshold()
+
+    def _learn_raw(self, raw: np.ndarray, y: dict, w: float):
+        """Score the model's own prediction for this event (made before learning on it) into the
+        threshold statistics, then learn as every multi-output learner does."""
+        if self.threshold == "auto" and self.module_ is not None and self.targets_:
+            t = self._encode(y)
+            if t is not None:
+                row = self._input(raw, learn=False)[: self.n_in_]
+                z = self._forward(self._scale(row[None]))[0]
+                self.f1_threshold_.update(_sigmoid(z[self._cols0()].astype(np.float64)), t)
+        super()._learn_raw(raw, y, w)
+
+    @property
+    def threshold_(self) -> float:
+        """The probability above which a label is predicted True (tuned online when 'auto')."""
+        return self.f1_threshold_.value if self.threshold == "auto" else float(self.threshold)
+
+    def _extra_state(self):
+        return {**super()._extra_state(), "f1_threshold": self.f1_threshold_.state_dict()}
+
+    def _load_extra_state(self, s):
+        super()._load_extra_state(s)
+        if "f1_threshold" in s:
+            self.f1_threshold_.load_state_dict(s["f1_threshold"])
 
     def _kind_of(self, name, value) -> str:
         return "binary"
@@ -551,14 +586,15 @@ class MultiLabelClassifier(_MultiOutput, base.MultiLabelClassifier):
         return {n: {False: 1.0 - p, True: p} for n, p in zip(self.targets_, self._p(x))}
 
     def predict_one(self, x: dict) -> dict:
-        return {n: p > self.threshold for n, p in zip(self.targets_, self._p(x))}
+        th = self.threshold_
+        return {n: p > th for n, p in zip(self.targets_, self._p(x))}
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         """P(label is True) for each row and label."""
         return pd.DataFrame(self._predict(X), index=X.index, columns=self.targets_)
 
     def predict_many(self, X: pd.DataFrame) -> pd.DataFrame:
-        return self.predict_proba_many(X) > self.threshold
+        return self.predict_proba_many(X) > self.threshold_
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -127,7 +127,7 @@ def test_events_without_any_target_are_counted_and_skipped():
 
 
 def test_new_target_grows_a_head_without_disturbing_the_others():
-    model = MultiTargetRegressor(seed=0, warmup=0)
+    model = MultiTargetRegressor(seed=0, warmup=0, loss="mse", lr=0.01)   # a fast learner: 200 events to learn "small"
     stream = list(linear_stream(300))
     for x, y in stream[:100]:
         model.learn_one(x, {"big": y["big"]})
@@ -368,3 +368,114 @@ def test_any_pattern_of_missing_targets_keeps_weights_finite(pattern):
     if model.module_ is not None:
         assert all(torch.isfinite(p).all() for p in model.module_.parameters())
     assert all(math.isfinite(v) or isinstance(v, bool) for v in model.predict_one({"a": 1.0}).values())
+
+
+# -- issue 15: the online F1 threshold and the defaults ---------------------------------------
+
+def _prequential_f1(model, stream):
+    from river import metrics
+    metric = metrics.multioutput.MicroAverage(metrics.F1())
+    for x, y in stream:
+        p = model.predict_one(x)
+        if p:
+            metric.update(y, p)
+        model.learn_one(x, y)
+    return metric.get()
+
+
+def test_f1_threshold_follows_the_past_predictions_only():
+    model, mirror = MultiLabelClassifier(seed=0), mo.F1Threshold()
+    for x, y in YEAST[:300]:
+        if model.module_ is not None:   # the prediction the model made before learning the event
+            proba = model.predict_proba_one(x)
+            pred = model.predict_one(x)
+            assert pred == {k: p[True] > model.threshold_ for k, p in proba.items()}
+            mirror.update(np.array([proba[k][True] for k in model.targets_]),
+                          np.array([float(y[k]) for k in model.targets_]))
+        model.learn_one(x, y)
+        assert model.threshold_ == mirror.value
+    assert 0.0 < model.threshold_ < 0.5   # Yeast's labels are rare: more positives pay off
+
+
+def test_f1_threshold_beats_a_fixed_half_on_yeast():
+    auto = _prequential_f1(MultiLabelClassifier(seed=0), YEAST)
+    half = _prequential_f1(MultiLabelClassifier(seed=0, threshold=0.5), YEAST)
+    assert auto > half + 0.01
+
+
+def test_f1_threshold_unit():
+    th = mo.F1Threshold(bins=10, window=1e9)
+    th.update(np.array([0.9, 0.1]), np.array([0.0, 0.0]))
+    assert th.value == 0.5                     # no positive seen yet
+    for _ in range(50):                        # positives at 0.35, negatives at 0.15 and 0.05
+        th.update(np.array([0.35, 0.15, 0.05, 0.99]), np.array([1.0, 0.0, 0.0, math.nan]))
+    assert 0.15 < th.value <= 0.35             # separates them; the NaN label was skipped
+    assert th.neg.sum() == pytest.approx(102) and th.pos.sum() == pytest.approx(50)
+    fresh = mo.F1Threshold(bins=10, window=1e9)
+    fresh.load_state_dict(th.state_dict())
+    assert fresh.value == th.value and (fresh.pos == th.pos).all()
+    fast = mo.F1Threshold(bins=10, window=5.0)  # a short memory forgets the old scores
+    for _ in range(50):
+        fast.update(np.array([0.95, 0.15]), np.array([1.0, 0.0]))
+    for _ in range(50):
+        fast.update(np.array([0.25, 0.15]), np.array([1.0, 0.0]))
+    assert 0.15 < fast.value <= 0.25
+    with pytest.raises(ValueError, match="bins"):
+        mo.F1Threshold(bins=1)
+
+
+@pytest.mark.parametrize("threshold", ["half", 1.5, None])
+def test_bad_threshold_names_the_fix(threshold):
+    with pytest.raises(ValueError, match="threshold=.*'auto'"):
+        MultiLabelClassifier(threshold=threshold)
+
+
+def test_fixed_threshold_is_used_as_given():
+    model = MultiLabelClassifier(seed=0, threshold=0.9)
+    for x, y in YEAST[:100]:
+        model.learn_one(x, y)
+    assert model.threshold_ == 0.9 and model.f1_threshold_.pos.sum() == 0   # no statistics kept
+    p = model.predict_proba_one(YEAST[0][0])
+    assert model.predict_one(YEAST[0][0]) == {k: v[True] > 0.9 for k, v in p.items()}
+
+
+def test_multilabel_state_and_batch_keep_the_threshold(tmp_path):
+    one, many = MultiLabelClassifier(seed=0), MultiLabelClassifier(seed=0)
+    for x, y in YEAST[:200]:
+        one.learn_one(x, y)
+    many.learn_many(pd.DataFrame([x for x, _ in YEAST[:200]]), pd.DataFrame([y for _, y in YEAST[:200]]))
+    assert many.threshold_ == one.threshold_ != 0.5
+    one.save(tmp_path / "ml.pt")
+    back = streamnn.load(tmp_path / "ml.pt")
+    assert back.threshold_ == one.threshold_
+    for x, y in YEAST[200:260]:
+        assert back.predict_one(x) == one.predict_one(x)
+        back.learn_one(x, y)
+        one.learn_one(x, y)
+    assert back.threshold_ == one.threshold_
+
+
+def test_defaults_are_set_here_not_borrowed():
+    """The multi-output defaults were measured on Yeast and SolarFlare (benchmarks/multioutput.py);
+    they must not move when the single-output MLP defaults do."""
+    reg, ml = MultiTargetRegressor(), MultiLabelClassifier()
+    assert (reg.loss, reg.lr, reg.lr_control) == ("huber", 0.001, None)
+    assert (ml.threshold, ml.lr, ml.lr_control) == ("auto", 0.0005, None)
+
+
+@pytest.mark.slow
+def test_multitarget_default_beats_isoup_on_solarflare():
+    import numbers
+    from river import compose, metrics, preprocessing, tree
+
+    def run(model):
+        enc = (compose.SelectType(str) | preprocessing.OneHotEncoder()) + compose.SelectType(numbers.Number)
+        pipe, metric = enc | model, metrics.multioutput.MicroAverage(metrics.MAE())
+        for x, y in datasets.SolarFlare():
+            p = pipe.predict_one(x)
+            if p:
+                metric.update(y, p)
+            pipe.learn_one(x, y)
+        return metric.get()
+
+    assert run(MultiTargetRegressor(seed=0)) < 0.95 * run(tree.ISOUPTreeRegressor())
