@@ -93,7 +93,7 @@ class _MultiOutput(TorchLearner):
             if name not in _REG_LOSSES:
                 raise ValueError(f"loss={name!r}: use one of {sorted(_REG_LOSSES)} (or a dict target -> name)")
         accepted = [k for k in inspect.signature(TorchLearner._init_common).parameters if k != "self"]
-        kwargs = {k: params[k] if k in params else DEFAULTS[k] for k in accepted if k in params or k in DEFAULTS}
+        kwargs = {k: params[k] for k in accepted if k in params}   # each learner's own defaults only
         kwargs.setdefault("loss", None)   # multi-label heads: binary cross-entropy, no choice
         self._init_common(**kwargs)
 
