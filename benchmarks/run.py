@@ -2,6 +2,8 @@
 
     python benchmarks/run.py            # full run (a few minutes), writes benchmarks/results/core.md
     python benchmarks/run.py --quick    # smaller streams and fewer seeds, for a smoke check
+    python benchmarks/run.py --baseline /tmp/base   # also time the defaults of another checkout
+                                                    # (e.g. `git worktree add /tmp/base <commit>`)
 
 Prequential (test-then-train) everywhere: each event is predicted, then learned.
 deep-river must be installed with `pip install --no-deps deep-river` (it pins old torch/river).
@@ -11,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from river import compose, datasets, forest, linear_model, metrics, preprocessing, tree
+from river import compose, datasets, evaluate, forest, linear_model, metrics, preprocessing, tree
 from river.datasets import synth
 from torch import nn
 
@@ -209,7 +213,8 @@ def section_drift(seeds, lines, n):
     stream = make_drift_stream(n)
     half = n // 2
     variants = {
-        "plateau + drift re-warm (default)": lambda s: streamnn.MLPClassifier(seed=s),
+        "stream control + drift re-warm (default)": lambda s: streamnn.MLPClassifier(seed=s),
+        "plateau (ReduceLROnPlateau-style) + re-warm": lambda s: streamnn.MLPClassifier(seed=s, lr_control="plateau"),
         "plateau, no re-warm": lambda s: streamnn.MLPClassifier(seed=s, lr_control=streamnn.PlateauLR(rewarm=False)),
         "constant lr": lambda s: streamnn.MLPClassifier(seed=s, lr_control=None),
     }
@@ -240,24 +245,118 @@ def section_drift(seeds, lines, n):
     return out
 
 
+TIMING = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import streamnn
+from river import datasets
+streamnn.set_threads(1)
+out = {}
+for name, make, ds in (("MLPClassifier()", streamnn.MLPClassifier, datasets.Phishing),
+                       ("MLPRegressor()", streamnn.MLPRegressor, datasets.TrumpApproval)):
+    stream = list(ds())
+    times = []
+    for seed in (0, 1, 2):
+        model = make(seed=seed)
+        t = time.perf_counter()
+        for x, y in stream:
+            model.predict_one(x)
+            model.learn_one(x, y)
+        times.append((time.perf_counter() - t) / len(stream) * 1e6)
+    out[name] = sorted(times)[1]
+print(json.dumps({"path": streamnn.__file__, "us": out}))
+"""
+
+
+def _time_defaults(path):
+    """Median microseconds per event (predict_one + learn_one) of MLPClassifier() on Phishing and
+    MLPRegressor() on TrumpApproval, with the streamnn found at `path`, in a fresh process."""
+    res = subprocess.run([sys.executable, "-c", TIMING, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def section_speed_vs_baseline(baseline, lines):
+    """Time per event of the defaults: this checkout against `baseline`, alternating
+    baseline, this, baseline, this (each in a fresh process), medians of each."""
+    here = Path(__file__).resolve().parents[1]
+    runs = {"baseline": [], "this": []}
+    for _ in range(2):
+        runs["baseline"].append(_time_defaults(baseline))
+        runs["this"].append(_time_defaults(here))
+    lines += [f"## Speed of the defaults against the previous code ({baseline})", "",
+              "Microseconds per event (predict_one + learn_one), median of 3 seeds, two alternating rounds, "
+              "each in a fresh process (ratios are what counts: the machine is shared).", "",
+              "| learner | previous defaults, µs/event | these defaults, µs/event | ratio |", "|---|---|---|---|"]
+    out = {}
+    for name in runs["this"][0]["us"]:
+        old = statistics.mean(r["us"][name] for r in runs["baseline"])
+        new = statistics.mean(r["us"][name] for r in runs["this"])
+        out[name] = new / old
+        lines.append(f"| {name} | {old:.0f} | {new:.0f} | {new / old:.2f} |")
+    lines.append("")
+    return out
+
+
+def section_seeds(lines, tuned, fresh, only=""):
+    """The defaults over many seeds with river's evaluate.progressive_val_score: worst and mean."""
+    sets = [("Phishing", datasets.Phishing, "clf", "accuracy"), ("Bananas", datasets.Bananas, "clf", "accuracy"),
+            ("ImageSegments", datasets.ImageSegments, "clf", "accuracy"),
+            ("TrumpApproval", datasets.TrumpApproval, "reg", "MAE")]
+    lines += ["## The defaults over seeds (`MLPClassifier(seed=s)` / `MLPRegressor(seed=s)`, nothing else set)", "",
+              "river's `evaluate.progressive_val_score`. Seeds "
+              f"{tuned[0]}-{tuned[-1]} were used while choosing the defaults; seeds {fresh[0]}-{fresh[-1]} were not.", "",
+              "| dataset | metric | seeds | worst | mean |", "|---|---|---|---|---|"]
+    out = {}
+    for name, ds, kind, mname in sets:
+        if only and name not in only.split(","):
+            continue
+        for label, seeds in ((f"{tuned[0]}-{tuned[-1]}", tuned), (f"{fresh[0]}-{fresh[-1]}", fresh)):
+            vals = []
+            for s in seeds:
+                model = streamnn.MLPClassifier(seed=s) if kind == "clf" else streamnn.MLPRegressor(seed=s)
+                metric = metrics.Accuracy() if kind == "clf" else metrics.MAE()
+                vals.append(evaluate.progressive_val_score(ds(), model, metric).get())
+            worst = min(vals) if kind == "clf" else max(vals)
+            out[(name, label)] = (worst, statistics.mean(vals))
+            lines.append(f"| {name} | {mname} | {label} | {worst:.4f} | {statistics.mean(vals):.4f} |")
+    lines.append("")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--datasets", default="", help="seeds section: comma-separated dataset names (all if empty)")
+    ap.add_argument("--baseline", default=None, help="a checkout whose defaults' speed to compare with")
+    ap.add_argument("--only", default="", help="comma-separated sections: speed,per_event,batch,accuracy,drift,seeds")
     args = ap.parse_args(argv)
+    only = set(filter(None, args.only.split(",")))
+
+    def want(name):
+        return not only or name in only
+
     seeds = [0, 1] if args.quick else [0, 1, 2]
     n_drift = 20_000 if args.quick else 100_000
     dr = import_deep_river()
     started = time.time()
     lines = ["# Core learners (issue 2)", "",
-             f"Command: `python benchmarks/run.py{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
+             f"Command: `python benchmarks/run.py{' '.join([''] + (argv if argv is not None else sys.argv[1:]))}`. Machine: {platform.machine()}, "
              f"{os.cpu_count()} cores, one torch thread, torch {torch.__version__}, "
              f"river {__import__('river').__version__}, deep-river {getattr(dr, '__version__', 'missing')}. "
              "All competitors run in this same process; ratios are taken within this run.", ""]
-    section_per_event(seeds, dr, lines)
-    section_batch(seeds, dr, lines, n_drift)
-    section_accuracy(seeds, dr, lines, args.quick)
-    section_drift(seeds[:2], lines, n_drift)
+    if args.baseline and want("speed"):
+        section_speed_vs_baseline(args.baseline, lines)
+    if want("per_event"):
+        section_per_event(seeds, dr, lines)
+    if want("batch"):
+        section_batch(seeds, dr, lines, n_drift)
+    if want("accuracy"):
+        section_accuracy(seeds, dr, lines, args.quick)
+    if want("drift"):
+        section_drift(seeds[:2], lines, n_drift)
+    if want("seeds"):
+        section_seeds(lines, list(range(2 if args.quick else 10)), list(range(10, 12 if args.quick else 20)), args.datasets)
     lines.append(f"Total time: {time.time() - started:.0f} s.")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
