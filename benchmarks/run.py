@@ -213,7 +213,7 @@ def section_drift(seeds, lines, n):
     stream = make_drift_stream(n)
     half = n // 2
     variants = {
-        "stream control + drift re-warm (default)": lambda s: streamnn.MLPClassifier(seed=s),
+        "default lr control (+ drift re-warm)": lambda s: streamnn.MLPClassifier(seed=s),
         "plateau (ReduceLROnPlateau-style) + re-warm": lambda s: streamnn.MLPClassifier(seed=s, lr_control="plateau"),
         "plateau, no re-warm": lambda s: streamnn.MLPClassifier(seed=s, lr_control=streamnn.PlateauLR(rewarm=False)),
         "constant lr": lambda s: streamnn.MLPClassifier(seed=s, lr_control=None),
