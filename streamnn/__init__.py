@@ -12,7 +12,7 @@ from .base import TorchLearner, load
 from .calibration import ScoreCalibrator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classification import MLPClassifier, TorchClassifier
-from .forecasting import LSTMForecaster
+from .forecasting import LSTMForecaster, MLPForecaster
 from .lr import PageHinkley, PlateauLR
 from .modules import MLP
 from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegressor
@@ -24,7 +24,7 @@ from .threads import set_threads
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnomalyLikelihood", "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
+    "AnomalyLikelihood", "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPForecaster", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
     "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",

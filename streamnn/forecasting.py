@@ -28,9 +28,10 @@ from river.time_series.base import Forecaster
 
 from . import checkpoint
 from .base import _load, _plain_params, _qualified
+from .mlp_forecaster import MLPForecaster
 from .sequence import LSTMRegressor
 
-__all__ = ["LSTMForecaster"]
+__all__ = ["LSTMForecaster", "MLPForecaster"]
 
 _TIME = (dt.date, dt.time, dt.timedelta)
 

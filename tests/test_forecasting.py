@@ -1,6 +1,7 @@
 """LSTMForecaster: river's forecaster API and checks, rollouts, exogenous features, resume."""
 
 import math
+import re
 
 import pytest
 from river import checks, datasets, evaluate, metrics
@@ -96,4 +97,128 @@ def _checks():
 
 @pytest.mark.parametrize("model, check", list(_checks()))
 def test_river_check(model, check):
+    check(model.clone())
+
+
+# -- MLPForecaster: the default forecaster ----------------------------------------------------
+
+def seasonal_trend(n, seed=0, period=12):
+    """A rising trend, a season whose amplitude grows with the level, and noise."""
+    import random
+    rng = random.Random(seed)
+    return [(100 + 2 * t) * (1 + 0.15 * math.sin(2 * math.pi * t / period)) + rng.gauss(0, 2) for t in range(n)]
+
+
+def test_mlp_forecaster_beats_last_value_on_a_seasonal_trend():
+    ys = seasonal_trend(200)
+    data = [(None, y) for y in ys]
+    assert mae(streamnn.MLPForecaster(seed=0), data) < 0.6 * mae(LastValue(), data)
+
+
+def test_mlp_forecaster_forecast_shape_and_purity():
+    model = streamnn.MLPForecaster(seed=0, horizon=5)
+    assert model.forecast(3) == [0.0, 0.0, 0.0]
+    model.learn_one(7.0)
+    assert model.forecast(2) == [7.0, 7.0]          # an untrained model forecasts the last value
+    for y in seasonal_trend(60):
+        model.learn_one(y)
+    before = model.state_dict()
+    f = model.forecast(12)                          # longer than `horizon`: rolled forward
+    assert len(f) == 12 and all(isinstance(v, float) and math.isfinite(v) for v in f)
+    assert model.forecast(12) == f and model.forecast(5) == f[:5]
+    after = model.state_dict()
+    assert (after["y"] == before["y"]).all() and after["n_seen"] == before["n_seen"]
+    with pytest.raises(ValueError, match="one dict per step"):
+        model.forecast(2, [{}])
+
+
+def test_mlp_forecaster_state_round_trip_and_resume_exactly(tmp_path):
+    ys = [y for _, y in AIRLINE]
+    model = streamnn.MLPForecaster(seed=3, memory=10, horizon=12, window=6)   # old values are forgotten
+    for y in ys[:60]:
+        model.learn_one(y)
+    copy_ = streamnn.MLPForecaster(seed=3, memory=10, horizon=12, window=6).load_state_dict(model.state_dict())
+    model.save(tmp_path / "m.pt")
+    loaded = streamnn.load(tmp_path / "m.pt")
+    assert type(loaded) is streamnn.MLPForecaster and loaded.memory == 10
+    assert model.forecast(12) == copy_.forecast(12) == loaded.forecast(12)
+    for m in (model, copy_, loaded):
+        for y in ys[60:90]:
+            m.learn_one(y)
+    assert model.forecast(12) == copy_.forecast(12) == loaded.forecast(12)
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        LSTMForecaster().load_state_dict(model.state_dict())
+
+
+def test_mlp_forecaster_seeds_and_members():
+    ys = seasonal_trend(30)
+    fits = []
+    for seed in (0, 0, 1):
+        m = streamnn.MLPForecaster(seed=seed, steps=2)
+        for y in ys:
+            m.learn_one(y)
+        fits.append(m.forecast(4))
+    assert fits[0] == fits[1] and fits[0] != fits[2]
+
+
+def test_mlp_forecaster_numpy_step_matches_torch():
+    """The numpy training step (CPU) against torch autograd + AdamW as the oracle."""
+    import numpy as np
+    import torch
+    a, b = streamnn.MLPForecaster(seed=0, loss="huber"), streamnn.MLPForecaster(seed=0, loss="huber")
+    for y in seasonal_trend(30):
+        for m in (a, b):
+            m._keep(y)
+            m.n_seen_ += 1
+    for m, step in ((a, a._numpy_step), (b, b._torch_step)):
+        z, base, scale = m._windows(m.y_, np.arange(10, 20))
+        target = (m.y_[np.arange(11, 21)][:, None] - base) / scale * np.ones((1, m.horizon))
+        weight = np.ones_like(target)
+        for _ in range(3):
+            step(z, target, weight)
+    for (name, p), q in zip(a.module_.named_parameters(), b.module_.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_mlp_forecaster_skips_non_finite_and_warns_on_unused_features():
+    model = streamnn.MLPForecaster(seed=0)
+    model.learn_one(float("nan"))
+    assert model.n_seen_ == 0 and model.n_skipped_ == 1
+    with pytest.warns(UserWarning, match="LSTMForecaster"):
+        model.learn_one(1.0, {"temperature": 3.0})
+    model.learn_one(2.0, {"month": AIRLINE[0][0]["month"]})     # timestamps: no warning needed
+
+
+@pytest.mark.parametrize("kw, match", [({"window": 1}, "window=1"), ({"loss": "l2"}, "loss='l2'"),
+                                       ({"recent": 64}, "recent=64"), ({"horizon": 0}, "horizon=0")])
+def test_mlp_forecaster_bad_params_name_the_fix(kw, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        streamnn.MLPForecaster(**kw)
+
+
+@pytest.mark.slow
+def test_mlp_forecaster_defaults_beat_the_peers_on_airline():
+    """river's ForecastingTrack protocol on AirlinePassengers (h=12): the default beats last value,
+    seasonal naive and HoltWinters(.3, .1, .6, multiplicative), on two seeds."""
+    import statistics
+    from river import time_series
+
+    def track(model):
+        return evaluate.evaluate(AIRLINE, model, metrics.MAE(), horizon=12, agg_func=statistics.mean).get()
+
+    hw = track(time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.6, seasonality=12, multiplicative=True))
+    ours = max(track(streamnn.MLPForecaster(seed=s)) for s in (0, 1))
+    assert ours < hw < track(LastValue())
+
+
+def _mlp_checks():
+    for params in streamnn.MLPForecaster._unit_test_params():
+        model = streamnn.MLPForecaster(**params, seed=1)
+        for check in checks.yield_checks(model):
+            yield pytest.param(model, check, id=f"mlp-{check.__name__}")
+
+
+@pytest.mark.filterwarnings("ignore:MLPForecaster uses the series alone")
+@pytest.mark.parametrize("model, check", list(_mlp_checks()))
+def test_mlp_forecaster_river_check(model, check):
     check(model.clone())
