@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modules import MLP
+from .modules import MLP, BlockLinear, MemberMean
 
 __all__ = ["MLPKernel"]
 
@@ -38,14 +38,16 @@ _ACTS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.LeakyReLU)
 
 
 def _act_forward(kind, z):
+    """`kind`: an activation class, or a float: a leaky relu with that negative slope (read from
+    the module, so that `nn.LeakyReLU(0.2)` trains with 0.2 as torch does)."""
     if kind is nn.ReLU:
         return np.maximum(z, 0.0)
     if kind is nn.Tanh:
         return np.tanh(z)
     if kind is nn.Sigmoid:
         return 1.0 / (1.0 + np.exp(-z))
-    if kind is nn.LeakyReLU:
-        return np.where(z > 0, z, 0.01 * z)
+    if isinstance(kind, float):
+        return np.where(z > 0, z, z * np.asarray(kind, dtype=z.dtype))
     return z
 
 
@@ -61,8 +63,8 @@ def _act_backward(kind, g, z, h):
     elif kind is nn.Sigmoid:
         g *= h
         g *= 1.0 - h
-    elif kind is nn.LeakyReLU:
-        g *= np.where(z > 0, 1.0, 0.01).astype(g.dtype)
+    elif isinstance(kind, float):
+        g *= np.where(z > 0, 1.0, kind).astype(g.dtype)
     return g
 
 
@@ -73,8 +75,8 @@ def _act_backward_copy(kind, g, z, h):
         return g * (1.0 - h * h)
     if kind is nn.Sigmoid:
         return g * h * (1.0 - h)
-    if kind is nn.LeakyReLU:
-        return g * np.where(z > 0, 1.0, 0.01).astype(g.dtype)
+    if isinstance(kind, float):
+        return g * np.where(z > 0, 1.0, kind).astype(g.dtype)
     return g
 
 
@@ -104,9 +106,15 @@ class MLPKernel:
             return None
         if kind is torch.optim.Adam and g.get("decoupled_weight_decay"):
             return None
-        layers, pending = [], None
+        layers, pending, members = [], None, 1
         for m in module.net:
-            if isinstance(m, nn.Linear):
+            if members > 1:
+                return None
+            if isinstance(m, MemberMean):
+                if pending is None:
+                    return None
+                members = m.members
+            elif isinstance(m, nn.Linear):
                 if pending is not None:
                     return None
                 if m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 or m.bias is None:
@@ -115,7 +123,8 @@ class MLPKernel:
             elif type(m) in _ACTS:
                 if pending is None:
                     return None
-                layers.append((pending, type(m)))
+                act = float(m.negative_slope) if type(m) is nn.LeakyReLU else type(m)
+                layers.append((pending, act))
                 pending = None
             else:
                 return None
@@ -125,7 +134,13 @@ class MLPKernel:
         params = [p for lin, _ in layers for p in (lin.weight, lin.bias)]
         if {id(p) for p in g["params"]} != {id(p) for p in params} or len(params) != len(g["params"]):
             return None
-        return cls(layers, params, optimizer, kind, loss)
+        kernel = cls(layers, params, optimizer, kind, loss)
+        kernel.members = members
+        kernel.masks = [lin.mask().numpy() if isinstance(lin, BlockLinear) else None for lin, _ in layers]
+        return kernel
+
+    members = 1        # networks trained as one (an `MLP(members=K)`): outputs (B, O * K), output-major
+    masks = None       # per layer: the 0/1 block mask of its weight, or None
 
     def __init__(self, layers, params, optimizer, kind, loss):
         """Flatten the parameters (and the optimizer's state) into one buffer each, so that an
@@ -190,7 +205,7 @@ class MLPKernel:
             zs.append(z)
             h = _act_forward(act, z) if act is not None else z
             hs.append(h)
-        per, g = self._loss_grad(h, T)
+        per, g = self._loss_grad(h, T) if self.members == 1 else self._members_loss_grad(h, T)
         self.finite = math.isfinite(np.add.reduce(per)) or bool(np.isfinite(per).all())
         if not update or not self.finite:
             return per
@@ -204,11 +219,14 @@ class MLPKernel:
             Wt, b, act = self.layers[i]
             if act is not None:
                 g = _act_backward(act, g, zs[i], hs[i + 1])
+            mask = self.masks[i] if self.masks else None
             if views is not None:                           # dW (out, in), db (out,) in place
                 np.matmul(g.T, hs[i], out=views[2 * i])
+                if mask is not None:
+                    views[2 * i] *= mask
                 np.add.reduce(g, 0, out=views[2 * i + 1])
             else:
-                grads.append((g.T @ hs[i], g.sum(axis=0)))
+                grads.append((g.T @ hs[i] if mask is None else (g.T @ hs[i]) * mask, g.sum(axis=0)))
             if i > 0:
                 g = _mm(g, Wt)
         if views is not None:
@@ -240,6 +258,28 @@ class MLPKernel:
             g = np.zeros_like(out)
             g[:, 0] = 2.0 * diff
         return np.square(diff, dtype=np.float64), g
+
+    def _members_loss_grad(self, out: np.ndarray, T: np.ndarray):
+        """The loss of `members` networks, each on its own outputs: `out` (B, O * K) output-major;
+        per-sample loss = the members' mean, and its gradient (B, O * K)."""
+        B, K = len(out), self.members
+        z = out.reshape(B, -1, K)                            # (B, O, K)
+        if self.loss == "ce":
+            m = z.max(axis=1, keepdims=True)
+            e = np.exp(z - m)
+            s = e.sum(axis=1, keepdims=True)
+            idx = T.astype(np.int64, copy=False)
+            rows = np.arange(B)
+            per = (np.log(s[:, 0]) + m[:, 0] - z[rows, idx]).astype(np.float64).mean(axis=1)
+            g = e / s
+            g[rows, idx] -= 1.0
+        else:
+            diff = z[:, 0] - T[:, None].astype(z.dtype)      # (B, K)
+            per = np.square(diff, dtype=np.float64).mean(axis=1)
+            g = np.zeros_like(z)
+            g[:, 0] = 2.0 * diff
+        g /= np.float32(K)
+        return per, g.reshape(B, -1)
 
     def _update(self, grads):
         """One optimizer update from the gradients (a list in parameter order, or one flat array)."""

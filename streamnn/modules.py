@@ -14,8 +14,8 @@ from torch import nn
 
 from .normalization import StreamingNorm
 
-__all__ = ["MLP", "ACTIVATIONS", "grow_input", "grow_output", "first_linear", "last_linear",
-           "numpy_forward_plan"]
+__all__ = ["MLP", "ACTIVATIONS", "BlockLinear", "MemberMean", "grow_input", "grow_output", "first_linear",
+           "last_linear", "members_of", "numpy_forward_plan"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU, "gelu": nn.GELU, "mish": nn.Mish,
@@ -31,6 +31,56 @@ def make_activation(name):
         except KeyError:
             raise ValueError(f"activation={name!r}: use one of {sorted(ACTIVATIONS)} or an nn.Module class") from None
     return name()
+
+
+class BlockLinear(nn.Linear):
+    """An `nn.Linear` whose weight is block-diagonal between `members` networks: output unit `r`
+    belongs to member `r // (out_features // members)` ("member" layout) or `r % members`
+    ("output" layout, which lets a new output be appended for every member at once); input `c` to
+    member `c // (in_features // members)`. The weights outside the blocks are zero and stay zero
+    (the forward multiplies by the mask, so their gradient is zero).
+    """
+
+    def __init__(self, in_features, out_features, members: int, layout: str = "member"):
+        super().__init__(in_features, out_features)
+        self.members, self.layout = members, layout
+        with torch.no_grad():   # each member's block starts as a Linear of its own fan-in
+            bound = 1.0 / np.sqrt(in_features // members)
+            self.weight.uniform_(-bound, bound).mul_(self.mask())
+            self.bias.uniform_(-bound, bound)
+
+    def mask(self) -> torch.Tensor:
+        """(out, in) 0/1 mask of the blocks, for the current shape."""
+        out, inp, k = self.weight.shape[0], self.weight.shape[1], self.members
+        rows = torch.arange(out)
+        row_member = rows % k if self.layout == "output" else rows // (out // k)
+        col_member = torch.arange(inp) // (inp // k)
+        return (row_member[:, None] == col_member[None, :]).to(self.weight.dtype)
+
+    def forward(self, x):
+        cached = getattr(self, "_mask_cache", None)
+        if cached is None or cached.shape != self.weight.shape or cached.device != self.weight.device:
+            cached = self._mask_cache = self.mask().to(self.weight.device)
+        return nn.functional.linear(x, self.weight * cached, self.bias)
+
+
+class MemberMean(nn.Module):
+    """The outputs of `members` networks, laid out output-major (B, O * members): their mean
+    (B, O) in eval mode, every member's outputs (B, O, members) in training (each member is
+    trained on its own loss)."""
+
+    def __init__(self, members: int):
+        super().__init__()
+        self.members = members
+
+    def forward(self, x):
+        z = x.reshape(x.shape[0], -1, self.members)   # (B, O, K)
+        return z if self.training else z.mean(dim=2)
+
+
+def members_of(module: nn.Module) -> int:
+    """The number of member networks in `module` (1 for an ordinary network)."""
+    return getattr(module, "members", 1) if isinstance(module, MLP) else 1
 
 
 class MLP(nn.Module):
@@ -52,11 +102,26 @@ class MLP(nn.Module):
         "default" (torch's), "xavier"/"glorot" or "he"/"kaiming".
     seed
         When given, the initial weights depend only on it (the global RNG is left untouched).
+    members
+        Train this many networks of this shape as one (an ensemble): one wide first layer, then
+        block-diagonal `BlockLinear` layers, one forward and one backward for all of them; each
+        member is trained on its own loss (training mode returns (B, O, members)) and predictions
+        are the mean of the members' outputs. With `norm="layer"` the normalization spans all
+        members' units (they are then not independent); "stream" normalizes each unit alone.
+
+    Examples
+    --------
+    >>> net = MLP(3, 2, hidden=(4,), members=3, seed=0)
+    >>> net.train()(torch.zeros(5, 3)).shape, net.eval()(torch.zeros(5, 3)).shape
+    (torch.Size([5, 2, 3]), torch.Size([5, 2]))
     """
 
     def __init__(self, n_features: int, n_outputs: int, hidden=(32,), activation="relu",
-                 dropout: float = 0.0, norm=None, init: str = "default", seed=None):
+                 dropout: float = 0.0, norm=None, init: str = "default", seed=None, members: int = 1):
         super().__init__()
+        if int(members) != members or members < 1:
+            raise ValueError(f"members={members!r}: use a positive integer (1 = one network)")
+        self.members = members = int(members)
         if norm not in (None, "layer", "stream"):
             raise ValueError(f"norm={norm!r}: use None, 'layer' or 'stream'")
         if init not in INITS:
@@ -64,18 +129,23 @@ class MLP(nn.Module):
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            layers, width = [], n_features
-            for h in hidden:
-                layers.append(nn.Linear(width, h))
+            layers, width, k = [], n_features, members
+            for i, h in enumerate(hidden):
+                layers.append(nn.Linear(width, h * k) if i == 0 or k == 1 else BlockLinear(width, h * k, k))
                 if norm == "layer":
-                    layers.append(nn.LayerNorm(h))
+                    layers.append(nn.LayerNorm(h * k))
                 elif norm == "stream":
-                    layers.append(StreamingNorm(h))
+                    layers.append(StreamingNorm(h * k))
                 layers.append(make_activation(activation))
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))
-                width = h
-            layers.append(nn.Linear(width, n_outputs))
+                width = h * k
+            if k == 1:
+                layers.append(nn.Linear(width, n_outputs))
+            elif not hidden:   # K linear models: one dense layer, output-major
+                layers += [nn.Linear(width, n_outputs * k), MemberMean(k)]
+            else:
+                layers += [BlockLinear(width, n_outputs * k, k, layout="output"), MemberMean(k)]
             self.net = nn.Sequential(*layers)
             if init != "default":
                 for m in self.net:
@@ -85,6 +155,9 @@ class MLP(nn.Module):
                         else:
                             nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
                         nn.init.zeros_(m.bias)
+                        if isinstance(m, BlockLinear):
+                            with torch.no_grad():
+                                m.weight.mul_(m.mask())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, O)
         return self.net(x)
@@ -184,6 +257,8 @@ def numpy_forward_plan(module: nn.Module):
             plan.append(("linear", W, b))
         elif isinstance(m, StreamingNorm):
             plan.append(("snorm", m))
+        elif isinstance(m, MemberMean):
+            plan.append(("members", m.members))
         elif type(m) in _NP_ACT:
             if type(m) not in (nn.Dropout, nn.Identity):
                 plan.append(("act", _NP_ACT[type(m)]))
@@ -203,6 +278,8 @@ def run_plan(plan, x: np.ndarray) -> np.ndarray:
                 h = h + step[2]
         elif kind == "act":
             h = step[1](h)
+        elif kind == "members":   # (..., O * K) -> (..., O): the members' mean
+            h = h.reshape(h.shape[:-1] + (-1, step[1])).mean(axis=-1)
         else:  # StreamingNorm in eval mode
             m = step[1]
             mean = m.running_mean.numpy()

@@ -1,8 +1,11 @@
 """The numpy kernel computes the same training as the torch step (torch is the oracle)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from river import datasets
 
 import streamnn
@@ -52,3 +55,16 @@ def test_unsupported_configurations_use_the_torch_step():
                   streamnn.MLPRegressor(loss="huber"), streamnn.MLPClassifier(activation="gelu")]:
         _train(model, PHISHING[:40] if isinstance(model, streamnn.MLPClassifier) else TRUMP[:40], True)
         assert model._kernel is False and model.n_updates_ > 0
+
+
+def test_leaky_relu_slope_is_read_from_the_module():
+    """issue 14: the kernel hard-coded a slope of 0.01; LeakyReLU(0.2) must train as torch does."""
+    act = functools.partial(nn.LeakyReLU, 0.2)
+    kw = dict(activation=act, hidden=(8,), update_every=1, batch_size=8, replay=0.0, lr=0.05)
+    fast = _train(streamnn.MLPRegressor(seed=3, **kw), TRUMP[:40], True)
+    slow = _train(streamnn.MLPRegressor(seed=3, **kw), TRUMP[:40], False)
+    assert fast._kernel and slow._kernel is False
+    for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-4)
+    x = TRUMP[40][0]
+    assert abs(fast.predict_one(x) - slow.predict_one(x)) < 1e-3
