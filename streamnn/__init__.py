@@ -13,7 +13,7 @@ from .calibration import ScoreCalibrator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classification import MLPClassifier, TorchClassifier
 from .forecasting import LSTMForecaster, MLPForecaster
-from .lr import PageHinkley, PlateauLR
+from .lr import PageHinkley, PlateauLR, StreamLR
 from .modules import MLP
 from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegressor
 from .normalization import RunningStats, StreamingNorm
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnomalyLikelihood", "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPForecaster", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
-    "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats",
+    "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats", "StreamLR",
     "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
     "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",
 ]
