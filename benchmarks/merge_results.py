@@ -9,7 +9,8 @@ in a fixed order, so that RESULTS.md always shows what the scripts last measured
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core", "runtime", "kafka", "sequence", "anomaly", "multioutput", "gpu"]
+ORDER = ["core", "core_lr", "drift", "forecast", "nab", "anomaly_multivariate", "anomaly", "multioutput",
+         "runtime", "kafka", "sequence", "gpu"]
 
 
 def main():

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _peers import import_deep_river  # noqa: E402
+from forecast import LastValue, SeriesOnly  # noqa: E402  (the one copy of the naive peers)
 from river import datasets, evaluate, linear_model, metrics, optim, preprocessing, time_series  # noqa: E402
 
 import streamnn  # noqa: E402
@@ -47,21 +48,6 @@ from streamnn.sequence import LSTMClassifier  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
-class SeriesOnly:
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __iter__(self):
-        for _, y in self.dataset:
-            yield None, y
-
-
-class LastValue:
-    def learn_one(self, y, x=None):
-        self.y = y
-
-    def forecast(self, horizon, xs=None):
-        return [self.y] * horizon
 
 
 def forecast_mae(dataset, model, horizon=12) -> float:

@@ -3,29 +3,45 @@
 River-compatible PyTorch learners (`learn_one`, `predict_one`, `learn_many`, ...) with
 mini-batch buffering, streaming normalization, plateau learning-rate control with drift re-warm,
 and safe checkpoints; plus a crash-safe runtime for Kafka and replay streams.
+
+The names below are imported on first use (PEP 562), so that `streamnn run` can take its folder
+locks and refuse a second instance before torch is loaded.
+
+>>> import streamnn
+>>> streamnn.MLPClassifier.__name__
+'MLPClassifier'
 """
 
-from . import preprocessing
-from .alarms import AnomalyLikelihood
-from .anomaly import AutoencoderDetector
-from .base import TorchLearner, load
-from .calibration import ScoreCalibrator
-from .checkpoint import load_checkpoint, save_checkpoint
-from .classification import MLPClassifier, TorchClassifier
-from .forecasting import LSTMForecaster, MLPForecaster
-from .lr import PageHinkley, PlateauLR, StreamLR
-from .modules import MLP
-from .multioutput import MultiHeadLearner, MultiLabelClassifier, MultiTargetRegressor
-from .normalization import RunningStats, StreamingNorm
-from .regression import MLPRegressor, TorchRegressor
-from .sequence import LSTMClassifier, LSTMRegressor
-from .threads import set_threads
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AnomalyLikelihood", "AutoencoderDetector", "ScoreCalibrator",    "LSTMClassifier", "LSTMForecaster", "LSTMRegressor", "MLP", "MLPClassifier", "MLPForecaster", "MLPRegressor", "MultiHeadLearner", "MultiLabelClassifier",
-    "MultiTargetRegressor", "PageHinkley", "PlateauLR", "RunningStats", "StreamLR",
-    "StreamingNorm", "TorchClassifier", "TorchLearner", "TorchRegressor", "load",
-    "load_checkpoint", "preprocessing", "save_checkpoint", "set_threads",
-]
+# public name -> the submodule that defines it
+_WHERE = {
+    "AnomalyLikelihood": "alarms", "AutoencoderDetector": "anomaly", "TorchLearner": "base",
+    "load": "base", "ScoreCalibrator": "calibration", "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint", "MLPClassifier": "classification",
+    "TorchClassifier": "classification", "LSTMForecaster": "forecasting",
+    "MLPForecaster": "forecasting", "PageHinkley": "lr", "PlateauLR": "lr", "StreamLR": "lr",
+    "MLP": "modules",
+    "MultiHeadLearner": "multioutput", "MultiLabelClassifier": "multioutput",
+    "MultiTargetRegressor": "multioutput", "RunningStats": "normalization",
+    "StreamingNorm": "normalization", "MLPRegressor": "regression", "TorchRegressor": "regression",
+    "LSTMClassifier": "sequence", "LSTMRegressor": "sequence", "set_threads": "threads",
+}
+
+__all__ = sorted([*_WHERE, "preprocessing"])
+
+
+def __getattr__(name):
+    if name == "preprocessing":
+        return import_module(".preprocessing", __name__)
+    if name in _WHERE:
+        value = getattr(import_module("." + _WHERE[name], __name__), name)
+        globals()[name] = value   # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'streamnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

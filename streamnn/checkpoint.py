@@ -42,6 +42,8 @@ import time
 
 import torch
 
+from .errors import CheckpointError, UnsafeCheckpointError
+
 __all__ = ["save_checkpoint", "load_checkpoint", "loads_checkpoint", "CheckpointError",
            "UnsafeCheckpointError", "FORMAT", "LEGACY_FORMAT", "TEMP_PREFIX", "is_temp_file",
            "is_previous", "is_checkpoint_file", "previous_path", "remove_temp_files"]
@@ -54,15 +56,6 @@ PREV_SUFFIX = ".prev.pt"
 _ZIP = b"PK\x03\x04"
 # sub-trees of a learner state whose numbers must all be finite (a NaN there ruins the model)
 _FINITE_KEYS = ("module", "optimizer", "scaler")
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable streamnn checkpoint; the message (one line) names the file,
-    what is wrong and what to do."""
-
-
-class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
-    """A checkpoint holding pickled Python objects (code): refused, nothing of it was run."""
 
 
 def is_temp_file(name) -> bool:

@@ -26,9 +26,7 @@ import numbers
 
 from river.time_series.base import Forecaster
 
-from . import checkpoint
-from .base import _load, _plain_params, _qualified
-from .mlp_forecaster import MLPForecaster
+from .mlp_forecaster import MLPForecaster, SavedForecaster
 from .sequence import LSTMRegressor
 
 __all__ = ["LSTMForecaster", "MLPForecaster"]
@@ -36,7 +34,7 @@ __all__ = ["LSTMForecaster", "MLPForecaster"]
 _TIME = (dt.date, dt.time, dt.timedelta)
 
 
-class LSTMForecaster(Forecaster):
+class LSTMForecaster(SavedForecaster, Forecaster):
     """A streaming LSTM / GRU / RNN forecaster (`learn_one(y, x=None)`, `forecast(horizon, xs=None)`).
 
     Parameters
@@ -157,12 +155,3 @@ class LSTMForecaster(Forecaster):
         self.regressor_.load_state_dict(s["regressor"])
         return self
 
-    def save(self, path):
-        """Write the forecaster atomically; read it back with `streamnn.load(path)`."""
-        checkpoint.save_checkpoint({"learner": _qualified(type(self)), "params": _plain_params(self),
-                                    "state": self.state_dict()}, path)
-
-    @classmethod
-    def load(cls, path, **params):
-        """Read a forecaster written by `save`; refuses a file holding another class of learner."""
-        return _load(path, params, expect=cls)

@@ -81,7 +81,21 @@ class _Members(torch.nn.Module):
         return out
 
 
-class MLPForecaster(Forecaster):
+class SavedForecaster:
+    """`save` / `load` for forecasters: the class, its parameters and its `state_dict()`."""
+
+    def save(self, path):
+        """Write the forecaster atomically; read it back with `streamnn.load(path)`."""
+        checkpoint.save_checkpoint({"learner": _qualified(type(self)), "params": _plain_params(self),
+                                    "state": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path, **params):
+        """Read a forecaster written by `save`; refuses a file holding another class of learner."""
+        return _load(path, params, expect=cls)
+
+
+class MLPForecaster(SavedForecaster, Forecaster):
     """A streaming forecaster that predicts the change from the last value, for every step at once.
 
     Parameters
@@ -318,12 +332,3 @@ class MLPForecaster(Forecaster):
         self.gen_.set_state(s["generator"])
         return self
 
-    def save(self, path):
-        """Write the forecaster atomically; read it back with `streamnn.load(path)`."""
-        checkpoint.save_checkpoint({"learner": _qualified(type(self)), "params": _plain_params(self),
-                                    "state": self.state_dict()}, path)
-
-    @classmethod
-    def load(cls, path, **params):
-        """Read a forecaster written by `save`; refuses a file holding another class of learner."""
-        return _load(path, params, expect=cls)

@@ -47,7 +47,19 @@ def _progress(stream, interactive: bool):
     return log, 10.0
 
 
-def _execute(cfg, args, replay_file=None, fresh=False) -> int:
+def _early_locks(args, overrides, fresh=False, replay_file=None):
+    """Take the run's folder locks before the slow part (torch, validation) when its folder
+    exists, so that a second instance is refused at once, naming the holder's pid."""
+    from .config import load_config
+    from .lock import lock_folders
+
+    cfg = load_config(args.config, overrides, learner=False)
+    if not os.path.isdir(cfg.run["dir"]):
+        return None   # a new folder: validation first, so a bad config creates nothing
+    return lock_folders(cfg, fresh, replay_file)
+
+
+def _execute(cfg, args, replay_file=None, fresh=False, locks=None) -> int:
     from ..threads import set_threads
     from .metrics import progress_line, write_log
     from .pipeline import Pipeline
@@ -63,7 +75,7 @@ def _execute(cfg, args, replay_file=None, fresh=False) -> int:
     show, every = _progress(err, interactive)
     pipeline = Pipeline(cfg, replay_file=replay_file, fresh=fresh, progress=None if args.quiet else show,
                         max_events=args.max_events, rate=getattr(args, "rate", None),
-                        port=getattr(args, "port", None))
+                        port=getattr(args, "port", None), locks=locks)
     pipeline.metrics.progress_every_s = every
     watch = _watch(cfg, pipeline, args, err)
     write_log("start", err, pipeline=cfg.name, run_dir=pipeline.run_dir, resumed=pipeline.resumed,
@@ -155,9 +167,10 @@ def _without_port(cfg):
 def cmd_run(args) -> int:
     from .config import load_config
 
+    locks = _early_locks(args, _overrides(args), fresh=args.fresh)
     cfg = load_config(args.config, _overrides(args))
     _validated(cfg, args)
-    return _execute(cfg, args, fresh=args.fresh)
+    return _execute(cfg, args, fresh=args.fresh, locks=locks)
 
 
 def cmd_replay(args) -> int:

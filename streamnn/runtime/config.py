@@ -104,9 +104,11 @@ class Config:
         return self.run["dir"]
 
 
-def load_config(path, overrides: dict | None = None) -> Config:
+def load_config(path, overrides: dict | None = None, learner: bool = True) -> Config:
     """Read and validate a TOML (or YAML) pipeline config; `overrides` ({section: {key: value}})
-    replace keys of the file before validation (what command-line options do)."""
+    replace keys of the file before validation (what command-line options do). With
+    `learner=False` the learner class is not imported or built (no torch: what the CLI needs to
+    take its folder locks first)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist; check the path "
@@ -133,15 +135,16 @@ def load_config(path, overrides: dict | None = None) -> Config:
         else:
             raw[section] = values
     try:
-        cfg = parse(raw)
+        cfg = parse(raw, learner=learner)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     cfg.path = path
     return cfg
 
 
-def parse(raw: dict) -> Config:
-    """Validate a config given as a dict (what a TOML file holds)."""
+def parse(raw: dict, learner: bool = True) -> Config:
+    """Validate a config given as a dict (what a TOML file holds); `learner=False` skips
+    building the learner (see `load_config`)."""
     if not isinstance(raw, dict):
         raise ConfigError("a config is a table of sections (name, [source], [learner], ...)")
     known = set(SPEC) - {""} | set(SPEC[""]) | {"source", "sinks", "dead_letters"}
@@ -176,6 +179,8 @@ def parse(raw: dict) -> Config:
     _check_values(sec)
     cfg = Config(name=top["name"], description=top["description"], threads=top["threads"],
                  source=source, sinks=sinks, dead_letters=dead, **sec)
+    if not learner:
+        return cfg
     cls = resolve_learner(cfg.learner["class"], cfg.learner["params"])   # fails now, not hours later
     from .tasks import task_for
 

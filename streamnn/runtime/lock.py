@@ -34,9 +34,9 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no locking
     fcntl = None
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 
-__all__ = ["FolderLock", "OutputLock", "FolderInUseError", "LOCK_NAME", "holders"]
+__all__ = ["FolderLock", "OutputLock", "FolderInUseError", "LOCK_NAME", "holders", "lock_folders"]
 
 LOCK_NAME = ".streamnn.lock"
 log = logging.getLogger("streamnn.runtime")
@@ -151,3 +151,37 @@ def holders(path) -> list:
             return [int(json.loads(f.readline())["pid"])]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+
+
+def lock_folders(cfg, fresh: bool = False, replay_file: str | None = None) -> list:
+    """Own the folders a run writes to (`FolderLock`), before any of them is touched.
+
+    The run folder is locked exclusively, and so is each JSONL output file outside it; the
+    checkpoint folder too, except that members of one Kafka consumer group with per-partition
+    state may share it (without `fresh`, which deletes the checkpoints). Raises
+    `FolderInUseError` naming the holder's pid. Call it early (before slow imports) and pass
+    the result to `Pipeline(locks=...)`.
+    """
+    ck = cfg.checkpoint
+    kafka = replay_file is None and cfg.source.get("type") == "kafka"
+    shared_ck = kafka and cfg.run["state_per"] == "stream" and ck["resume"] and not fresh
+    run_dir, ck_dir = _real(cfg.run["dir"]), _real(ck["dir"])
+    outputs = sorted({_real(s["path"]) for s in [*cfg.sinks, cfg.dead_letters]
+                      if s.get("type") == "jsonl" and s.get("path")})
+    locks = []
+    try:
+        locks.append(FolderLock(run_dir, "run folder"))
+        if ck_dir != run_dir:
+            locks.append(FolderLock(ck_dir, "checkpoint folder", shared=shared_ck))
+        for path in outputs:
+            if os.path.dirname(path) != run_dir:
+                locks.append(OutputLock(path))
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
+
+
+def _real(folder: str) -> str:
+    return os.path.realpath(os.path.abspath(folder))

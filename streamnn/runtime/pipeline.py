@@ -16,7 +16,7 @@ import logging
 import os
 
 from .config import Config, ConfigError, resolve_learner, resolve_path
-from .lock import FolderLock, OutputLock
+from .lock import lock_folders
 from .loop import Runner
 from .metrics import RunMetrics
 from .schema import Decoder
@@ -85,40 +85,6 @@ def _make_dead_letters(spec: dict, append: bool):
     from .kafka import KafkaDeadLetterSink
 
     return KafkaDeadLetterSink(**spec)
-
-
-def lock_folders(cfg: Config, fresh: bool = False, replay_file: str | None = None) -> list:
-    """Own the folders a run writes to (`FolderLock`), before any of them is touched.
-
-    The run folder is locked exclusively, and so is each JSONL output file outside it; the
-    checkpoint folder too, except that members of one Kafka consumer group with per-partition
-    state may share it (without `fresh`, which deletes the checkpoints). Raises
-    `FolderInUseError` naming the holder's pid. Call it early (before slow imports) and pass
-    the result to `Pipeline(locks=...)`.
-    """
-    ck = cfg.checkpoint
-    kafka = replay_file is None and cfg.source.get("type") == "kafka"
-    shared_ck = kafka and cfg.run["state_per"] == "stream" and ck["resume"] and not fresh
-    run_dir, ck_dir = _real(cfg.run["dir"]), _real(ck["dir"])
-    outputs = sorted({_real(s["path"]) for s in [*cfg.sinks, cfg.dead_letters]
-                      if s.get("type") == "jsonl" and s.get("path")})
-    locks = []
-    try:
-        locks.append(FolderLock(run_dir, "run folder"))
-        if ck_dir != run_dir:
-            locks.append(FolderLock(ck_dir, "checkpoint folder", shared=shared_ck))
-        for path in outputs:
-            if os.path.dirname(path) != run_dir:
-                locks.append(OutputLock(path))
-    except BaseException:
-        for lock in locks:
-            lock.release()
-        raise
-    return locks
-
-
-def _real(folder: str) -> str:
-    return os.path.realpath(os.path.abspath(folder))
 
 
 class Pipeline:
