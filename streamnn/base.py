@@ -36,7 +36,7 @@ from . import checkpoint
 from .buffering import Reservoir, RingBuffer
 from .fastpath import MLPKernel
 from .features import FeatureRegistry
-from .lr import PlateauLR
+from .lr import PlateauLR, StreamLR, check_control, make_control
 from .modules import first_linear, grow_input, numpy_forward_plan, run_plan
 from .normalization import RunningStats
 
@@ -84,8 +84,7 @@ class TorchLearner:
             raise ValueError("batch_size and update_every must be >= 1")
         if scale_inputs not in (None, "welford", "ewm"):
             raise ValueError(f"scale_inputs={scale_inputs!r}: use 'welford', 'ewm' or None")
-        if not (lr_control in ("plateau", None) or isinstance(lr_control, PlateauLR)):
-            raise ValueError(f"lr_control={lr_control!r}: use 'plateau', None or a PlateauLR(...)")
+        check_control(lr_control)
         if isinstance(optimizer, str) and optimizer.lower() not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}: use one of {sorted(OPTIMIZERS)} or a torch.optim class")
         self._reset()
@@ -147,8 +146,8 @@ class TorchLearner:
         self._stochastic = any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()) or (
             not type(module).__module__.startswith("streamnn."))
         self.optimizer_ = self._make_optimizer(self.module_.parameters())
-        if self.lr_control is not None:
-            self.lr_control_ = (PlateauLR() if self.lr_control == "plateau" else copy.deepcopy(self.lr_control))
+        self.lr_control_ = make_control(self.lr_control)
+        if self.lr_control_ is not None:
             self.lr_control_.attach(self.optimizer_)
         self.n_in_ = n_in
         self._plan = self._kernel = None
@@ -272,10 +271,10 @@ class TorchLearner:
         else:
             Wt = torch.as_tensor(W, dtype=torch.float32, device=dev)
             loss = (per * Wt).sum() / Wt.sum().clamp_min(1e-12)
-        self._apply_loss(loss, per[-p:].detach().mean())
+        self._apply_loss(loss, per[-p:].detach().mean(), p)
 
-    def _apply_loss(self, loss, preq_t) -> bool:
-        """Record the prequential loss `preq_t`, then take the optimizer step on `loss` unless it
+    def _apply_loss(self, loss, preq_t, n: int = 1) -> bool:
+        """Record the prequential loss `preq_t` (of `n` new samples), then take the optimizer step on `loss` unless it
         is not finite (counted); feeds the lr control. Returns whether a step was taken."""
         total, preq = torch.stack([loss.detach(), preq_t]).tolist()  # one device sync per step
         self.last_loss_ = preq
@@ -289,7 +288,7 @@ class TorchLearner:
         self.optimizer_.step()
         self.n_updates_ += 1
         if self.lr_control_ is not None:
-            self.lr_control_.step(preq)
+            self.lr_control_.step(preq, n)
         return True
 
     def _make_kernel(self):
@@ -314,7 +313,7 @@ class TorchLearner:
             return
         self.n_updates_ += 1
         if self.lr_control_ is not None:
-            self.lr_control_.step(preq)
+            self.lr_control_.step(preq, p)
 
     def _learn_frame(self, X, Y, w=None, encode=None, fresh=None):
         """The learn_many body: rows go through the same schedule as learn_one, in order.
@@ -509,8 +508,9 @@ def _to_plain(v):
     if isinstance(v, dict):
         return {"__dict__": [[_to_plain(k), _to_plain(i)] for k, i in v.items()]}
     if isinstance(v, PlateauLR):
-        return {"__plateau__": {k: getattr(v, k) for k in ("factor", "patience", "threshold", "cooldown",
-                                                           "min_lr", "smoothing", "rewarm")}}
+        return {"__plateau__": v.params()}
+    if isinstance(v, StreamLR):
+        return {"__streamlr__": v.params()}
     if isinstance(v, numbers.Real):
         return float(v)
     return {"__callable__": _qualified(v) if hasattr(v, "__qualname__") else repr(v)}
@@ -526,6 +526,8 @@ def _from_plain(v):
             return {_from_plain(k): _from_plain(i) for k, i in v["__dict__"]}
         if "__plateau__" in v:
             return PlateauLR(**v["__plateau__"])
+        if "__streamlr__" in v:
+            return StreamLR(**v["__streamlr__"])
     return v
 
 

@@ -64,7 +64,10 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     scale_inputs
         "welford" (running mean/variance), "ewm" (follows drift) or None.
     lr_control
-        "plateau" (`PlateauLR()` with drift re-warm), a `PlateauLR(...)`, or None.
+        "plateau" (the default: `PlateauLR()`, ReduceLROnPlateau-style, with drift re-warm),
+        "stream" (`StreamLR()`: plateau control on an event-smoothed loss, floor at lr/10, recovery
+        when the loss rises, drift re-warm; opt-in, see benchmarks/results/core_lr.md), a
+        `StreamLR(...)` / `PlateauLR(...)`, or None (constant rate).
     classes
         Labels known up front (optional); others are still added when seen.
     device

@@ -1,6 +1,12 @@
-"""Plateau-based learning-rate control on the live (prequential) loss, with a drift-aware re-warm.
+"""Learning-rate control on the live (prequential) loss, with a drift-aware re-warm.
 
-`PlateauLR` follows `torch.optim.lr_scheduler.ReduceLROnPlateau` (mode "min", relative
+`StreamLR` (`lr_control="stream"`, opt-in; see benchmarks/results/core_lr.md) is plateau control built for a
+stream: the loss is an exponential moving average with a time constant in *events*, patience is
+counted in events, the rate never falls below a fraction of the initial one (`min_lr_ratio`), and
+it climbs back (divided by `factor`, up to the initial rate) when the smoothed loss rises above its
+best by `recover`. A Page-Hinkley test on the raw loss returns it to the initial rate on a drift.
+
+`PlateauLR` (`lr_control="plateau"`) follows `torch.optim.lr_scheduler.ReduceLROnPlateau` (mode "min", relative
 threshold, `factor`, `patience`, `cooldown`, `min_lr`), but it is fed the *prequential* loss of
 each mini-batch (measured before the update on it), smoothed by an exponential moving average,
 and it counts updates, not epochs. A plateau scheduler can only go down, while a stream can
@@ -12,22 +18,23 @@ returns to its initial value and the plateau memory is reset (`rewarm=True`).
 >>> ctl = PlateauLR(factor=0.5, patience=2, smoothing=1.0, drift_delta=0.05, drift_threshold=5.0)
 >>> ctl.attach(opt)
 >>> for loss in [1.0, 1.0, 1.0, 1.0]:
-...     ctl.step(loss)
+...     _ = ctl.step(loss)
 >>> round(opt.param_groups[0]["lr"], 4)
 0.05
 >>> ctl.detector.min_samples = 4
 >>> steps = 0
 >>> while ctl.n_rewarms == 0 and steps < 50:   # the loss jumps and stays up: a drift
-...     ctl.step(5.0); steps += 1
+...     _ = ctl.step(5.0); steps += 1
 >>> ctl.n_rewarms, round(opt.param_groups[0]["lr"], 4)
 (1, 0.1)
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
-__all__ = ["PlateauLR", "PageHinkley"]
+__all__ = ["StreamLR", "PlateauLR", "PageHinkley", "make_control", "check_control"]
 
 
 class PageHinkley:
@@ -123,10 +130,16 @@ class PlateauLR:
         if len(self.history) > self.max_history:
             del self.history[1 : len(self.history) - self.max_history + 1]
 
-    def step(self, loss: float) -> None:
-        """Feed the prequential loss of one update; a non-finite loss is ignored."""
+    def params(self) -> dict:
+        """The constructor arguments (for a plain-type checkpoint)."""
+        return {k: getattr(self, k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr",
+                                              "smoothing", "rewarm")}
+
+    def step(self, loss: float, n: int = 1) -> bool:
+        """Feed the prequential loss of one update (`n`, the events it covers, is not used: this
+        controller counts updates); a non-finite loss is ignored. Returns True on a drift re-warm."""
         if not math.isfinite(loss):
-            return
+            return False
         self.n_updates += 1
         s = self.smoothed = loss if self.smoothed is None else self.smoothed + self.smoothing * (loss - self.smoothed)
         if self.rewarm and self.detector.update(loss):
@@ -135,7 +148,7 @@ class PlateauLR:
             self.smoothed = loss
             if [g["lr"] for g in self.optimizer.param_groups] != self.initial_lrs:
                 self._set(self.initial_lrs)
-            return
+            return True
         if s < self.best * (1.0 - self.threshold):
             self.best, self.num_bad = s, 0
         else:
@@ -149,6 +162,7 @@ class PlateauLR:
                 self.n_reductions += 1
                 self._set(lrs)
             self.cooldown_counter, self.num_bad = self.cooldown, 0
+        return False
 
     def state_dict(self) -> dict:
         return dict(initial_lrs=list(self.initial_lrs), n_updates=self.n_updates,
@@ -163,3 +177,160 @@ class PlateauLR:
             setattr(self, k, s[k])
         self.history = [tuple(h) for h in s["history"]]
         self.detector.load_state_dict(s["detector"])
+
+
+class StreamLR:
+    """Plateau control for a long stream: it lowers the rate on a lasting plateau of the smoothed
+    loss, raises it again when the loss rises, and never starves the model.
+
+    1. The prequential loss of each update (measured before the update, over its `n` new events)
+       enters an exponential moving average whose time constant is `window` events.
+    2. When that average has not improved on its best by a relative `threshold` for `patience`
+       events, the rate is multiplied by `factor`, but never below `min_lr_ratio` times the
+       initial rate.
+    3. When the average rises above its best by a relative `recover`, the rate is divided by
+       `factor` (up to the initial rate) and the best is reset to the current average.
+    4. A Page-Hinkley test on the raw loss (`rewarm=True`) sees a lasting rise (a drift): the rate
+       returns to its initial value, the memory is reset, and `step` returns True so that the
+       learner can forget its replay memory and train after every event again for a while.
+
+    Parameters
+    ----------
+    factor
+        The rate is multiplied by this on a plateau (and divided by it on a recovery).
+    patience
+        Events without improvement tolerated before lowering the rate.
+    threshold
+        Relative improvement of the smoothed loss that counts as progress.
+    min_lr_ratio
+        Floor of the rate, as a fraction of the initial rate.
+    window
+        Time constant of the loss average, in events.
+    recover
+        Relative rise of the smoothed loss over its best that raises the rate (None = never).
+    rewarm, drift_delta, drift_threshold
+        As in `PlateauLR`.
+
+    It is opt-in: against the plateau default it was better on Bananas, ImageSegments and
+    TrumpApproval but worse on Phishing (a short stream where descending fast helps);
+    benchmarks/results/core_lr.md has the figures.
+
+    Examples
+    --------
+    >>> import torch
+    >>> opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
+    >>> ctl = StreamLR(patience=100, window=10, rewarm=False)
+    >>> ctl.attach(opt)
+    >>> for _ in range(1000):               # a flat loss, 16 events per update
+    ...     _ = ctl.step(0.5, n=16)
+    >>> opt.param_groups[0]["lr"]           # lowered, but not below 0.01 * min_lr_ratio
+    0.001
+    >>> for _ in range(3):                  # the loss rises: the rate climbs back
+    ...     _ = ctl.step(1.0, n=16)
+    >>> opt.param_groups[0]["lr"] > 0.001
+    True
+    """
+
+    def __init__(self, factor: float = 0.5, patience: int = 100, threshold: float = 0.01,
+                 min_lr_ratio: float = 0.1, window: int = 50, recover: float | None = 0.1,
+                 rewarm: bool = True, drift_delta: float = 0.25, drift_threshold: float = 50.0,
+                 max_history: int = 10_000):
+        if not 0 < factor < 1:
+            raise ValueError(f"factor={factor}: must be in (0, 1)")
+        if not 0 < min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={min_lr_ratio}: must be in (0, 1]")
+        if patience < 1 or window < 1:
+            raise ValueError(f"patience={patience}, window={window}: both must be >= 1 event")
+        self.factor, self.patience, self.threshold = factor, patience, threshold
+        self.min_lr_ratio, self.window, self.recover = min_lr_ratio, window, recover
+        self.rewarm, self.drift_delta, self.drift_threshold = rewarm, drift_delta, drift_threshold
+        self.max_history = max_history
+        self.detector = PageHinkley(drift_delta, drift_threshold)
+        self.optimizer = None
+        self.initial_lrs: list[float] = []
+        self.n_updates = self.n_events = self.n_reductions = self.n_recoveries = self.n_rewarms = 0
+        self.smoothed = None
+        self.best = math.inf
+        self.since_best = 0        # events since the smoothed loss last improved (or the rate changed)
+        self.history: list[tuple[int, float]] = []   # (update, lr) at each change
+
+    def params(self) -> dict:
+        """The constructor arguments (for a plain-type checkpoint)."""
+        return {k: getattr(self, k) for k in ("factor", "patience", "threshold", "min_lr_ratio", "window",
+                                              "recover", "rewarm", "drift_delta", "drift_threshold")}
+
+    attach = PlateauLR.attach
+    lr = PlateauLR.lr
+    _set = PlateauLR._set
+
+    def _scale(self, ratio: float):
+        """Multiply every group's rate by `ratio`, clipped to [min_lr_ratio, 1] times its initial rate."""
+        cur = [g["lr"] for g in self.optimizer.param_groups]
+        new = [min(max(lr * ratio, lr0 * self.min_lr_ratio), lr0) for lr, lr0 in zip(cur, self.initial_lrs)]
+        if new != cur:
+            self._set(new)
+            return True
+        return False
+
+    def step(self, loss: float, n: int = 1) -> bool:
+        """Feed the prequential loss of one update over `n` new events; a non-finite loss is
+        ignored. Returns True when a drift re-warm happened."""
+        if not math.isfinite(loss):
+            return False
+        self.n_updates += 1
+        self.n_events += n
+        if self.rewarm and self.detector.update(loss):
+            self.n_rewarms += 1
+            self.smoothed, self.best, self.since_best = loss, math.inf, 0
+            if [g["lr"] for g in self.optimizer.param_groups] != self.initial_lrs:
+                self._set(list(self.initial_lrs))
+            return True
+        a = 1.0 - math.exp(-n / self.window)
+        s = self.smoothed = loss if self.smoothed is None else self.smoothed + a * (loss - self.smoothed)
+        self.since_best += n
+        if s < self.best * (1.0 - self.threshold):
+            self.best, self.since_best = s, 0
+        elif self.recover is not None and s > self.best * (1.0 + self.recover):
+            if self._scale(1.0 / self.factor):
+                self.n_recoveries += 1
+            self.best, self.since_best = s, 0
+        elif self.since_best >= self.patience:
+            if self._scale(self.factor):
+                self.n_reductions += 1
+            self.since_best = 0
+        return False
+
+    def state_dict(self) -> dict:
+        return dict(initial_lrs=list(self.initial_lrs), n_updates=self.n_updates, n_events=self.n_events,
+                    n_reductions=self.n_reductions, n_recoveries=self.n_recoveries,
+                    n_rewarms=self.n_rewarms, smoothed=self.smoothed, best=self.best,
+                    since_best=self.since_best, history=[list(h) for h in self.history],
+                    detector=self.detector.state_dict())
+
+    def load_state_dict(self, s: dict):
+        self.initial_lrs = list(s["initial_lrs"])
+        for k in ("n_updates", "n_events", "n_reductions", "n_recoveries", "n_rewarms", "smoothed", "best",
+                  "since_best"):
+            setattr(self, k, s[k])
+        self.history = [tuple(h) for h in s["history"]]
+        self.detector.load_state_dict(s["detector"])
+
+
+CONTROLS = {"stream": StreamLR, "plateau": PlateauLR}
+
+
+def make_control(spec):
+    """`lr_control` -> a fresh controller (or None): "stream", "plateau", None, or an instance
+    (copied, so that clones never share one)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return CONTROLS[spec]()
+    return copy.deepcopy(spec)
+
+
+def check_control(spec):
+    if not (spec is None or (isinstance(spec, str) and spec in CONTROLS)
+            or isinstance(spec, (StreamLR, PlateauLR))):
+        raise ValueError(f"lr_control={spec!r}: use 'plateau' (the default), 'stream' "
+                         "(ReduceLROnPlateau-style), None (constant), or a StreamLR(...)/PlateauLR(...)")

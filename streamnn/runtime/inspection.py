@@ -35,6 +35,8 @@ def plain(v):
             return {str(plain(k)): plain(i) for k, i in v["__dict__"]}
         if "__plateau__" in v:
             return {"PlateauLR": plain(v["__plateau__"])}
+        if "__streamlr__" in v:
+            return {"StreamLR": plain(v["__streamlr__"])}
         if "__callable__" in v:
             return v["__callable__"]
         return {str(k): plain(i) for k, i in v.items()}
