@@ -1,5 +1,5 @@
-"""Shared parts of the sequence learners: the recurrent network, a numpy copy of its one-step
-forward, and the per-key store of hidden states, BPTT segments and windows.
+"""Shared parts of the sequence learners: the recurrent network and a numpy copy of its one-step
+forward (the per-key store of states, segments and windows is in `streamnn.keystore`).
 
 A recurrent state is kept per key as one flat float32 vector of `state_size` numbers
 (LSTM: h and c of every layer; GRU/RNN: h of every layer), so that the states of many keys
@@ -16,12 +16,11 @@ stack into a (B, S) matrix and run through one batched cell step.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 from torch import nn
 
+from .keystore import KeyStore, WindowBuffer  # noqa: F401  (re-exported: their old home)
 from .modules import _swap_param
 
 __all__ = ["SeqNet", "numpy_plan", "np_step", "np_run", "KeyStore", "WindowBuffer", "CELLS"]
@@ -151,161 +150,3 @@ def np_run(plan, Z: np.ndarray, s: np.ndarray | None = None):
     for t in range(T):
         out, s = np_step(plan, Z[:, t], s)
     return out, s
-
-
-# --- per-key store ------------------------------------------------------------------------------
-
-def _grow_last(a: np.ndarray, width: int) -> np.ndarray:
-    if a.shape[-1] >= width:
-        return a
-    pad = np.full(a.shape[:-1] + (width - a.shape[-1],), np.nan)
-    return np.concatenate([a, pad], axis=-1)
-
-
-class KeyStore:
-    """Per-key slots: recent raw rows `X` (cap, seq_len, F), targets `Y`, weights `W`, their
-    count `length`, and (stateful mode) the current state `h`, the state `h0` at the start of the
-    BPTT segment, `hmid` where the segment is cut on truncation, and `new`, the events not yet
-    trained on. Keys are kept in least-recently-learned order; past `max_keys` the oldest is
-    dropped (its untrained events are counted in `n_evicted_events`).
-    """
-
-    def __init__(self, seq_len: int, state_size: int, max_keys: int | None = None):
-        self.seq_len, self.state_size, self.max_keys = seq_len, state_size, max_keys
-        self.slots: OrderedDict = OrderedDict()
-        self.free: list = []
-        self.n_evicted_keys = self.n_evicted_events = 0
-        self._alloc(0, 0)
-
-    def _alloc(self, cap: int, n_features: int):
-        self.cap = cap
-        self.X = np.full((cap, self.seq_len, n_features), np.nan)
-        self.Y = np.full((cap, self.seq_len), np.nan)
-        self.W = np.ones((cap, self.seq_len))
-        self.length = np.zeros(cap, np.int64)
-        self.new = np.zeros(cap, np.int64)
-        self.h, self.h0, self.hmid = (np.zeros((cap, self.state_size), np.float32) for _ in range(3))
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-    def get(self, key):
-        """The slot of `key` or None; does not touch the recency order (for predictions)."""
-        return self.slots.get(key)
-
-    def slot(self, key) -> int:
-        """The slot of `key`, created if new, marked as most recently used."""
-        s = self.slots.get(key)
-        if s is not None:
-            self.slots.move_to_end(key)
-            return s
-        if self.max_keys is not None and len(self.slots) >= self.max_keys:
-            _, old = self.slots.popitem(last=False)
-            self.n_evicted_keys += 1
-            self.n_evicted_events += int(self.new[old])
-            self.free.append(old)
-        if self.free:
-            s = self.free.pop()
-        else:
-            s = len(self.slots)
-            if s >= self.cap:
-                self._grow(max(1, 2 * self.cap))
-        self._clear(s)
-        self.slots[key] = s
-        return s
-
-    def _grow(self, cap: int):
-        arrays = {k: getattr(self, k) for k in ("X", "Y", "W", "length", "new", "h", "h0", "hmid")}
-        self._alloc(cap, self.X.shape[-1])
-        for k, a in arrays.items():
-            getattr(self, k)[: len(a)] = a
-
-    def _clear(self, s: int):
-        self.X[s], self.Y[s], self.W[s] = np.nan, np.nan, 1.0
-        self.length[s] = self.new[s] = 0
-        self.h[s] = self.h0[s] = self.hmid[s] = 0.0
-
-    def ensure_features(self, n: int):
-        if n > self.X.shape[-1]:
-            self.X = _grow_last(self.X, n)
-
-    def put(self, s: int, pos: int, row: np.ndarray, y: float, w: float):
-        self.X[s, pos, : len(row)] = row
-        self.X[s, pos, len(row):] = np.nan
-        self.Y[s, pos], self.W[s, pos] = y, w
-
-    def push(self, s: int, row: np.ndarray, y: float, w: float):
-        """Windowed mode: shift the key's history left by one and put the row last."""
-        if self.seq_len == 0:
-            return
-        for a in (self.X, self.Y, self.W):
-            a[s, :-1] = a[s, 1:]
-        self.put(s, self.seq_len - 1, row, y, w)
-        self.length[s] = min(self.length[s] + 1, self.seq_len)
-
-    def history(self, slots, n_features: int) -> np.ndarray:
-        """Windowed mode: the histories of `slots` (None = unknown key) -> (B, seq_len, F)."""
-        out = np.full((len(slots), self.seq_len, n_features), np.nan)
-        F = min(n_features, self.X.shape[-1])
-        for i, s in enumerate(slots):
-            if s is not None:
-                out[i, :, :F] = self.X[s, :, :F]
-        return out
-
-    def states(self, slots) -> np.ndarray:
-        """Stateful mode: the current states of `slots` (None = zeros) -> (B, S)."""
-        out = np.zeros((len(slots), self.state_size), np.float32)
-        for i, s in enumerate(slots):
-            if s is not None:
-                out[i] = self.h[s]
-        return out
-
-    def state_dict(self) -> dict:
-        """Plain types and tensors; slot numbers are kept, so that batches keep their order."""
-        plain = lambda k: k.item() if isinstance(k, np.generic) else k  # noqa: E731
-        s = {k: torch.from_numpy(getattr(self, k).copy()) for k in ("X", "Y", "W", "length", "new", "h", "h0", "hmid")}
-        s.update(keys=[plain(k) for k in self.slots], slots=list(self.slots.values()), free=list(self.free),
-                 evicted=[self.n_evicted_keys, self.n_evicted_events])
-        return s
-
-    def load_state_dict(self, s: dict):
-        for k in ("X", "Y", "W", "length", "new", "h", "h0", "hmid"):
-            setattr(self, k, s[k].numpy().copy())
-        self.cap = len(self.length)
-        self.slots = OrderedDict(zip(s["keys"], s["slots"]))
-        self.free = list(s["free"])
-        self.n_evicted_keys, self.n_evicted_events = s["evicted"]
-
-
-class WindowBuffer:
-    """The last `capacity` training windows: X (cap, T, F) raw rows, Y (cap, T) targets, w (cap,)."""
-
-    def __init__(self, capacity: int, length: int):
-        self.capacity, self.length = int(capacity), int(length)
-        self.X = np.full((self.capacity, self.length, 0), np.nan)
-        self.Y = np.full((self.capacity, self.length), np.nan)
-        self.w = np.ones(self.capacity)
-        self.size = self.head = 0
-
-    def append(self, X: np.ndarray, Y: np.ndarray, w: float):
-        self.X = _grow_last(self.X, X.shape[-1])
-        h = self.head
-        self.X[h, :, : X.shape[-1]] = X
-        self.X[h, :, X.shape[-1]:] = np.nan
-        self.Y[h], self.w[h] = Y, w
-        self.head = (h + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def last(self, n: int):
-        """The `n` most recent windows, oldest first: (X, Y, w)."""
-        n = min(n, self.size)
-        idx = (self.head - n + np.arange(n)) % self.capacity
-        return self.X[idx], self.Y[idx], self.w[idx]
-
-    def state_dict(self) -> dict:
-        return {"X": torch.from_numpy(self.X.copy()), "Y": torch.from_numpy(self.Y.copy()),
-                "w": torch.from_numpy(self.w.copy()), "size": self.size, "head": self.head}
-
-    def load_state_dict(self, s: dict):
-        self.X, self.Y, self.w = (s[k].numpy().copy() for k in ("X", "Y", "w"))
-        self.size, self.head = s["size"], s["head"]
