@@ -118,20 +118,24 @@ class KeyStore:
         """Stateful mode: one event for each of the distinct slots `S` (m,): raw rows M (m, F),
         targets Y (m,), weights W (m,) and the states after them (m, S), in one scatter.
 
-        A full segment (`seq_len` events) first keeps its last half and restarts from the state
-        stored at its cut (`hmid`), so that gradients reach `seq_len // 2` to `seq_len` events back.
+        A full segment (`seq_len` events) is first cut (`_cut`).
         """
-        L = self.seq_len
-        keep = L // 2
-        cut = L - keep
-        full = S[self.length[S] == L]
+        cut = self.seq_len - self.seq_len // 2
+        if len(S) == 1:                          # one key: plain indexing costs a fraction
+            s = int(S[0])
+            if self.length[s] == self.seq_len:
+                self._cut(s)
+            pos = int(self.length[s])
+            self.put(s, pos, M[0], Y[0], W[0])
+            self.length[s] = pos + 1
+            self.new[s] += 1
+            self.h[s] = states[0]
+            if pos + 1 == cut:
+                self.hmid[s] = states[0]
+            return
+        full = S[self.length[S] == self.seq_len]
         if len(full):
-            for a in (self.X, self.Y, self.W):
-                a[full, :keep] = a[full, L - keep:L]
-            self.length[full] = keep
-            self.h0[full] = self.hmid[full]
-            if keep == cut:
-                self.hmid[full] = self.h[full]
+            self._cut(full)
         pos = self.length[S]
         F = M.shape[1]
         self.X[S, pos, :F] = M
@@ -144,6 +148,18 @@ class KeyStore:
         mid = pos + 1 == cut
         if mid.any():
             self.hmid[S[mid]] = states[mid]
+
+    def _cut(self, s):
+        """Cut the full segments of slot(s) `s`: keep their last half, restart from the state stored
+        at the cut (`hmid`), so that gradients reach `seq_len // 2` to `seq_len` events back."""
+        L = self.seq_len
+        keep = L // 2
+        for a in (self.X, self.Y, self.W):
+            a[s, :keep] = a[s, L - keep:L]
+        self.length[s] = keep
+        self.h0[s] = self.hmid[s]
+        if keep == L - keep:
+            self.hmid[s] = self.h[s]
 
     def put(self, s: int, pos: int, row: np.ndarray, y: float, w: float):
         self.X[s, pos, : len(row)] = row

@@ -47,6 +47,7 @@ def waves(keys):
         groups[w].append(r)
         last[k] = r
     first = np.asarray(groups[0] if groups else [], np.int64)
+    groups = [slice(g[0], g[0] + 1) if len(g) == 1 else np.asarray(g) for g in groups]   # (views: cheap)
     count = np.ones(len(first), np.int64)
     if len(groups) > 1:
         n_of = {keys[r]: occ[r] + 1 for r in last.values()}
@@ -96,7 +97,11 @@ class FrameLearning:
         starts = np.zeros((len(M), self.keys_.state_size), np.float32)
         states = np.zeros_like(starts)
         for w, rows in enumerate(groups):
-            starts[rows] = self.keys_.gather(before[rows]) if w == 0 else states[prev[rows]]
+            if w == 0:
+                starts[rows] = self.keys_.gather(before[rows])
+            else:
+                p = prev[rows]
+                starts[rows] = states[p]
             states[rows] = self._run(Z[rows][:, None], starts[rows])[1]
         return starts, states
 

@@ -16,6 +16,11 @@ Two modes:
 With `key="sensor_id"` every value of that field is its own stream, with its own state and window;
 the field is not a feature. `max_keys` bounds memory by forgetting the least recently learned key.
 
+`learn_many(X, y)` follows the schedule of a loop of `learn_one` (the same optimizer steps on the
+same segments, wherever the frame boundaries fall) and learns each stretch between two steps at
+once: one batched state step per wave of keys and one write into the per-key store
+(`streamnn.seqframes`, which states exactly where the result is bit-identical to `learn_one`).
+
 >>> from streamnn.sequence import LSTMClassifier
 >>> model = LSTMClassifier(hidden_size=8, seed=1, lr=0.02, update_every=8)
 >>> for t in range(600):        # the label is the sign of the last cue, seen up to 20 events ago
