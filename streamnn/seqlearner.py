@@ -109,8 +109,9 @@ class SequenceLearner(FrameLearning):
         module.eval()
         with torch.inference_mode():
             out, S = module(torch.as_tensor(Z, device=dev), None if S is None else torch.as_tensor(S, device=dev))
+            both = torch.cat([out[:, -1], S], dim=1).cpu().numpy()   # one copy to the host, one sync
         module.train(was)
-        return out[:, -1].cpu().numpy(), S.cpu().numpy()
+        return both[:, : out.shape[-1]], both[:, out.shape[-1]:]
 
     def _outputs(self, keys, M: np.ndarray, cache: bool = False) -> np.ndarray:
         """Network outputs (B, O) for raw rows M (B, F) of `keys`, each from its key's state."""

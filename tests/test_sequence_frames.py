@@ -155,3 +155,21 @@ def test_loads_a_checkpoint_written_by_the_previous_version(name):
         got.append(make.predict(model, x))
         model.learn_one(x, make.label(model, y))
     assert json.loads(json.dumps(got)) == expected    # bit for bit: the learn_one path did not change
+
+
+def test_learn_many_through_the_torch_path_matches_the_numpy_one():
+    """The path used on a GPU (torch in eval mode for the state steps), run here on the CPU."""
+    stream = keyed(300, 6, seed=8)
+    make = lambda: LSTMRegressor(key="id", seed=2, hidden_size=8, num_layers=2, update_every=6, bptt=8)  # noqa: E731
+    fast, slow = make(), make()
+    learn_frames(fast, stream[:20], 20)
+    learn_frames(slow, stream[:20], 20)
+    slow._on_cpu = False
+    learn_frames(fast, stream[20:], 70)
+    learn_frames(slow, stream[20:], 70)
+    assert fast.n_updates_ == slow.n_updates_
+    for k in STORE:
+        np.testing.assert_array_equal(getattr(fast.keys_, k), getattr(slow.keys_, k))
+    np.testing.assert_allclose(fast.keys_.h, slow.keys_.h, rtol=1e-4, atol=1e-4)
+    X = pd.DataFrame([x for x, _ in stream[:25]])
+    np.testing.assert_allclose(fast.predict_many(X), slow.predict_many(X), rtol=1e-3, atol=1e-3)
