@@ -13,7 +13,9 @@ Measures, each on "cpu" and (when available) "cuda":
   with update_every=1024 (one step per round over all 1,024 keys, the batch a GPU wants);
 - the autoencoder detector (if streamnn.anomaly exists).
 Every measurement runs for a fixed time budget and reports events/s, so the whole script stays
-under about 5 minutes. It is meant to run once on a lent H100 (see benchmarks/results/gpu.md).
+under about 5 minutes. (A stateful step re-runs the trained keys' BPTT segments, which grow over
+the first 64 frames, so a faster learner reaches longer segments within the budget and pays more
+per event: compare two versions with benchmarks/sequence_frames.py, a fixed workload.) It is meant to run once on a lent H100 (see benchmarks/results/gpu.md).
 """
 
 from __future__ import annotations
