@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import streamnn
@@ -18,9 +19,32 @@ def tmp_run_dir(tmp_path):
     return d
 
 
+_RIVER_CHECK = re.compile(r"(check_[a-z_]+?)\d*\]$")
+
+
+def _river_check(item):
+    """The name of river's estimator check a parametrised test runs, or None."""
+    m = _RIVER_CHECK.search(item.nodeid)
+    return m.group(1) if m else None
+
+
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("STREAMNN_FAST"):
-        skip = pytest.mark.skip(reason="STREAMNN_FAST=1 skips slow and kafka tests")
-        for item in items:
-            if "slow" in item.keywords or "kafka" in item.keywords:
-                item.add_marker(skip)
+    if not os.environ.get("STREAMNN_FAST"):
+        return
+    # The fast subset: no slow or Kafka test, and river's check suite (yield_checks, which repeats
+    # each check over several datasets and configurations of a class) once per class and check,
+    # without its memory-growth check. The full suite (CI) runs every combination.
+    skip = pytest.mark.skip(reason="STREAMNN_FAST=1 skips slow and kafka tests")
+    repeat = pytest.mark.skip(reason="STREAMNN_FAST=1 runs each river check once per learner class")
+    seen = set()
+    for item in items:
+        if "slow" in item.keywords or "kafka" in item.keywords:
+            item.add_marker(skip)
+            continue
+        check = _river_check(item)
+        if check is None:
+            continue
+        key = _RIVER_CHECK.sub(check + "]", item.nodeid)  # the same check on the same class
+        if check == "check_bounded_memory_growth" or key in seen:
+            item.add_marker(repeat)
+        seen.add(key)
