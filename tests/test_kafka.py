@@ -226,13 +226,13 @@ def test_poison_messages_reach_the_dlq_with_reasons(kafka_broker, kafka_topic, c
     dlq = KafkaDeadLetterSink(bootstrap=kafka_broker.bootstrap, max_value_bytes=500_000, client=client)
     try:
         recs = _drain(src, len(stream) + 1)
-        events, errors = dec.decode_many(recs)
+        batch, errors = dec.decode_batch(recs)
         for r, reason in errors:
             dlq.send(r, reason)
     finally:
         src.close()
         dlq.close()
-    assert [e.x["temperature"] for e in events] == [70.0 + i for i in range(10)]
+    assert batch.X[:, 0].tolist() == [70.0 + i for i in range(10)]
     letters = _read_all(kafka_broker.bootstrap, f"{topic}.dlq", len(POISON) + 1)
     assert len(letters) == len(POISON) + 1
     classes = [dict(m.headers)["class"].decode() for m in letters]

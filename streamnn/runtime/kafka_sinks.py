@@ -6,8 +6,8 @@ its dead letter is durable. While the broker is away they wait (logging), then r
 expired; a message Kafka can never take (e.g. too large) raises an error naming the fix.
 
 >>> sink = KafkaSink(topic="{topic}.scores")      # nothing connects before the first message
->>> sink._topic_for("sensors"), _headers({"topic": "sensors", "partition": 2, "offset": 7})
-('sensors.scores', [('source_topic', b'sensors'), ('source_partition', b'2'), ('source_offset', b'7')])
+>>> sink._topic_for("sensors")
+'sensors.scores'
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Optional
 
 from .kafka import KafkaProducer, KafkaTimeoutError, default_bootstrap, ensure_topic
 from .schema import reason_class
-from .sinks import dumps
+from .outputs import OutputBatch, lines, source_headers
 
 __all__ = ["KafkaSink", "KafkaDeadLetterSink"]
 
@@ -43,10 +43,6 @@ def _keys_as_bytes(keys: list) -> list:
             b = done[k] = _to_bytes(k)
         out.append(b)
     return out
-
-
-def _headers(pos: dict) -> list:
-    return [(f"source_{k}", str(pos[k]).encode()) for k in ("topic", "partition", "offset") if k in pos]
 
 
 class _Producer:
@@ -191,31 +187,29 @@ class KafkaSink:
             t = self._topics[source_topic] = self.topic.format(topic=source_topic)
         return t
 
-    def emit(self, outputs: list) -> None:
-        send = self._producer.send
-        if hasattr(outputs, "lines"):   # an OutputBatch: JSON texts and keys without the dicts
-            self._emit_batch(outputs)
+    def emit(self, outputs) -> None:
+        """Send an `OutputBatch` (any sequence of output dicts works too): the messages of one
+        Kafka source stream go as one batch."""
+        if not len(outputs):
             return
-        for out in outputs:
-            pos = out.get("position") or {}
-            send(self._topic_for(pos.get("topic", "streamnn")), dumps(out).encode(),
-                 _to_bytes(out.get("key")), _headers(pos))
-
-    def _emit_batch(self, outputs) -> None:
-        """The outputs of an `OutputBatch`: the messages of each source stream as one batch."""
-        recs, keys = outputs.records, outputs.output_keys()
+        values = [t.encode() for t in lines(outputs)]
+        if isinstance(outputs, OutputBatch):
+            keys, recs = outputs.output_keys(), outputs.records
+            positions = [r.position for r in recs]
+            one = len({r.stream for r in recs}) == 1
+        else:
+            keys, positions = [o.get("key") for o in outputs], [o.get("position") or {} for o in outputs]
+            one = False
         kb = _keys_as_bytes(keys)
-        values = [t.encode() for t in outputs.lines()]
-        streams = {r.stream for r in recs}
-        pos = recs[0].position if len(streams) == 1 else None
-        if type(pos) is dict and list(pos) == ["topic", "partition", "offset"]:   # a Kafka stream
-            head = _headers(pos)[:2]
-            headers = [head + [("source_offset", str(r.position["offset"]).encode())] for r in recs]
+        pos = positions[0]
+        if one and type(pos) is dict and list(pos) == ["topic", "partition", "offset"]:   # a Kafka stream
+            head = source_headers(pos)[:2]
+            headers = [head + [("source_offset", str(p["offset"]).encode())] for p in positions]
             self._producer.send_many(self._topic_for(pos["topic"]), values, kb, headers)
             return
-        for v, k, r in zip(values, kb, recs):
-            p = r.position or {}
-            self._producer.send(self._topic_for(p.get("topic", "streamnn")), v, k, _headers(p))
+        for v, k, p in zip(values, kb, positions):
+            p = p or {}
+            self._producer.send(self._topic_for(p.get("topic", "streamnn")), v, k, source_headers(p))
 
     def flush(self) -> None:
         """Return once every output emitted so far is acknowledged."""
@@ -256,7 +250,7 @@ class KafkaDeadLetterSink:
         topic = self.topic.format(topic=pos.get("topic", record.stream.rpartition(":")[0] or "streamnn"))
         value = record.value if isinstance(record.value, bytes) else _to_bytes(record.value) or b""
         headers = [("reason", str(reason).encode("utf-8", "replace")[:4096]),
-                   ("class", reason_class(str(reason)).encode("utf-8", "replace")[:256])] + _headers(pos)
+                   ("class", reason_class(str(reason)).encode("utf-8", "replace")[:256])] + source_headers(pos)
         if len(value) > self.max_value_bytes:
             headers.append(("truncated_from", str(len(value)).encode()))
             value = value[: self.max_value_bytes]
