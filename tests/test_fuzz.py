@@ -104,8 +104,16 @@ hostile = st.lists(st.one_of(plausible(), raw()), min_size=1, max_size=8)
 
 
 class _Nowhere(Source):
+    """No streams: the harness hands batches to `Runner.process` itself."""
+
     def assigned(self):
         return set()
+
+    def seek(self, stream, next_offset):
+        pass
+
+    def poll(self, max_records, timeout_s=0.0):
+        return []
 
 
 def _clean(rng, i, label: bool) -> bytes:

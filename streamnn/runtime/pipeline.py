@@ -44,10 +44,10 @@ def make_source(cfg: Config, replay_file: str | None = None):
         return FileSource(resolve_path(path), name=path, **src)
     if kind == "river":
         return RiverDatasetSource(**src)
-    from .kafka import KafkaSource   # lazy: the file runtime works without a broker
+    from .kafka import kafka_source   # lazy: the file runtime works without a broker
 
     try:
-        return KafkaSource(**src)
+        return kafka_source(**src)
     except TypeError as e:
         raise ConfigError(f"[source] kafka: {e}") from None
 
