@@ -13,7 +13,7 @@ import torch
 import streamnn
 from reference_runtime import ReferenceRunner, lag_loop
 from streamnn.runtime.loop import Runner
-from streamnn.runtime.outputs import OutputBatch, encode, encode_floats
+from streamnn.runtime.outputs import SKIP, OutputBatch, encode, encode_floats
 from streamnn.runtime.records import Record
 from streamnn.runtime.schema import Decoder
 from streamnn.runtime.sinks import JsonlSink, MemoryDeadLetterSink, MemorySink, dumps
@@ -184,6 +184,10 @@ def test_lines_are_dumps_of_the_dicts():
     ids = OutputBatch(recs, {"p": [1, 2, 3, 4]}, ids=["e1", 2, None, "\u00e9"], keys=[[1], {"a": 1}, None, "k"],
                       key_field=True)
     assert ids.lines() == [dumps(o) for o in ids]
+    dicts = [{"t": 1.5, "u%": -2}, {"t": 0.25, "u%": 3}, {"t": float("nan"), "u%": 1}, {"u%": 1, "t": 2.0}]
+    for col in (dicts, dicts[:2] + [{"t": True, "u%": 1}], [{"t": 1.0, "u%": 2.0}] * 4):
+        out = OutputBatch(recs, {"prediction": col, "y": [col[0], SKIP, col[1], col[0]]})
+        assert out.lines() == [dumps(o) for o in out]
     odd = [Record(b"{}", {"x": 1}, "s", 0), Record(b"{}", {"topic": "t", "offset": 5}, "s", 6)]
     out = OutputBatch(odd, {"p": [1.0, 2.0]})
     assert out.lines() == [dumps(o) for o in out]

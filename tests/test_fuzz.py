@@ -235,6 +235,32 @@ DECODERS = {
 }
 
 
+CSV_COLUMNS = ["ts", "k", "a", "b", "noise", "y"]
+cells = st.one_of(st.sampled_from(["", " ", "1", "-2.5", "1e31", "nan", "inf", "1_0", "x", "true", '"3"',
+                                   "2024-01-01 00:00", "\u00e9", "0x1"]),
+                  st.floats().map(repr), st.integers(-(10**40), 10**40).map(str))
+csv_rows = st.one_of(st.lists(cells, min_size=6, max_size=6).map(lambda c: ",".join(c).encode()),
+                     st.lists(cells, min_size=0, max_size=8).map(lambda c: ",".join(c).encode()),
+                     st.sampled_from([b"", b"  ", b"\xff,1,2,3,4,5", b'"a,b",1,2,3,4,5', b"1,2,3,4,5,6"]))
+CSV_DECODERS = {
+    "csv": dict(features=FIELDS, target="y", key="k", timestamp="ts"),
+    "csv_targets": dict(features=["a"], target=["y", "b"], required=["noise"]),
+    "csv_label": dict(features=["a", "b"], target="y", target_kind="label", event_id="ts"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_DECODERS))
+def test_decode_batch_equals_a_loop_of_decode_on_csv(name):
+    dec = Decoder(max_bytes=64, format="csv", columns=CSV_COLUMNS, **CSV_DECODERS[name])
+
+    @SETTINGS
+    @given(st.lists(csv_rows, min_size=0, max_size=12))
+    def check(payloads):
+        _compare(dec, [Record(p, {"file": "f", "line": i}, "f", i) for i, p in enumerate(payloads)])
+
+    check()
+
+
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_decode_batch_equals_a_loop_of_decode(name):
     """`decode_batch` on generated batches (hostile and clean records mixed) gives exactly the
@@ -249,25 +275,30 @@ def test_decode_batch_equals_a_loop_of_decode(name):
         for i, p in enumerate(payloads):
             p = _clean(rng, i, name == "label") if p is None else p
             recs.append(Record(p, {"topic": "t", "partition": 0, "offset": i}, "t:0", i, b"mk"))
-        batch, errors = dec.decode_batch(recs)
-        want_events, want_errors = [], []
-        for r in recs:
-            ev = dec.decode(r)
-            (want_errors.append((r.offset, ev.reason)) if hasattr(ev, "reason") else want_events.append(ev))
-        assert [(r.offset, why) for r, why in errors] == want_errors
-        assert [r.offset for r in batch.records] == [e.record.offset for e in want_events]
-        for i, ev in enumerate(want_events):
-            if batch.names is None:
-                assert _same(batch.rows[i], ev.x)
-            else:
-                assert [k for k, v in zip(batch.names, batch.rows[i]) if v is not None] == list(ev.x)
-                assert _same(batch.X[i].tolist(), [float(ev.x.get(k, math.nan)) for k in batch.names])
-            assert _same(batch.ys[i], ev.y) and type(batch.ys[i]) is type(ev.y)
-            assert batch.event_id(i) == ev.event_id
-            assert batch.keys is None or _same(batch.keys[i], ev.key)
-            assert batch.timestamps is None or _same(batch.timestamps[i], ev.timestamp)
+        _compare(dec, recs)
 
     check()
+
+
+def _compare(dec, recs):
+    """`decode_batch` gives exactly the events and dead letters of `decode` on each record."""
+    batch, errors = dec.decode_batch(recs)
+    want_events, want_errors = [], []
+    for r in recs:
+        ev = dec.decode(r)
+        (want_errors.append((r.offset, ev.reason)) if hasattr(ev, "reason") else want_events.append(ev))
+    assert [(r.offset, why) for r, why in errors] == want_errors
+    assert [r.offset for r in batch.records] == [e.record.offset for e in want_events]
+    for i, ev in enumerate(want_events):
+        if batch.names is None:
+            assert _same(batch.rows[i], ev.x)
+        else:
+            assert [k for k, v in zip(batch.names, batch.rows[i]) if v is not None] == list(ev.x)
+            assert _same(batch.X[i].tolist(), [float(ev.x.get(k, math.nan)) for k in batch.names])
+        assert _same(batch.ys[i], ev.y) and type(batch.ys[i]) is type(ev.y)
+        assert batch.event_id(i) == ev.event_id
+        assert batch.keys is None or _same(batch.keys[i], ev.key)
+        assert batch.timestamps is None or _same(batch.timestamps[i], ev.timestamp)
 
 
 def _same(a, b) -> bool:

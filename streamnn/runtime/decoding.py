@@ -38,11 +38,11 @@ def decode_batch(dec, records: list):
     b = Batch(None if star else tuple(dec.features), ids=[] if dec.event_id else None,
               keys=[] if dec.key else None, timestamps=[] if dec.timestamp else None)
     errors: list = []
-    if star or dec.format != "json":
+    if star:
         for r in records:
             _fallback(dec, r, b, errors)
     else:
-        _read_plain(dec, records, b, errors)
+        _read_plain(dec, records, b, errors, _json_reader(dec) if dec.format == "json" else _csv_reader(dec))
     if not star:
         _check_matrix(dec, b, records, errors)
     return b, errors
@@ -65,27 +65,68 @@ def _fallback(dec, r, b: Batch, errors: list) -> None:
         b.timestamps.append(ev.timestamp)
 
 
-def _read_plain(dec, records: list, b: Batch, errors: list) -> None:
-    feats, label = list(b.names), dec.target_kind == "label"
-    target, targets = (None, dec.targets) if dec.targets is not None else (dec.target, None)
-    eid_f, key_f, ts_f, required = dec.event_id, dec.key, dec.timestamp, dec._required
-    maxb, maxd, hi = dec.max_bytes, dec.max_depth, dec.max_abs
-    lo = -hi
-    scan = SCAN
-    recs, rows, ys, ids, keys, tss = b.records, b.rows, b.ys, b.ids, b.keys, b.timestamps
-    plain_types, isfinite, no_target = _PLAIN.issuperset, math.isfinite, NO_TARGET
-    for r in records:
-        obj = None
-        v = r.value
+def _json_reader(dec):
+    """record value -> the JSON object, or None (then the per-record decode decides)."""
+    maxb, maxd, scan = dec.max_bytes, dec.max_depth, SCAN
+
+    def read(v):
         if (type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123   # "{"
                 and v.count(b"[") + v.count(b"{") <= maxd):
             try:
                 text = v.decode()
                 obj, end = scan(text, 0)
-                if end != len(text):
-                    obj = None
+                if end == len(text):
+                    return obj
             except (ValueError, StopIteration, RecursionError):
-                obj = None
+                pass
+        return None
+
+    return read
+
+
+def _csv_reader(dec):
+    """record value -> {field: cell} of the fields the schema reads (cells as `_cell` makes
+    them), or None for anything but a plain row (quotes, a wrong cell count, ...)."""
+    cols, maxb = dec.columns, dec.max_bytes
+    wanted = set(dec.features if dec.features != "*" else ()) | set(dec.targets or [dec.target]) | \
+        {dec.event_id, dec.key, dec.timestamp} | set(dec.required)
+    pick = [(c, i) for i, c in enumerate(cols) if c in wanted]
+    ncols = len(cols)
+
+    def read(v):
+        if type(v) is not bytes or not 0 < len(v) <= maxb or 34 in v or v.isspace():   # 34: '"'
+            return None
+        try:
+            cells = v.decode().split(",")
+        except UnicodeDecodeError:
+            return None
+        if len(cells) != ncols:
+            return None
+        obj = {}
+        for c, i in pick:
+            x = cells[i]
+            if not x:
+                obj[c] = None
+                continue
+            try:
+                obj[c] = float(x)
+            except ValueError:
+                obj[c] = x
+        return obj
+
+    return read
+
+
+def _read_plain(dec, records: list, b: Batch, errors: list, read) -> None:
+    feats, label = list(b.names), dec.target_kind == "label"
+    target, targets = (None, dec.targets) if dec.targets is not None else (dec.target, None)
+    eid_f, key_f, ts_f, required = dec.event_id, dec.key, dec.timestamp, dec._required
+    hi = dec.max_abs
+    lo = -hi
+    recs, rows, ys, ids, keys, tss = b.records, b.rows, b.ys, b.ids, b.keys, b.timestamps
+    plain_types, isfinite, no_target = _PLAIN.issuperset, math.isfinite, NO_TARGET
+    for r in records:
+        obj = read(r.value)
         if type(obj) is dict:
             get = obj.get
             row = list(map(get, feats)) if feats else []

@@ -197,16 +197,22 @@ class BatchPath:
 
 
 def _target_column(ys: list, field: str, dec) -> np.ndarray:
-    """The values of target `field` (NaN where absent or not a number), for lag windows."""
-    many = dec.targets is not None
-    if not many and field != dec.target:
+    """The values of target `field` (NaN where absent or not a number), for lag windows; a
+    label "3" reads 3.0, as `float` does."""
+    if dec.targets is not None:
+        vals = [y.get(field) if type(y) is dict else None for y in ys]
+    elif field == dec.target:
+        vals = [None if y is NO_TARGET else y for y in ys]
+    else:
         return np.full(len(ys), np.nan)
-    out = np.full(len(ys), np.nan)
-    for i, y in enumerate(ys):
-        v = (y.get(field) if type(y) is dict else None) if many else y
-        if v is not None and v is not NO_TARGET:
-            try:   # as the windows always read targets: a label "3" is 3.0, "yes" is missing
-                out[i] = float(v)
-            except (TypeError, ValueError):
-                pass
+    try:
+        return np.array(vals, dtype=np.float64).reshape(len(vals))
+    except (TypeError, ValueError, OverflowError):
+        pass
+    out = np.full(len(vals), np.nan)
+    for i, v in enumerate(vals):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError, OverflowError):
+            pass
     return out

@@ -188,6 +188,16 @@ class MultiTargetTask(Task):
     def losses(self, pred, ys, rows):
         """Mean squared error over the targets (a target never predicted counts its square)."""
         p, out = pred.fields["prediction"], []
+        cols = pred.columns
+        if cols and all(len(ys[i]) == len(cols) for i in rows):   # the usual case, as arrays
+            try:
+                Y = np.array([[ys[i][c] for c in cols] for i in rows], dtype=np.float64).reshape(len(rows), len(cols))
+            except KeyError:
+                Y = None
+            if Y is not None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    D = pred.matrix[list(rows)] - Y
+                    return ((D * D).sum(axis=1) / len(cols)).tolist(), 0
         for i in rows:
             if not p[i]:
                 continue   # an untrained model predicts nothing yet: no loss to count
