@@ -62,6 +62,10 @@ class Source(ABC):
     def commit(self, offsets: dict) -> None:
         """Sources with an external offset store (Kafka) record progress here; files need nothing."""
 
+    def progress(self):
+        """The fraction of a finite source read so far (0..1), or None (a live stream)."""
+        return None
+
     def close(self) -> None:
         pass
 

@@ -53,6 +53,7 @@ class Unit:
     counters: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     dirty: int = 0                                    # records since the last checkpoint
     names: dict = field(default_factory=dict)         # features seen (learners without `features_`)
+    last_time: object = None                          # the schema timestamp of the last output
     saved_at: float = field(default_factory=time.monotonic)
 
 

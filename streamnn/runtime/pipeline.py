@@ -169,8 +169,10 @@ class Pipeline:
         finally:
             self.close()
         if report if report is not None else self.cfg.report["on_exit"]:
+            from .metrics import write_log
             from .report import write_report
 
+            write_log("report", path=os.path.join(self.run_dir, "report"), message="writing the report")
             summary["report"] = write_report(self.run_dir)
         return summary
 

@@ -72,6 +72,8 @@ class BatchPath:
             for sink in self.sinks:
                 sink.emit(outs)
             c["events_out"] += len(p)
+            if p.timestamps is not None:
+                unit.last_time = p.timestamps[-1]
         XL, yl = self._learn_set(unit, batch, pred, p, X, has, labels, delayed)   # 5. learn
         learn_s, post = 0.0, math.nan
         if yl:

@@ -92,6 +92,16 @@ class FileSource(Source):
     def assigned(self) -> set:
         return {self.stream}
 
+    def progress(self):
+        """Bytes read / file size (None while following a growing file, or for a compressed one)."""
+        if self.follow or self._f is None:
+            return None
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            return min(1.0, self._f.tell() / size) if size else 1.0
+        except (OSError, ValueError):
+            return None
+
     def seek(self, stream: str, next_offset: int) -> None:
         if stream != self.stream:
             raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
@@ -161,6 +171,11 @@ class RiverDatasetSource(Source):
         if stream != self.stream:
             raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
         self._open(int(next_offset))
+
+    def progress(self):
+        """Samples read / `limit` (or the dataset's `n_samples`); None for an endless generator."""
+        n = self.limit if self.limit is not None else getattr(self._factory, "n_samples", None)
+        return min(1.0, self._index / n) if n else None
 
     def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
         out, name, target = [], self.dataset, self.target
