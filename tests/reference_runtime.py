@@ -5,7 +5,7 @@ a loop over events, outputs as dicts, one loss per event. `ReferenceRunner` swap
 import math
 
 from streamnn.runtime.loop import Runner
-from streamnn.runtime.records import DecodeError, NO_TARGET
+from streamnn.runtime.records import DecodeError
 from streamnn.runtime.tasks import frame
 
 
