@@ -297,7 +297,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         if self.key is not None:
             k = x.get(self.key)
             x = {n: v for n, v in x.items() if n != self.key}
-        r = self.features_.row(x, grow=grow)                                      # (C,)
+        r = self._values(x, grow)                                                 # (C,)
         W = self.window_
         if W is None:   # "auto", before the first learned event: what it would resolve to
             W = int(np.clip(16 // max(len(r), 1), 1, 16))
@@ -311,18 +311,40 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             h = np.full((C, W - 1), np.nan)
         elif len(h) < C:
             h = np.concatenate([h, np.full((C - len(h), W - 1), np.nan)])
-        return k, np.concatenate([h[:C], r[:, None]], axis=1)                     # (C, W)
+        win = np.empty((C, W))                                                    # (C, W)
+        win[:, :-1] = h[:C]
+        win[:, -1] = r
+        return k, win
+
+    def _values(self, x: dict, grow: bool) -> np.ndarray:
+        """x -> its (C,) raw row: an event of finite numbers with exactly the known features
+        takes a short path; anything else (new, missing, NaN, other types) the registry's."""
+        names = self.features_.names
+        if len(x) == len(names):
+            try:
+                vals = [x[n] for n in names]
+                if all(type(v) is float and v - v == 0.0 for v in vals):   # finite floats
+                    return np.array(vals)
+            except KeyError:
+                pass
+        return self.features_.row(x, grow=grow)
 
     def _raw_errors(self, rows: np.ndarray) -> np.ndarray:
-        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects."""
+        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects; one row
+        (C*W,) -> a float."""
         Z = self._scale(rows)
         kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
         if self._plan is None and self._device.type == "cpu":
             self._plan = numpy_errors_plan(self.module_) or False
         W = self.window_
-        cols = np.arange(W - 1, Z.shape[1], W) if self.score_on == "last" and W > 1 else None
+        cols = np.arange(W - 1, Z.shape[-1], W) if self.score_on == "last" and W > 1 else None
         if self._plan:
-            return errors_numpy(self._plan, Z, kl_weight, cols).astype(np.float64)
+            if Z.ndim == 1 and not self.variational:
+                return errors_numpy(self._plan, Z, kl_weight, cols)
+            err = errors_numpy(self._plan, Z.reshape(-1, Z.shape[-1]), kl_weight, cols).astype(np.float64)
+            return float(err[0]) if rows.ndim == 1 else err
+        if rows.ndim == 1:
+            return float(self._raw_errors(rows[None])[0])
         module = self.module_
         module.eval()
         with torch.inference_mode():
@@ -344,28 +366,29 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     def learn_one(self, x: dict) -> None:
         # 1. the event's window and score before learning (cached from a score_one of the same event)
         hit = self._cached(x)
+        xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
         if hit is not None:
-            k, win, raw, score = hit
+            k, win, raw, score, novel = hit
         else:   # features may grow the registry, then the network
             k, win = self._event(x, grow=True)
             if self.module_ is not None and win.size > self.n_in_:
                 self._grow_inputs(win.size)
             raw = score = math.nan
             if self.module_ is not None and win.size:
-                raw = float(self._raw_errors(win.reshape(1, -1))[0])
+                raw = self._raw_errors(win.ravel())
                 score = self._calibrate(raw)
+            novel = self.range_ is not None and self.range_.novel(xs)
         self._n_events += 1
         if self.likelihood_ is not None:       # 2'. likelihood alarms, no calibration
-            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
-            rng, lk = self.range_, self.likelihood_
+            lk = self.likelihood_
             if lk.n == 0 and not math.isnan(raw):
                 self._configure_alarms(len(xs))
-            lk.update(raw, rng is not None and rng.novel(xs))
-            if rng is not None:
-                rng.update(xs)
+            lk.update(raw, novel)
+            if self.range_ is not None:
+                self.range_.update(xs)
             if win.shape[1] > 1:
-                self.windows_[k] = win[:, 1:].copy()
-            if self.likelihood_.protects(self._protect):
+                self.windows_[k] = win[:, 1:]     # win is a fresh array, never written again
+            if lk.since < self._protect:        # lk.protects(self._protect), inlined
                 self.n_guarded_ += 1
             else:
                 self._learn_row(win.ravel(), 0.0)
@@ -379,7 +402,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             self.calibrator_.update(raw, alarm=alarm)
         # 3. the key's history always moves on; the network learns unless guarded
         if win.shape[1] > 1:
-            self.windows_[k] = win[:, 1:].copy()
+            self.windows_[k] = win[:, 1:]
         if admit or not self.guard:
             self._learn_row(win.ravel(), 0.0)
         else:
@@ -393,17 +416,19 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         return None
 
     def _assess(self, x: dict):
-        """(key, (C, W) window, raw error, calibrated score) of `x`; pure apart from a one-entry
-        cache, so that score_one then learn_one of the same event run the network once."""
+        """(key, (C, W) window, raw error, calibrated score, novel) of `x`; pure apart from a
+        one-entry cache, so that score_one then learn_one of the same event run the network once."""
         items = tuple(x.items())
         hit = self._cached(x, items)
         if hit is not None:
             return hit
         k, win = self._event(x, grow=False)
-        raw = float(self._raw_errors(win.reshape(1, -1))[0]) if win.size else math.nan
-        out = (k, win, raw, self._calibrate(raw))
+        raw = self._raw_errors(win.ravel()) if win.size else math.nan
+        xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
+        novel = self.range_ is not None and self.range_.novel(xs)
+        out = (k, win, raw, self._calibrate(raw), novel)
         index = self.features_.index
-        if all(n in index for n in x if n != self.key):   # learn_one would not grow anything
+        if len(xs) == len(index) and all(n in index for n in xs):   # learn_one would not grow anything
             self._memo = ((self._version, self._n_events), items, out)
         return out
 
@@ -412,10 +437,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         or, with `alarms=None`, the calibrated score (0.0 before `min_calib` errors)."""
         if self.module_ is None:
             return 0.0
-        if self.likelihood_ is not None:
-            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
-            return self.likelihood_.score(self._assess(x)[2], self.range_ is not None and self.range_.novel(xs))
-        return self._assess(x)[3]
+        a = self._assess(x)
+        return a[3] if self.likelihood_ is None else self.likelihood_.score(a[2], a[4])
 
     def raw_score_one(self, x: dict) -> float:
         """The uncalibrated reconstruction error (or negative ELBO) of `x`."""

@@ -209,8 +209,14 @@ def _np_act(m):
 
 def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
     """Per-row reconstruction error (B,) of scaled rows Z (B, n_in) (mean squared error over the
-    columns `cols`, default all), plus KL/n_in when kl_weight."""
+    columns `cols`, default all), plus KL/n_in when kl_weight. A single row Z (n_in,) gives a
+    float (the per-event path: a dozen small numpy calls)."""
     enc, dec, L, variational = plan
+    if Z.ndim == 1 and not variational:
+        d = _run1(dec, _run1(enc, Z)) - Z
+        if cols is not None:
+            d = d[cols]
+        return float((d @ d) / len(d))
     h = _run(enc, Z)
     if variational:
         mu, logvar = h[:, :L], np.clip(h[:, L:], -10.0, 10.0)
@@ -227,6 +233,15 @@ def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
         kl = 0.5 * (mu ** 2 + np.exp(logvar) - 1.0 - logvar).sum(axis=1)
         err = err + kl_weight * kl / Z.shape[1]
     return err
+
+
+def _run1(steps, h):   # one row (n,): matrix-vector products
+    for W, b, f in steps:
+        h = W @ h
+        h += b
+        if f is not None:
+            h = f(h)
+    return h
 
 
 # --- numpy training step for the dense, deterministic autoencoder ------------------------------
