@@ -320,6 +320,49 @@ def test_numpy_scoring_matches_torch(params):
     np.testing.assert_allclose(errors_numpy(numpy_errors_plan(net), Z, 1.0), expect.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_numpy_scoring_of_one_row_matches_torch():
+    """The per-event path (one row, matrix-vector products) against torch."""
+    net = AutoEncoder(1, 16, hidden=(8,), latent=4, seed=0).eval()
+    Z = np.random.default_rng(1).normal(size=(5, 16)).astype(np.float32)
+    with torch.no_grad():
+        expect = ((net(torch.from_numpy(Z))[0] - torch.from_numpy(Z)) ** 2).mean(1).numpy()
+    plan = numpy_errors_plan(net)
+    got = [errors_numpy(plan, z, 0.0) for z in Z]
+    assert all(isinstance(g, float) for g in got)
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-7)
+
+
+def _stream(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"value": float(math.sin(i / 7) + 0.1 * rng.normal())} for i in range(n)]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(optimizer="adamw", weight_decay=0.01),
+                                dict(optimizer="sgd", lr=0.05), dict(grad_clip=0.5, activation="relu"),
+                                dict(window=1, hidden=(8, 6), latent=3, replay=0.0, update_every=1, batch_size=4)])
+def test_numpy_training_step_matches_torch(kw):
+    """AEKernel (the default numpy step) against the torch step: same weights, optimizer state and
+    scores after 400 events."""
+    events = _stream(400)
+    fast, slow = AutoencoderDetector(seed=3, **kw), AutoencoderDetector(seed=3, **kw)
+    slow._step = lambda: (setattr(slow, "_ae_kernel", False), AutoencoderDetector._step(slow))[1]
+    a, b = [], []
+    for x in events:
+        a.append(fast.score_one(x))
+        fast.learn_one(x)
+        b.append(slow.score_one(x))
+        slow.learn_one(x)
+    assert fast._ae_kernel and slow._ae_kernel is False
+    assert fast.n_updates_ == slow.n_updates_ > 0
+    for p, q in zip(fast.module_.parameters(), slow.module_.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-3, atol=1e-4)
+    for va, vb in zip(fast.optimizer_.state_dict()["state"].values(), slow.optimizer_.state_dict()["state"].values()):
+        for name in va:
+            np.testing.assert_allclose(torch.as_tensor(va[name]).numpy(), torch.as_tensor(vb[name]).numpy(),
+                                       rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
 def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="encoder"):
         AutoencoderDetector(encoder="gru")
