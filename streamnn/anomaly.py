@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from river import base
 
-from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, numpy_errors_plan
+from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, frozen_plan, numpy_errors_plan
 from .base import TorchLearner
 from .alarms import Likelihood, RangeNovelty
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
@@ -118,8 +118,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
                  noise: float = 0.1, key=None, alarms: str | None = "likelihood",
                  alarm_params: dict | None = None, calibration: str | None = "tail",
                  calib_window: int = 2000, min_calib: int = 200, threshold: float | None = None,
-                 guard: bool = False, optimizer="adam", lr: float = 0.005, batch_size: int = 48,
-                 update_every: int = 16, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
+                 guard: bool = False, optimizer="adam", lr: float = 0.001, batch_size: int = 48,
+                 update_every: int = 32, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
                  grad_clip: float | None = None, scale_inputs: str | None = "welford",
                  lr_control="plateau", device: str = "cpu", seed: int | None = None,
                  optimizer_kwargs: dict | None = None):
@@ -208,6 +208,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         self._memo = None          # ((version, events), x items, assessment) of the last score_one
         self._n_events = 0         # learn_one calls (window histories and calibration move on)
         self._ae_kernel = None     # numpy training step (dense, deterministic networks), or False
+        self._lean = None          # (version, frozen_plan) of the per-event scoring path
 
     def _n_outputs(self) -> int:
         return 0
@@ -261,7 +262,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["_memo"] = state["_ae_kernel"] = None   # numpy views must not be copied apart from tensors
+        state["_memo"] = state["_ae_kernel"] = state["_lean"] = None   # numpy views must not be copied apart from tensors
         return state
 
     def _prepare_targets(self, Y):
@@ -331,7 +332,18 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
 
     def _raw_errors(self, rows: np.ndarray) -> np.ndarray:
         """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects; one row
-        (C*W,) -> a float."""
+        (C*W,) -> a float (the per-event path: float64 copies of the network, folded, rebuilt
+        after each step)."""
+        if rows.ndim == 1 and len(rows) == self.n_in_ == len(self.scaler_) and self.scale_inputs is not None:
+            lean = self._lean
+            if lean is None or lean[0] != self._version:
+                if self._plan is None and self._device.type == "cpu":
+                    self._plan = numpy_errors_plan(self.module_) or False
+                lean = self._lean = (self._version, self._plan and frozen_plan(self._plan))
+            if lean[1]:
+                W = self.window_
+                cols = np.arange(W - 1, len(rows), W) if self.score_on == "last" and W > 1 else None
+                return errors_numpy(lean[1], self.scaler_.transform(rows), 0.0, cols)
         Z = self._scale(rows)
         kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
         if self._plan is None and self._device.type == "cpu":
