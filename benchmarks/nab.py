@@ -130,7 +130,11 @@ def write(path, res, corpus, args, wall):
               ">= 10,000 events/s on one thread. events/s were measured with other jobs on the same two "
               "cores (CPU: the worker's process time; wall: elapsed): compare the rows with each other, "
               "not with other tables.", ""]
-    Path(path).write_text("\n".join(lines))
+    keep = ""   # a hand-written section after the table (measurements of other settings) survives
+    if Path(path).exists() and "\n## Sensitivity" in Path(path).read_text():
+        keep = Path(path).read_text().split("\n## Sensitivity", 1)[1]
+        keep = "\n## Sensitivity" + keep
+    Path(path).write_text("\n".join(lines) + keep)
     print("\n".join(lines))
 
 
