@@ -116,7 +116,7 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
                  noise: float = 0.1, key=None, alarms: str | None = "likelihood",
                  alarm_params: dict | None = None, calibration: str | None = "tail",
                  calib_window: int = 2000, min_calib: int = 200, threshold: float | None = None,
-                 guard: bool = False, optimizer="adam", lr: float = 0.001, batch_size: int = 48,
+                 guard: bool = False, optimizer="adam", lr: float = 0.0003, batch_size: int = 48,
                  update_every: int = 32, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
                  grad_clip: float | None = None, scale_inputs: str | None = "welford",
                  lr_control="plateau", device: str = "cpu", seed: int | None = None,
