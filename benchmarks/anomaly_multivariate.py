@@ -6,7 +6,7 @@ benchmarks/anomaly.py (20,000 events) and river's bundled `datasets.Shuttle` (49
 ROC AUC over all events (scores during a detector's warm-up count as they are). Seeds: the
 worst of `--seeds` is reported per detector and stream.
 
-    python benchmarks/anomaly_multivariate.py [--seeds 2] [--limit 0]
+    python benchmarks/anomaly_multivariate.py [--seeds 3] [--limit 0]
 
 Writes benchmarks/results/anomaly_multivariate.md.
 """
@@ -77,7 +77,7 @@ def job(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="first N events of each stream (0: all)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "anomaly_multivariate.md"))
     args = ap.parse_args()

@@ -93,6 +93,7 @@ class Likelihood:
         self.n = 0                            # events seen
         self.hold = 0                         # events left in the suppression period
         self.since = 1 << 30                  # events since the last alarm (0: this one)
+        self._memo = None                     # (raw, novel, score) of the last `score`
 
     def protects(self, first: int) -> bool:
         """True during the first `first` events of an alarm's suppression period (the alarm
@@ -107,41 +108,55 @@ class Likelihood:
 
     def score(self, raw: float, novel: bool = False) -> float:
         """The score of the next event with raw score `raw` (`novel`: it left the range of its
-        past values, see `RangeNovelty`, which scores 1.0); pure."""
+        past values, see `RangeNovelty`, which scores 1.0); pure (apart from a one-entry cache)."""
+        memo = self._memo
+        if memo is not None and memo[0] == raw and memo[1] == novel:
+            return memo[2]
         raw = float(raw)
-        if self.n < self.learning or len(self.means) < 2 or not math.isfinite(raw):
-            return 0.0
-        if novel:
-            return self.quiet if self.hold > 0 else 1.0
-        m = self._short_mean(raw)
         k = len(self.means)
-        mu = self.s1 / k
-        var = max(self.s2 / k - mu * mu, 0.0)
-        sd = max(math.sqrt(var), self.min_std * abs(mu), 1e-12)
-        s = _scale(_log10_tail((m - mu) / sd))
-        return min(s, self.quiet) if self.hold > 0 else s
+        if self.n < self.learning or k < 2 or not math.isfinite(raw):
+            s = 0.0
+        elif novel:
+            s = self.quiet if self.hold > 0 else 1.0
+        else:
+            mu = self.s1 / k
+            var = self.s2 / k - mu * mu
+            sd = max(math.sqrt(var) if var > 0.0 else 0.0, self.min_std * abs(mu), 1e-12)
+            s = _scale(_log10_tail((self._short_mean(raw) - mu) / sd))
+            if self.hold > 0 and s > self.quiet:
+                s = self.quiet
+        self._memo = (raw, novel, s)
+        return s
 
     def update(self, raw: float, novel: bool = False) -> tuple[float, bool]:
-        """Score `raw`, then add it to the history; returns (score, alarm)."""
+        """Score `raw`, then add it to the history in O(1) (running sums); returns (score, alarm)."""
         s = self.score(raw, novel)
+        self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)
         if math.isfinite(raw):
-            m = self._short_mean(raw)
-            if len(self.recent) == self.short:
-                self.s_recent -= self.recent.popleft()
-            self.recent.append(raw)
+            recent, means = self.recent, self.means
+            if len(recent) == self.short:
+                old = recent.popleft()
+                m = (self.s_recent - old + raw) / self.short
+                self.s_recent -= old
+            else:
+                m = (self.s_recent + raw) / (len(recent) + 1)
+            recent.append(raw)
             self.s_recent += raw
-            if len(self.means) == self.long:
-                old = self.means.popleft()
+            if len(means) == self.long:
+                old = means.popleft()
                 self.s1 -= old
                 self.s2 -= old * old
-            self.means.append(m)
+            means.append(m)
             self.s1 += m
             self.s2 += m * m
             self.n += 1
-        self.hold = self.suppress if alarm else max(self.hold - 1, 0)
-        self.since = 0 if alarm else self.since + 1
+        if alarm:
+            self.hold, self.since = self.suppress, 0
+        else:
+            self.hold = self.hold - 1 if self.hold > 0 else 0
+            self.since += 1
         return s, alarm
 
     def state_dict(self) -> dict:
@@ -150,6 +165,7 @@ class Likelihood:
                 "sums": [self.s_recent, self.s1, self.s2]}
 
     def load_state_dict(self, s: dict):
+        self._memo = None
         self.recent, self.means = deque(s["recent"]), deque(s["means"])
         self.s_recent = math.fsum(self.recent)
         self.s1 = math.fsum(self.means)

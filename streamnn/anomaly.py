@@ -16,7 +16,7 @@ stream), so a single sensor's value stream can be scored.
 >>> for _ in range(1500):
 ...     a = rng.gauss(0, 1)
 ...     model.learn_one({"a": a, "b": 2 * a + rng.gauss(0, 0.1), "c": rng.gauss(0, 1)})
->>> normal, broken = {"a": 1.0, "b": 2.0, "c": 0.0}, {"a": 1.0, "b": -6.0, "c": 0.0}
+>>> normal, broken = {"a": 1.0, "b": 2.0, "c": 0.0}, {"a": 1.0, "b": -12.0, "c": 0.0}
 >>> model.score_one(normal) < 0.9, model.score_one(broken) > 0.99
 (True, True)
 >>> model.predict_one(broken)
@@ -25,33 +25,31 @@ True
 >>> for _ in range(1500):
 ...     a = rng.gauss(0, 1)
 ...     alarms.learn_one({"a": a, "b": 2 * a + rng.gauss(0, 0.1), "c": rng.gauss(0, 1)})
->>> alarms.score_one(normal) < 0.5, alarms.predict_one({"a": 1.0, "b": -12.0, "c": 0.0})
+>>> alarms.score_one(normal) < 0.5, alarms.predict_one(broken)
 (True, True)
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 from river import base
 
-from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, numpy_errors_plan
+from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, frozen_plan, numpy_errors_plan
 from .base import TorchLearner
 from .alarms import Likelihood, RangeNovelty
+from .anomaly_windows import WindowsMixin
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
 
 __all__ = ["AutoencoderDetector"]
 
 _ESCAPE_RATE = 0.2      # recent alarm rate above which every event is treated as normal (a drift)
 _ALARM_SMOOTHING = 0.01  # weight of one event in that recent alarm rate
-_PLAIN_KEYS = (str, int, float, bool, type(None))
 
 
-class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
+class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
     """A streaming autoencoder anomaly detector with calibrated scores (higher = more anomalous).
 
     Parameters
@@ -118,8 +116,8 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
                  noise: float = 0.1, key=None, alarms: str | None = "likelihood",
                  alarm_params: dict | None = None, calibration: str | None = "tail",
                  calib_window: int = 2000, min_calib: int = 200, threshold: float | None = None,
-                 guard: bool = False, optimizer="adam", lr: float = 0.005, batch_size: int = 48,
-                 update_every: int = 16, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
+                 guard: bool = False, optimizer="adam", lr: float = 0.0003, batch_size: int = 48,
+                 update_every: int = 32, warmup: int = 0, replay: float = 0.5, weight_decay: float = 0.0,
                  grad_clip: float | None = None, scale_inputs: str | None = "welford",
                  lr_control="plateau", device: str = "cpu", seed: int | None = None,
                  optimizer_kwargs: dict | None = None):
@@ -208,6 +206,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
         self._memo = None          # ((version, events), x items, assessment) of the last score_one
         self._n_events = 0         # learn_one calls (window histories and calibration move on)
         self._ae_kernel = None     # numpy training step (dense, deterministic networks), or False
+        self._lean = None          # (version, frozen_plan) of the per-event scoring path
 
     def _n_outputs(self) -> int:
         return 0
@@ -261,7 +260,7 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["_memo"] = state["_ae_kernel"] = None   # numpy views must not be copied apart from tensors
+        state["_memo"] = state["_ae_kernel"] = state["_lean"] = None   # numpy views must not be copied apart from tensors
         return state
 
     def _prepare_targets(self, Y):
@@ -291,38 +290,33 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
 
     # -- rows and raw errors -----------------------------------------------------------------
 
-    def _event(self, x: dict, grow: bool, windows=None):
-        """x -> (key, the (C, W) raw window ending with x); the key's history is not changed."""
-        k = None
-        if self.key is not None:
-            k = x.get(self.key)
-            x = {n: v for n, v in x.items() if n != self.key}
-        r = self.features_.row(x, grow=grow)                                      # (C,)
-        W = self.window_
-        if W is None:   # "auto", before the first learned event: what it would resolve to
-            W = int(np.clip(16 // max(len(r), 1), 1, 16))
-            if grow and len(r):
-                self.window_ = W
-        if W == 1:
-            return k, r[:, None]
-        h = (self.windows_ if windows is None else windows).get(k)
-        C = len(r)
-        if h is None:
-            h = np.full((C, W - 1), np.nan)
-        elif len(h) < C:
-            h = np.concatenate([h, np.full((C - len(h), W - 1), np.nan)])
-        return k, np.concatenate([h[:C], r[:, None]], axis=1)                     # (C, W)
-
     def _raw_errors(self, rows: np.ndarray) -> np.ndarray:
-        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects."""
+        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects; one row
+        (C*W,) -> a float (the per-event path: float64 copies of the network, folded, rebuilt
+        after each step)."""
+        if rows.ndim == 1 and len(rows) == self.n_in_ == len(self.scaler_) and self.scale_inputs is not None:
+            lean = self._lean
+            if lean is None or lean[0] != self._version:
+                if self._plan is None and self._device.type == "cpu":
+                    self._plan = numpy_errors_plan(self.module_) or False
+                lean = self._lean = (self._version, self._plan and frozen_plan(self._plan))
+            if lean[1]:
+                W = self.window_
+                cols = np.arange(W - 1, len(rows), W) if self.score_on == "last" and W > 1 else None
+                return errors_numpy(lean[1], self.scaler_.transform(rows), 0.0, cols)
         Z = self._scale(rows)
         kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
         if self._plan is None and self._device.type == "cpu":
             self._plan = numpy_errors_plan(self.module_) or False
         W = self.window_
-        cols = np.arange(W - 1, Z.shape[1], W) if self.score_on == "last" and W > 1 else None
+        cols = np.arange(W - 1, Z.shape[-1], W) if self.score_on == "last" and W > 1 else None
         if self._plan:
-            return errors_numpy(self._plan, Z, kl_weight, cols).astype(np.float64)
+            if Z.ndim == 1 and not self.variational:
+                return errors_numpy(self._plan, Z, kl_weight, cols)
+            err = errors_numpy(self._plan, Z.reshape(-1, Z.shape[-1]), kl_weight, cols).astype(np.float64)
+            return float(err[0]) if rows.ndim == 1 else err
+        if rows.ndim == 1:
+            return float(self._raw_errors(rows[None])[0])
         module = self.module_
         module.eval()
         with torch.inference_mode():
@@ -344,28 +338,29 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     def learn_one(self, x: dict) -> None:
         # 1. the event's window and score before learning (cached from a score_one of the same event)
         hit = self._cached(x)
+        xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
         if hit is not None:
-            k, win, raw, score = hit
+            k, win, raw, score, novel = hit
         else:   # features may grow the registry, then the network
             k, win = self._event(x, grow=True)
             if self.module_ is not None and win.size > self.n_in_:
                 self._grow_inputs(win.size)
             raw = score = math.nan
             if self.module_ is not None and win.size:
-                raw = float(self._raw_errors(win.reshape(1, -1))[0])
+                raw = self._raw_errors(win.ravel())
                 score = self._calibrate(raw)
+            novel = self.range_ is not None and self.range_.novel(xs)
         self._n_events += 1
         if self.likelihood_ is not None:       # 2'. likelihood alarms, no calibration
-            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
-            rng, lk = self.range_, self.likelihood_
+            lk = self.likelihood_
             if lk.n == 0 and not math.isnan(raw):
                 self._configure_alarms(len(xs))
-            lk.update(raw, rng is not None and rng.novel(xs))
-            if rng is not None:
-                rng.update(xs)
+            lk.update(raw, novel)
+            if self.range_ is not None:
+                self.range_.update(xs)
             if win.shape[1] > 1:
-                self.windows_[k] = win[:, 1:].copy()
-            if self.likelihood_.protects(self._protect):
+                self.windows_[k] = win[:, 1:]     # win is a fresh array, never written again
+            if lk.since < self._protect:        # lk.protects(self._protect), inlined
                 self.n_guarded_ += 1
             else:
                 self._learn_row(win.ravel(), 0.0)
@@ -379,43 +374,20 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
             self.calibrator_.update(raw, alarm=alarm)
         # 3. the key's history always moves on; the network learns unless guarded
         if win.shape[1] > 1:
-            self.windows_[k] = win[:, 1:].copy()
+            self.windows_[k] = win[:, 1:]
         if admit or not self.guard:
             self._learn_row(win.ravel(), 0.0)
         else:
             self.n_guarded_ += 1
 
 
-    def _cached(self, x: dict, items=None):
-        memo = self._memo
-        if memo is not None and memo[0] == (self._version, self._n_events) and memo[1] == (items or tuple(x.items())):
-            return memo[2]
-        return None
-
-    def _assess(self, x: dict):
-        """(key, (C, W) window, raw error, calibrated score) of `x`; pure apart from a one-entry
-        cache, so that score_one then learn_one of the same event run the network once."""
-        items = tuple(x.items())
-        hit = self._cached(x, items)
-        if hit is not None:
-            return hit
-        k, win = self._event(x, grow=False)
-        raw = float(self._raw_errors(win.reshape(1, -1))[0]) if win.size else math.nan
-        out = (k, win, raw, self._calibrate(raw))
-        index = self.features_.index
-        if all(n in index for n in x if n != self.key):   # learn_one would not grow anything
-            self._memo = ((self._version, self._n_events), items, out)
-        return out
-
     def score_one(self, x: dict) -> float:
         """Anomaly score of `x`: the likelihood score in [0, 1] (0.0 during its learning period)
         or, with `alarms=None`, the calibrated score (0.0 before `min_calib` errors)."""
         if self.module_ is None:
             return 0.0
-        if self.likelihood_ is not None:
-            xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
-            return self.likelihood_.score(self._assess(x)[2], self.range_ is not None and self.range_.novel(xs))
-        return self._assess(x)[3]
+        a = self._assess(x)
+        return a[3] if self.likelihood_ is None else self.likelihood_.score(a[2], a[4])
 
     def raw_score_one(self, x: dict) -> float:
         """The uncalibrated reconstruction error (or negative ELBO) of `x`."""
@@ -426,61 +398,3 @@ class AutoencoderDetector(TorchLearner, base.AnomalyDetector):
     def predict_one(self, x: dict) -> bool:
         """True when the calibrated score reaches `threshold_`."""
         return self.score_one(x) >= self.threshold_
-
-    def learn_many(self, X: pd.DataFrame) -> None:
-        """Learn the rows of `X` in order: exactly a loop of `learn_one`."""
-        for x in X.to_dict(orient="records"):
-            self.learn_one(x)
-
-    def score_many(self, X: pd.DataFrame) -> pd.Series:
-        """Scores of the rows of `X`, a contiguous piece of the stream: each row's window holds
-        the rows before it in `X`; the network and calibration are not updated between rows, the
-        alarm rules are (on copies: suppression and the likelihood's history move on as in
-        `learn_one`, so a batch raises one alarm per incident too)."""
-        if self.module_ is None or len(X) == 0:
-            return pd.Series(np.zeros(len(X)), index=X.index, dtype=float)
-        windows, rows = dict(self.windows_), []
-        for x in X.to_dict(orient="records"):
-            k, win = self._event(x, grow=False, windows=windows)
-            windows[k] = win[:, 1:]
-            rows.append(win.ravel())
-        raw = self._raw_errors(np.stack(rows))
-        if self.likelihood_ is not None:   # the alarm rules run over the rows, on copies
-            lk, rng, key = copy.deepcopy(self.likelihood_), copy.deepcopy(self.range_), self.key
-            out = np.empty(len(raw))
-            for i, (r, x) in enumerate(zip(raw.tolist(), X.to_dict(orient="records"))):
-                xs = x if key is None else {n: v for n, v in x.items() if n != key}
-                if lk.n == 0 and not math.isnan(r):
-                    self._configure_alarms(len(xs), lk)
-                out[i] = lk.update(r, rng is not None and rng.novel(xs))[0]
-                if rng is not None:
-                    rng.update(xs)
-        else:
-            out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
-        return pd.Series(out, index=X.index, dtype=float)
-
-    def predict_many(self, X: pd.DataFrame) -> pd.Series:
-        return self.score_many(X) >= self.threshold_
-
-    # -- state -------------------------------------------------------------------------------
-
-    def _extra_state(self) -> dict:
-        keys = list(self.windows_)
-        bad = [k for k in keys if not isinstance(k, _PLAIN_KEYS)]
-        if bad:
-            raise TypeError(f"key value {bad[0]!r} is a {type(bad[0]).__name__}; use str or int keys to checkpoint")
-        return {"calibrator": self.calibrator_.state_dict(), "keys": keys, "window": self.window_,
-                "windows": [torch.from_numpy(self.windows_[k].copy()) for k in keys],
-                "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_,
-                "likelihood": self.likelihood_.state_dict() if self.likelihood_ is not None else None,
-                "range": self.range_.state_dict() if self.range_ is not None else None}
-
-    def _load_extra_state(self, s: dict):
-        self.calibrator_.load_state_dict(s["calibrator"])
-        self.window_ = s["window"]
-        self.windows_ = {k: w.numpy().copy() for k, w in zip(s["keys"], s["windows"])}
-        self.alarm_rate_, self.n_guarded_ = s["alarm_rate"], s["n_guarded"]
-        if self.likelihood_ is not None and s.get("likelihood") is not None:
-            self.likelihood_.load_state_dict(s["likelihood"])
-        if self.range_ is not None and s.get("range") is not None:
-            self.range_.load_state_dict(s["range"])

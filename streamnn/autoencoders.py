@@ -18,6 +18,8 @@ makes the encoder output a Gaussian (mean, log-variance) and `forward` sample fr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,7 +27,7 @@ from torch import nn
 from .fastpath import adam_update
 from .modules import _swap_param, grow_input, make_activation
 
-__all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy"]
+__all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy", "frozen_plan"]
 
 ENCODERS = ("dense", "conv", "lstm")
 
@@ -209,8 +211,14 @@ def _np_act(m):
 
 def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
     """Per-row reconstruction error (B,) of scaled rows Z (B, n_in) (mean squared error over the
-    columns `cols`, default all), plus KL/n_in when kl_weight."""
+    columns `cols`, default all), plus KL/n_in when kl_weight. A single row Z (n_in,) gives a
+    float (the per-event path: a dozen small numpy calls)."""
     enc, dec, L, variational = plan
+    if Z.ndim == 1 and not variational:
+        d = _run1(dec, _run1(enc, Z)) - Z
+        if cols is not None:
+            d = d[cols]
+        return float((d @ d) / len(d))
     h = _run(enc, Z)
     if variational:
         mu, logvar = h[:, :L], np.clip(h[:, L:], -10.0, 10.0)
@@ -227,6 +235,33 @@ def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
         kl = 0.5 * (mu ** 2 + np.exp(logvar) - 1.0 - logvar).sum(axis=1)
         err = err + kl_weight * kl / Z.shape[1]
     return err
+
+
+def frozen_plan(plan):
+    """A float64 copy of a dense, non-variational plan with consecutive linear layers folded into
+    one (the latent layer has no activation: encoder-out and decoder-in become one matrix), for
+    the per-event path; a copy, so it must be rebuilt after every optimizer step. None where the
+    plan does not qualify."""
+    enc, dec, L, variational = plan
+    if variational:
+        return None
+    steps = []
+    for W, b, f in enc + dec:
+        W, b = W.astype(np.float64), b.astype(np.float64)
+        if steps and steps[-1][2] is None:            # (W2 (W1 h + b1) + b2) = (W2 W1) h + (W2 b1 + b2)
+            W1, b1, _ = steps.pop()
+            W, b = W @ W1, W @ b1 + b
+        steps.append((W, b, f))
+    return steps, [], L, False
+
+
+def _run1(steps, h):   # one row (n,): matrix-vector products
+    for W, b, f in steps:
+        h = W @ h
+        h += b
+        if f is not None:
+            h = f(h)
+    return h
 
 
 # --- numpy training step for the dense, deterministic autoencoder ------------------------------
@@ -276,6 +311,10 @@ class AEKernel:
             for p, a, b in zip(params, bounds[:-1], bounds[1:]):
                 p.data = torch.from_numpy(self.flat[a:b]).view(p.shape)
         self.layers = [(lin.weight.detach().numpy(), lin.bias.detach().numpy(), act) for lin, act in layers]
+        self.grad = np.zeros_like(self.flat)                 # the flat gradient, parameter order
+        self.work = np.zeros((2, len(self.flat)), np.float32)  # Adam's scratch space
+        views = [self.grad[a:b].reshape(p.shape) for p, a, b in zip(params, bounds[:-1], bounds[1:])]
+        self.grad_views = list(zip(views[0::2], views[1::2]))  # (dW, db) per layer
         self.steps = []
         if self.adam:
             self.m = self._flat_state(params, bounds, "exp_avg")
@@ -299,35 +338,39 @@ class AEKernel:
         B, D = X.shape
         hs, h = [X], X
         for Wt, b, act in self.layers:                       # forward
-            h = h @ Wt.T + b
+            h = h @ Wt.T
+            h += b
             if act is not None:
                 h = _FORWARD[act](h)
             hs.append(h)
         diff = h - X                                          # (B, D)
-        per = (diff.astype(np.float64) ** 2).mean(1)
-        if not np.isfinite(per).all():
+        d64 = diff.astype(np.float64)
+        d64 *= d64
+        per = np.add.reduce(d64, 1) / D
+        if not math.isfinite(np.add.reduce(per)):
             return per
-        wts = (W / W.sum()) if W is not None else np.full(B, 1.0 / B)
-        g = diff * (2.0 / D * wts[:, None]).astype(np.float32)
-        grads = []
-        for i in range(len(self.layers) - 1, -1, -1):       # backward
+        if W is None:
+            g = diff * np.float32(2.0 / (D * B))
+        else:
+            g = diff * (2.0 / D * (W / W.sum())[:, None]).astype(np.float32)
+        for i in range(len(self.layers) - 1, -1, -1):       # backward, into the flat gradient
             Wt, b, act = self.layers[i]
+            gW, gb = self.grad_views[i]
             if act is not None:
                 g = _BACKWARD[act](g, hs[i + 1])
-            grads.append(g.sum(0))                            # db (out,)
-            grads.append(g.T @ hs[i])                         # dW (out, in)
+            np.add.reduce(g, 0, out=gb)                       # db (out,)
+            np.matmul(g.T, hs[i], out=gW)                     # dW (out, in)
             if i > 0:
                 g = g @ Wt
-        grads.reverse()                                       # parameter order: W0, b0, W1, b1, ...
         if self.grad_clip:
-            norm = float(np.sqrt(sum(float((gr * gr).sum()) for gr in grads)))
+            gf = self.grad
+            norm = math.sqrt(float(gf.astype(np.float64) @ gf.astype(np.float64)))
             if norm > self.grad_clip:
-                grads = [gr * (self.grad_clip / (norm + 1e-6)) for gr in grads]
-        self._update(grads)
+                gf *= np.float32(self.grad_clip / (norm + 1e-6))
+        self._update(self.grad)
         return per
 
-    def _update(self, grads):
-        g = np.concatenate([gr.ravel() for gr in grads])   # flat gradient, parameter order
+    def _update(self, g):
         group = self.optimizer.param_groups[0]
         lr, wd = group["lr"], group.get("weight_decay", 0.0)
         p = self.flat
@@ -335,7 +378,7 @@ class AEKernel:
             p -= lr * (g + wd * p if wd else g)
             return
         decoupled = isinstance(self.optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
-        adam_update(p, g, self.m, self.v, self.steps, group, decoupled)
+        adam_update(p, g, self.m, self.v, self.steps, group, decoupled, self.work)
 
 
 _FORWARD = {nn.Tanh: np.tanh, nn.ReLU: lambda z: np.maximum(z, 0.0),
