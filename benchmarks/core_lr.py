@@ -1,5 +1,5 @@
 """Old vs new default lr control (issue 15): river datasets over seeds, a long stationary stream,
-time per event. Usage: python benchmarks/core_lr.py OLD_CHECKOUT NEW_CHECKOUT [datasets|long] [LR_CONTROL_FOR_NEW]
+time per event. Usage: python benchmarks/core_lr.py OLD_CHECKOUT NEW_CHECKOUT [datasets|long] [LR_CONTROL_FOR_NEW] [SEEDS a-b]
 (e.g. `python benchmarks/core_lr.py /tmp/wt_base . datasets stream`: the old checkout's defaults
 against this one's defaults with lr_control="stream"; seeds 0-9 for datasets, 0-2 for long)
 
@@ -73,6 +73,9 @@ def main():
     task = sys.argv[3] if len(sys.argv) > 3 else "datasets"
     seeds = list(range(10)) if task == "datasets" else [0, 1, 2]
     lrc = sys.argv[4] if len(sys.argv) > 4 else ""
+    if len(sys.argv) > 5:   # e.g. 10-19: seeds not used for choosing the defaults
+        a, b = map(int, sys.argv[5].split("-"))
+        seeds = list(range(a, b + 1))
     res = {"old": run(old, task, seeds), "new": run(new, task, seeds, lrc)}
     print(json.dumps(res))
 

@@ -106,6 +106,7 @@ class TorchLearner:
         self.n_nonfinite_ = 0      # steps skipped because the loss was not finite
         self.last_loss_ = math.nan  # prequential loss of the last update
         self._pending = 0          # samples buffered since the last step
+        self._warm_until = 0       # after a drift re-warm: step after every sample up to this count
         self._plan = self._kernel = None
         self._rng_state = None
         self._stochastic = True
@@ -206,8 +207,23 @@ class TorchLearner:
         self.buffer_.append(row, target, w)
         self.n_seen_ += 1
         self._pending += 1
-        if self._pending >= (self.update_every if self.n_seen_ > self.warmup else 1):
+        if self._pending >= (self.update_every if self.n_seen_ > self._warm_limit() else 1):
             self._step()
+
+    # After a drift re-warm (the lr control saw the loss rise for good), the learner steps after every
+    # sample again for this many samples and empties its replay reservoir (the old concept); 0 = off.
+    # MLPClassifier and MLPRegressor set it (benchmarks/results/drift.md).
+    DRIFT_WARMUP = 0
+
+    def _warm_limit(self) -> int:
+        return max(self.warmup, getattr(self, "_warm_until", 0))
+
+    def _after_drift(self):
+        if not self.DRIFT_WARMUP:
+            return
+        self._warm_until = self.n_seen_ + self.DRIFT_WARMUP
+        if self.reservoir_ is not None:
+            self.reservoir_.size = self.reservoir_.total = 0
 
     def flush(self):
         """Take a step on the samples buffered since the last one (the partial last batch)."""
@@ -287,8 +303,8 @@ class TorchLearner:
             nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
         self.optimizer_.step()
         self.n_updates_ += 1
-        if self.lr_control_ is not None:
-            self.lr_control_.step(preq, n)
+        if self.lr_control_ is not None and self.lr_control_.step(preq, n):
+            self._after_drift()
         return True
 
     def _make_kernel(self):
@@ -312,8 +328,8 @@ class TorchLearner:
             self.n_nonfinite_ += 1
             return
         self.n_updates_ += 1
-        if self.lr_control_ is not None:
-            self.lr_control_.step(preq, p)
+        if self.lr_control_ is not None and self.lr_control_.step(preq, p):
+            self._after_drift()
 
     def _learn_frame(self, X, Y, w=None, encode=None, fresh=None):
         """The learn_many body: rows go through the same schedule as learn_one, in order.
@@ -359,7 +375,7 @@ class TorchLearner:
                 continue
             while cuts[c] <= k:
                 c += 1
-            n = 1 if self.n_seen_ < self.warmup else max(1, self.update_every - self._pending)
+            n = 1 if self.n_seen_ < self._warm_limit() else max(1, self.update_every - self._pending)
             end = min(k + n, cuts[c])          # the rows up to the next step at most
             self._learn_block(M, rows[k:end], Y, w)
             k = end
@@ -372,7 +388,7 @@ class TorchLearner:
         self.buffer_.extend(M[sel, : self.n_in_], Y[sel], None if w is None else w[sel])
         self.n_seen_ += len(rows)
         self._pending += len(rows)
-        if self._pending >= (self.update_every if self.n_seen_ > self.warmup else 1):
+        if self._pending >= (self.update_every if self.n_seen_ > self._warm_limit() else 1):
             self._step()
 
     # -- state -------------------------------------------------------------------------------
@@ -387,6 +403,7 @@ class TorchLearner:
             "buffer": self.buffer_.state_dict(),
             "counters": dict(n_seen=self.n_seen_, n_updates=self.n_updates_, n_skipped=self.n_skipped_,
                              n_nonfinite=self.n_nonfinite_, pending=self._pending,
+                             warm_until=self._warm_until,
                              last_loss=self.last_loss_),
             "extra": self._extra_state(),
         }
@@ -412,6 +429,7 @@ class TorchLearner:
         c = s["counters"]
         self.n_seen_, self.n_updates_, self.n_skipped_ = c["n_seen"], c["n_updates"], c["n_skipped"]
         self.n_nonfinite_, self._pending, self.last_loss_ = c["n_nonfinite"], c["pending"], c["last_loss"]
+        self._warm_until = c.get("warm_until", 0)
         self._load_extra_state(s["extra"])
         if s["built"]:
             self._build(s["n_in"])

@@ -64,7 +64,8 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     scale_inputs
         "welford" (running mean/variance), "ewm" (follows drift) or None.
     lr_control
-        "plateau" (the default: `PlateauLR()`, ReduceLROnPlateau-style, with drift re-warm),
+        "plateau" (the default here: `PlateauLR()`, ReduceLROnPlateau-style, with drift re-warm),
+        "plateau_floor" (the same with a floor at lr/10; `MLPClassifier`'s default),
         "stream" (`StreamLR()`: plateau control on an event-smoothed loss, floor at lr/10, recovery
         when the loss rises, drift re-warm; opt-in, see benchmarks/results/core_lr.md), a
         `StreamLR(...)` / `PlateauLR(...)`, or None (constant rate).
@@ -127,7 +128,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     def _add_class(self, y) -> int:
         i = self._index[y] = len(self.classes_)
         self.classes_.append(y)
-        if self.module_ is not None:
+        if self.module_ is not None and self._n_outputs() != self._out_width:
             lin, _ = last_linear(self.module_, self._out_width)
             grow_output(lin, self._n_outputs(), self.optimizer_)
             self._out_width = self._n_outputs()
@@ -270,8 +271,12 @@ class MLPClassifier(TorchClassifier):
         None, "layer" or "stream" (`StreamingNorm`, exact at batch size 1).
     init
         "default", "xavier"/"glorot" or "he"/"kaiming".
-    loss, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, classes, device, seed, optimizer_kwargs
-        As in `TorchClassifier`.
+    lr_control
+        As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
+        plateau control that never goes below lr/10, so that the model keeps following drift).
+    loss, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, classes, device, seed, optimizer_kwargs
+        As in `TorchClassifier`. After a drift re-warm the model steps after every sample for
+        `DRIFT_WARMUP` (1,000) samples and empties its replay reservoir.
 
     Examples
     --------
@@ -287,7 +292,7 @@ class MLPClassifier(TorchClassifier):
                  update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
                  replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
-                 scale_inputs: str | None = "welford", lr_control="plateau", classes: tuple | None = None,
+                 scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
         self.hidden = hidden
         self.activation = activation
@@ -298,6 +303,8 @@ class MLPClassifier(TorchClassifier):
                          update_every=update_every, warmup=warmup, replay=replay, weight_decay=weight_decay,
                          grad_clip=grad_clip, scale_inputs=scale_inputs, lr_control=lr_control,
                          classes=classes, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
+
+    DRIFT_WARMUP = 1000
 
     def _get_params(self):
         params = super()._get_params()

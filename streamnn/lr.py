@@ -93,14 +93,23 @@ class PlateauLR:
         defaults (0.25, 50) were chosen on a 60k-event Agrawal stream with one abrupt drift: no
         false alarm in 30k stationary events (per-batch losses are noisy; (0.05, 5) fired 176
         times there) and one alarm after the drift.
+    min_lr_ratio
+        A second floor, relative to the initial rate: the rate never falls below
+        `min_lr_ratio * initial` (None = only `min_lr`, ReduceLROnPlateau's semantics).
+        `lr_control="plateau_floor"` (the default of `MLPClassifier`) is `PlateauLR(min_lr_ratio=0.1)`:
+        without it the rate reaches 1e-5 within ~1,000 events and the model stops following a
+        drift (benchmarks/results/drift.md).
     """
 
     def __init__(self, factor: float = 0.5, patience: int = 100, threshold: float = 1e-3,
                  cooldown: int = 0, min_lr: float = 1e-5, smoothing: float = 0.05,
                  rewarm: bool = True, drift_delta: float = 0.25, drift_threshold: float = 50.0,
-                 max_history: int = 10_000):
+                 max_history: int = 10_000, min_lr_ratio: float | None = None):
         if not 0 < factor < 1:
             raise ValueError(f"factor={factor}: must be in (0, 1)")
+        if min_lr_ratio is not None and not 0 < min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={min_lr_ratio}: must be in (0, 1] or None")
+        self.min_lr_ratio = min_lr_ratio
         self.factor, self.patience, self.threshold = factor, patience, threshold
         self.cooldown, self.min_lr, self.smoothing = cooldown, min_lr, smoothing
         self.rewarm, self.max_history = rewarm, max_history
@@ -133,7 +142,7 @@ class PlateauLR:
     def params(self) -> dict:
         """The constructor arguments (for a plain-type checkpoint)."""
         return {k: getattr(self, k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr",
-                                              "smoothing", "rewarm")}
+                                              "smoothing", "rewarm", "min_lr_ratio")}
 
     def step(self, loss: float, n: int = 1) -> bool:
         """Feed the prequential loss of one update (`n`, the events it covers, is not used: this
@@ -157,7 +166,9 @@ class PlateauLR:
             self.cooldown_counter -= 1
             self.num_bad = 0
         if self.num_bad > self.patience:
-            lrs = [max(g["lr"] * self.factor, self.min_lr) for g in self.optimizer.param_groups]
+            r = self.min_lr_ratio or 0.0
+            lrs = [max(g["lr"] * self.factor, self.min_lr, r * lr0)
+                   for g, lr0 in zip(self.optimizer.param_groups, self.initial_lrs)]
             if lrs != [g["lr"] for g in self.optimizer.param_groups]:
                 self.n_reductions += 1
                 self._set(lrs)
@@ -316,7 +327,8 @@ class StreamLR:
         self.detector.load_state_dict(s["detector"])
 
 
-CONTROLS = {"stream": StreamLR, "plateau": PlateauLR}
+CONTROLS = {"stream": StreamLR, "plateau": PlateauLR,
+            "plateau_floor": lambda: PlateauLR(min_lr_ratio=0.1)}
 
 
 def make_control(spec):
@@ -332,5 +344,6 @@ def make_control(spec):
 def check_control(spec):
     if not (spec is None or (isinstance(spec, str) and spec in CONTROLS)
             or isinstance(spec, (StreamLR, PlateauLR))):
-        raise ValueError(f"lr_control={spec!r}: use 'plateau' (the default), 'stream' "
-                         "(ReduceLROnPlateau-style), None (constant), or a StreamLR(...)/PlateauLR(...)")
+        raise ValueError(f"lr_control={spec!r}: use 'plateau' (ReduceLROnPlateau-style), 'plateau_floor' "
+                         "(the same with a floor at lr/10), 'stream', None (constant), or a "
+                         "StreamLR(...)/PlateauLR(...)")

@@ -150,10 +150,15 @@ class MLPRegressor(TorchRegressor):
 
     Parameters
     ----------
-    hidden, activation, dropout, norm, init
+    hidden, dropout, norm, init
         As in `streamnn.MLPClassifier`.
-    loss, scale_target, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs
-        As in `TorchRegressor`.
+    activation
+        "tanh" by default (TrumpApproval MAE and Friedman: benchmarks/results/core_lr.md).
+    lr_control
+        "stream" by default (`StreamLR()`: the rate never falls below lr/10); see `TorchRegressor`.
+    loss, scale_target, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, device, seed, optimizer_kwargs
+        As in `TorchRegressor`. After a drift re-warm the model steps after every sample for
+        `DRIFT_WARMUP` (1,000) samples and empties its replay reservoir.
 
     Examples
     --------
@@ -164,13 +169,13 @@ class MLPRegressor(TorchRegressor):
     True
     """
 
-    def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
+    def __init__(self, hidden: tuple = (32,), activation: str = "tanh", dropout: float = 0.0,
                  norm: str | None = None, init: str = "default", loss="mse", scale_target: bool = True,
                  optimizer="adam", lr: float = REG_DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
                  update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
                  replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
-                 scale_inputs: str | None = "welford", lr_control="plateau", device: str = "cpu",
+                 scale_inputs: str | None = "welford", lr_control="stream", device: str = "cpu",
                  seed: int | None = None, optimizer_kwargs: dict | None = None):
         self.hidden = hidden
         self.activation = activation
@@ -181,6 +186,8 @@ class MLPRegressor(TorchRegressor):
                          batch_size=batch_size, update_every=update_every, warmup=warmup, replay=replay,
                          weight_decay=weight_decay, grad_clip=grad_clip, scale_inputs=scale_inputs,
                          lr_control=lr_control, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
+
+    DRIFT_WARMUP = 1000
 
     def _get_params(self):
         params = super()._get_params()

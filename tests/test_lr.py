@@ -1,4 +1,4 @@
-"""Learning-rate control for streams (`StreamLR`, opt-in) next to the default plateau control."""
+"""Learning-rate control for streams: `StreamLR`, plain plateau control and its floored variant."""
 
 import numpy as np
 import pandas as pd
@@ -110,11 +110,51 @@ def test_learn_many_stays_identical_to_learn_one_under_stream_control():
     assert one.lr_control_.state_dict() == many.lr_control_.state_dict()
 
 
-def test_defaults_keep_plateau_control():
-    """StreamLR did not win on every dataset (benchmarks/results/core_lr.md): the defaults stay."""
+def test_defaults_of_the_mlp_learners():
+    """MLPClassifier: plateau control with a floor at lr/10; MLPRegressor: StreamLR and tanh
+    (benchmarks/results/core_lr.md, drift.md); the others keep plain plateau control."""
     import inspect
-    for cls in (streamnn.MLPClassifier, streamnn.MLPRegressor, streamnn.AutoencoderDetector):
-        assert inspect.signature(cls).parameters["lr_control"].default == "plateau"
+    sig = lambda cls: inspect.signature(cls).parameters
+    assert sig(streamnn.MLPClassifier)["lr_control"].default == "plateau_floor"
+    assert sig(streamnn.MLPRegressor)["lr_control"].default == "stream"
+    assert sig(streamnn.MLPRegressor)["activation"].default == "tanh"
+    for cls in (streamnn.TorchClassifier, streamnn.TorchRegressor, streamnn.AutoencoderDetector):
+        assert sig(cls)["lr_control"].default == "plateau"
+    model = streamnn.MLPClassifier(seed=0)
+    model.learn_one({"a": 1.0}, True)
+    assert type(model.lr_control_) is PlateauLR and model.lr_control_.min_lr_ratio == 0.1
+
+
+def test_plateau_floor_stops_at_a_tenth_of_the_initial_rate():
+    """A flat loss: plain PlateauLR falls to min_lr (1e-5); min_lr_ratio=0.1 stops at lr0/10."""
+    plain, floored = PlateauLR(), PlateauLR(min_lr_ratio=0.1)
+    opt_p, opt_f = _attached(plain), _attached(floored)
+    for _ in range(5000):
+        plain.step(0.3), floored.step(0.3)
+    assert opt_p.param_groups[0]["lr"] == 1e-5
+    assert abs(opt_f.param_groups[0]["lr"] - 0.001) < 1e-12 and floored.n_reductions == 4
+    back = _from_plain(_to_plain(floored))
+    assert back.params() == floored.params() and back.min_lr_ratio == 0.1
+
+
+def test_after_a_drift_rewarm_the_mlp_steps_every_event_and_forgets_its_replay():
+    rng = np.random.default_rng(0)
+    model = streamnn.MLPClassifier(seed=0, warmup=0, update_every=16)
+    for row in rng.normal(size=(400, 2)):
+        model.learn_one({"a": row[0], "b": row[1]}, bool(row[0] > 0))
+    assert model.reservoir_.size > 0
+    before = model.n_updates_
+    model._after_drift()                       # what a Page-Hinkley alarm of the lr control calls
+    assert model.reservoir_.size == 0 and model._warm_until == 400 + model.DRIFT_WARMUP
+    for row in rng.normal(size=(50, 2)):
+        model.learn_one({"a": row[0], "b": row[1]}, bool(row[0] < 0))
+    assert model.n_updates_ - before == 50     # one step per event, not one per 16
+    clone = streamnn.MLPClassifier(seed=0, warmup=0, update_every=16).load_state_dict(model.state_dict())
+    assert clone._warm_until == model._warm_until
+    other = streamnn.TorchClassifier(streamnn.classification._TestNet, seed=0)
+    other.learn_one({"a": 1.0}, True)
+    other._after_drift()                       # off for the other learners (DRIFT_WARMUP = 0)
+    assert other._warm_until == 0
 
 
 def test_checkpoint_params_of_a_stream_control_round_trip_and_show_in_inspection():
