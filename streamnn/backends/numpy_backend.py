@@ -28,6 +28,7 @@ import numpy as np
 
 from .graph import train_layers
 from .losses import loss_op
+from .ops import MemberMean
 from .optim import FlatState, check_optimizer
 
 __all__ = ["NumpyBackend"]
@@ -71,6 +72,10 @@ class NumpyBackend:
         for i, (lin, _) in enumerate(layers):         # the ops now read the flat buffer
             lin.rebind(pv[2 * i], pv[2 * i + 1], gv[2 * i], gv[2 * i + 1])
         self.layers = layers
+        self._calls = [f for lin, act in layers                # the ops' forwards, bound once
+                       for f in (lin.forward, act.forward if act is not None and act.name != "identity" else None) if f]
+        if members > 1:
+            self._calls.append(MemberMean(members).forward)
         self.finite = True
         self.module_name = type(module).__name__
         self.optimizer_name = type(optimizer).__name__
@@ -87,12 +92,8 @@ class NumpyBackend:
     def forward(self, Z: np.ndarray) -> np.ndarray:
         """Scaled rows (B, F) or (F,) -> outputs in eval mode (the members' mean for an ensemble)."""
         h = Z
-        for lin, act in self.layers:
-            h = lin.forward(h)
-            if act is not None:
-                h = act.forward(h)
-        if self.members > 1:
-            h = h.reshape(h.shape[:-1] + (-1, self.members)).mean(axis=-1)
+        for f in self._calls:
+            h = f(h)
         return h
 
     def step(self, X: np.ndarray, T, W: np.ndarray | None, update: bool = True) -> np.ndarray:

@@ -166,7 +166,7 @@ class Linear:
         self.W, self.b, self.WT, self.gW, self.gb = W, b, W.T, gW, gb
 
     def forward(self, h):                          # (B, in) or (in,) -> (B, out) or (out,)
-        z = mm(h, self.WT) if h.ndim == 2 else h @ self.WT
+        z = mm(h, self.WT)
         if self.b is not None:
             z += self.b
         return z
