@@ -243,3 +243,24 @@ def test_sequence_learner_reports_the_torch_backend():
     for x, y in TRUMP[:30]:
         model.learn_one(x, y)
     assert model.backend_.startswith("torch: recurrent"), model.backend_
+
+
+def test_growth_invalidates_and_rebuilds_the_numpy_backend():
+    """A new feature and a new class replace parameter objects; `_invalidate` drops the backend
+    and the next step builds it again over the grown network (still equal to torch)."""
+    rng = np.random.default_rng(0)
+    stream = []
+    for i in range(300):
+        x = {"a": float(rng.normal()), "b": float(rng.normal())}
+        if i >= 100:
+            x["c"] = float(rng.normal())
+        stream.append((x, "abc"[i % 3] if i >= 150 else "ab"[i % 2]))
+    fast, slow = streamnn.MLPClassifier(seed=0, hidden=(6,)), streamnn.MLPClassifier(seed=0, hidden=(6,))
+    slow._make_kernel = lambda: None
+    kernels = set()
+    for x, y in stream:
+        fast.learn_one(x, y)
+        slow.learn_one(x, y)
+        kernels.add(id(fast._kernel))
+    assert len(kernels) >= 3 and fast.backend_.startswith("numpy: MLP of Linear(3->6)")
+    _assert_same_module(fast, slow)
