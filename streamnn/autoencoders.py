@@ -18,13 +18,12 @@ makes the encoder output a Gaussian (mean, log-variance) and `forward` sample fr
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from .fastpath import adam_update
+from .backends.numpy_backend import NumpyBackend
+from .backends.ops import activation
 from .modules import _swap_param, grow_input, make_activation
 
 __all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy", "frozen_plan"]
@@ -201,12 +200,9 @@ def _run(steps, h):
 
 
 def _np_act(m):
-    from .modules import _NP_ACT
-    f = _NP_ACT.get(type(m))
-    if f is None and isinstance(m, nn.LeakyReLU):
-        slope = m.negative_slope
-        return lambda h: np.where(h > 0, h, slope * h)
-    return f
+    """The forward of activation `m` from the one registry (`streamnn.backends.ops`), or None."""
+    op = activation(m)
+    return op.forward if op is not None else None
 
 
 def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
@@ -266,122 +262,19 @@ def _run1(steps, h):   # one row (n,): matrix-vector products
 
 # --- numpy training step for the dense, deterministic autoencoder ------------------------------
 
-class AEKernel:
-    """Forward, backward and Adam/AdamW/SGD update of a dense non-variational `AutoEncoder` in
-    numpy, in place on the torch parameters and the torch optimizer's own state tensors (shared
-    memory), so `state_dict()`, checkpoints and the torch path see the same numbers. A small
-    network's torch step is almost all framework overhead; this one is a few dozen numpy calls.
-    """
+class AEKernel(NumpyBackend):
+    """The numpy backend (`streamnn.backends`) of a dense, non-variational `AutoEncoder`: its
+    reconstruction loss, forward, backward and update in numpy, in place on the torch parameters
+    and the torch optimizer's own state tensors."""
 
     @classmethod
     def build(cls, module: AutoEncoder, optimizer, grad_clip=None):
         """A kernel, or None where the network, optimizer or device is not supported."""
         if module.kind != "dense" or module.variational:
             return None
-        kind = type(optimizer)
-        if kind not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) or len(optimizer.param_groups) != 1:
-            return None
-        g = optimizer.param_groups[0]
-        if g.get("amsgrad") or g.get("maximize") or g.get("nesterov") or g.get("dampening", 0) \
-                or (kind is torch.optim.SGD and g.get("momentum")):
-            return None
-        layers = []
-        for m in [*module.encoder, *module.decoder]:
-            if isinstance(m, nn.Linear):
-                if m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 or m.bias is None:
-                    return None
-                layers.append([m, None])
-            elif type(m) in _BACKWARD and layers and layers[-1][1] is None:
-                layers[-1][1] = type(m)
-            else:
-                return None
-        params = [p for lin, _ in layers for p in (lin.weight, lin.bias)]
-        if [id(p) for p in g["params"]] != [id(p) for p in params]:
-            return None
-        return cls(layers, params, optimizer, grad_clip)
-
-    def __init__(self, layers, params, optimizer, grad_clip):
-        """Move the parameters (and the optimizer's state) into one flat buffer each, so that an
-        update is a handful of vector operations; the torch tensors become views of them."""
-        self.optimizer, self.grad_clip = optimizer, grad_clip
-        self.adam = not isinstance(optimizer, torch.optim.SGD)
-        bounds = np.cumsum([0] + [p.numel() for p in params])
-        self.flat = np.concatenate([p.detach().numpy().ravel() for p in params]).astype(np.float32)
-        with torch.no_grad():
-            for p, a, b in zip(params, bounds[:-1], bounds[1:]):
-                p.data = torch.from_numpy(self.flat[a:b]).view(p.shape)
-        self.layers = [(lin.weight.detach().numpy(), lin.bias.detach().numpy(), act) for lin, act in layers]
-        self.grad = np.zeros_like(self.flat)                 # the flat gradient, parameter order
-        self.work = np.zeros((2, len(self.flat)), np.float32)  # Adam's scratch space
-        views = [self.grad[a:b].reshape(p.shape) for p, a, b in zip(params, bounds[:-1], bounds[1:])]
-        self.grad_views = list(zip(views[0::2], views[1::2]))  # (dW, db) per layer
-        self.steps = []
-        if self.adam:
-            self.m = self._flat_state(params, bounds, "exp_avg")
-            self.v = self._flat_state(params, bounds, "exp_avg_sq")
-            for p in params:
-                st = optimizer.state[p]
-                st.setdefault("step", torch.zeros((), dtype=torch.float32))
-                self.steps.append(st["step"].numpy())
-
-    def _flat_state(self, params, bounds, name):
-        flat = np.zeros(int(bounds[-1]), dtype=np.float32)
-        for p, a, b in zip(params, bounds[:-1], bounds[1:]):
-            st = self.optimizer.state[p]
-            if name in st:
-                flat[a:b] = st[name].detach().numpy().ravel()
-            st[name] = torch.from_numpy(flat[a:b]).view(p.shape)
-        return flat
+        layers, members, params, loss, why = cls.check(module, optimizer, "recon")
+        return None if why else cls(module, layers, members, params, optimizer, loss, grad_clip)
 
     def step(self, X: np.ndarray, W: np.ndarray | None) -> np.ndarray:
         """Reconstruction error per row (B,) before the update; then one update if all are finite."""
-        B, D = X.shape
-        hs, h = [X], X
-        for Wt, b, act in self.layers:                       # forward
-            h = h @ Wt.T
-            h += b
-            if act is not None:
-                h = _FORWARD[act](h)
-            hs.append(h)
-        diff = h - X                                          # (B, D)
-        d64 = diff.astype(np.float64)
-        d64 *= d64
-        per = np.add.reduce(d64, 1) / D
-        if not math.isfinite(np.add.reduce(per)):
-            return per
-        if W is None:
-            g = diff * np.float32(2.0 / (D * B))
-        else:
-            g = diff * (2.0 / D * (W / W.sum())[:, None]).astype(np.float32)
-        for i in range(len(self.layers) - 1, -1, -1):       # backward, into the flat gradient
-            Wt, b, act = self.layers[i]
-            gW, gb = self.grad_views[i]
-            if act is not None:
-                g = _BACKWARD[act](g, hs[i + 1])
-            np.add.reduce(g, 0, out=gb)                       # db (out,)
-            np.matmul(g.T, hs[i], out=gW)                     # dW (out, in)
-            if i > 0:
-                g = g @ Wt
-        if self.grad_clip:
-            gf = self.grad
-            norm = math.sqrt(float(gf.astype(np.float64) @ gf.astype(np.float64)))
-            if norm > self.grad_clip:
-                gf *= np.float32(self.grad_clip / (norm + 1e-6))
-        self._update(self.grad)
-        return per
-
-    def _update(self, g):
-        group = self.optimizer.param_groups[0]
-        lr, wd = group["lr"], group.get("weight_decay", 0.0)
-        p = self.flat
-        if not self.adam:
-            p -= lr * (g + wd * p if wd else g)
-            return
-        decoupled = isinstance(self.optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
-        adam_update(p, g, self.m, self.v, self.steps, group, decoupled, self.work)
-
-
-_FORWARD = {nn.Tanh: np.tanh, nn.ReLU: lambda z: np.maximum(z, 0.0),
-            nn.Sigmoid: lambda z: 1.0 / (1.0 + np.exp(-z)), nn.Identity: lambda z: z}
-_BACKWARD = {nn.Tanh: lambda g, h: g * (1.0 - h * h), nn.ReLU: lambda g, h: g * (h > 0),
-             nn.Sigmoid: lambda g, h: g * h * (1.0 - h), nn.Identity: lambda g, h: g}
+        return super().step(X, None, W)

@@ -23,22 +23,22 @@ rows between two steps to the buffer at once instead of one by one.
 
 from __future__ import annotations
 
-import copy
-import importlib
+import abc
 import math
-import numbers
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint
 from .buffering import Reservoir, RingBuffer
-from .fastpath import MLPKernel
+from .engine import BackendChoice
 from .features import FeatureRegistry
-from .lr import PlateauLR, StreamLR, check_control, make_control
-from .modules import first_linear, grow_input, numpy_forward_plan, run_plan
+from .lr import check_control, make_control
+from .modules import first_linear, grow_input
 from .normalization import RunningStats
+from .schedule import FrameSchedule
+from .serialization import (_from_plain, _load, _plain_params, _qualified, _to_cpu,  # noqa: F401 (their old home)
+                            _to_plain, load, save)
 
 __all__ = ["TorchLearner", "OPTIMIZERS", "load"]
 
@@ -54,12 +54,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class TorchLearner:
+class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
     """Mixin with the lazy build, buffering, training step, prediction path and state.
 
-    Subclasses define `_make_module(n_in, n_out)`, `_n_outputs()`, `_encode_target(y)` (a
-    float or a vector for the buffer), `_loss_per_sample(out, target)` -> (B,), and use
-    `_forward(Z)` for predictions.
+    The hooks a learner gives (the contract a new learner is written against):
+
+    - required (abstract): `_make_module(n_in, n_out)` -> nn.Module, `_n_outputs()` -> int,
+      `_prepare_targets(Y)` -> the buffered targets as the network's targets (numpy);
+    - the loss: `_loss_per_sample(out, T)` -> (B,) torch losses, or `_train_forward(Z, T)` for a
+      learner whose forward is not `module(Z)` (the autoencoder); `_fast_loss()` -> the same loss
+      for the numpy backend ("ce", "mse" or a `streamnn.backends.losses` op), None: torch only;
+    - optional: `_absorb_targets(Y)` (target scalers), `_extra_state()` / `_load_extra_state(s)`,
+      `_select_backend()` (a learner's own reason to use torch), `_invalidate()` (extended by a
+      learner with caches of its own).
+
+    Predictions go through `_forward(Z)`; every backend's step ends in `_record_step`.
     """
 
     _TARGET_NAN_SKIPS = True
@@ -107,7 +116,7 @@ class TorchLearner:
         self.last_loss_ = math.nan  # prequential loss of the last update
         self._pending = 0          # samples buffered since the last step
         self._warm_until = 0       # after a drift re-warm: step after every sample up to this count
-        self._plan = self._kernel = None
+        self._invalidate()
         self._rng_state = None
         self._stochastic = True
 
@@ -151,17 +160,24 @@ class TorchLearner:
         if self.lr_control_ is not None:
             self.lr_control_.attach(self.optimizer_)
         self.n_in_ = n_in
-        self._plan = self._kernel = None
+        self._invalidate()
 
     def _grow_inputs(self, n_in: int):
         lin, _ = first_linear(self.module_, self.n_in_)
         grow_input(lin, n_in, self.optimizer_)
         self.n_in_ = n_in
-        self._plan = self._kernel = None
+        self._invalidate()
+
+    def _invalidate(self):
+        """The one invalidation point: drop everything derived from the module's parameter objects
+        (the chosen backend, the numpy prediction ops); call it after a build, a growth of the
+        network or a load. Subclasses with caches of their own extend it."""
+        self._plan = self._kernel = self._torch = None
+        self._why = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_plan"] = state["_kernel"] = None   # numpy views must not be copied apart from tensors
+        state["_plan"] = state["_kernel"] = state["_torch"] = None   # numpy views must not be copied apart from tensors
         return state
 
     # -- rows --------------------------------------------------------------------------------
@@ -180,20 +196,6 @@ class TorchLearner:
             pad = np.zeros(Z.shape[:-1] + (n_in - Z.shape[-1],))
             Z = np.concatenate([Z, pad], axis=-1)
         return Z.astype(np.float32, copy=False)
-
-    def _forward(self, Z: np.ndarray) -> np.ndarray:
-        """Scaled rows (B, F) or (F,) -> network outputs as numpy, in eval mode, no side effects."""
-        if self._plan is None and self._device.type == "cpu":
-            self._plan = numpy_forward_plan(self.module_) or False
-        if self._plan:
-            return run_plan(self._plan, Z)
-        module = self.module_
-        was_training = module.training
-        module.eval()
-        with torch.inference_mode():
-            out = module(torch.as_tensor(Z, device=self._device))
-        module.train(was_training)
-        return out.cpu().numpy()
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -267,129 +269,47 @@ class TorchLearner:
         return per
 
     def _fast_loss(self):
-        """Hook: "ce" or "mse" when the numpy kernel (streamnn.fastpath) may run this loss."""
+        """Hook: the numpy loss ("ce", "mse" or a `streamnn.backends.losses` op) of this learner,
+        or None where its loss has no numpy form (the torch backend then trains it)."""
         return None
 
     def _step(self):
+        """1. gather the batch; 2. one step on the backend; 3. the bookkeeping (`_record_step`)."""
         X, Y, W, p = self._batch()
         self._pending = 0
         kernel = self._kernel
         if kernel is None:
             kernel = self._kernel = self._make_kernel() or False
         if kernel:
-            return self._fast_step(kernel, X, Y, W, p)
-        dev = self._device
-        Z = torch.as_tensor(self._scale(X), device=dev)              # (B, F)
-        T = torch.as_tensor(self._prepare_targets(Y), device=dev)     # (B,) or (B, K)
-        per = self._train_forward(Z, T)                               # (B,)
-        if W.min() == 1.0 and W.max() == 1.0:
-            loss = per.mean()
-        else:
-            Wt = torch.as_tensor(W, dtype=torch.float32, device=dev)
-            loss = (per * Wt).sum() / Wt.sum().clamp_min(1e-12)
-        self._apply_loss(loss, per[-p:].detach().mean(), p)
+            res = self.reservoir_
+            unit = (self.buffer_.unit and (res is None or res.unit)) or bool((W == 1.0).all())
+            per = kernel.step(self._scale(X), self._prepare_targets(Y), None if unit else W)
+            tail = per[-p:]
+            preq = float(np.add.reduce(tail)) / p if tail.dtype == np.float64 else float(tail.mean())
+            self._record_step(preq, kernel.finite, p)
+            return
+        preq, stepped = self._torch_backend().step(self._scale(X), self._prepare_targets(Y), W, p,
+                                                   self._train_forward)
+        self._record_step(preq, stepped, p)
 
     def _apply_loss(self, loss, preq_t, n: int = 1) -> bool:
-        """Record the prequential loss `preq_t` (of `n` new samples), then take the optimizer step on `loss` unless it
-        is not finite (counted); feeds the lr control. Returns whether a step was taken."""
-        total, preq = torch.stack([loss.detach(), preq_t]).tolist()  # one device sync per step
+        """A torch step on `loss` (a learner that computes its own loss, e.g. the sequence
+        learners), then the bookkeeping; returns whether a step was taken."""
+        preq, stepped = self._torch_backend().apply(loss, preq_t)
+        return self._record_step(preq, stepped, n)
+
+    def _record_step(self, preq: float, stepped: bool, n: int = 1) -> bool:
+        """The one bookkeeping after a step of any backend: record the prequential loss `preq`
+        (of `n` new samples), count the step (or the skipped, non-finite one), feed the lr
+        control (and re-warm after a drift). Returns `stepped`."""
         self.last_loss_ = preq
-        if not math.isfinite(total):
+        if not stepped:
             self.n_nonfinite_ += 1
             return False
-        self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-        self.optimizer_.step()
         self.n_updates_ += 1
         if self.lr_control_ is not None and self.lr_control_.step(preq, n):
             self._after_drift()
         return True
-
-    def _make_kernel(self):
-        loss = self._fast_loss()
-        if loss is None or self.grad_clip or self._device.type != "cpu" or self._stochastic:
-            return None
-        kernel = MLPKernel.build(self.module_, self.optimizer_, loss)
-        self._plan = None   # the kernel moved the parameters into one flat buffer
-        return kernel
-
-    def _fast_step(self, kernel, X, Y, W, p):
-        """The same step as `_step`, computed by the numpy kernel on the shared tensors."""
-        res = self.reservoir_
-        unit = (self.buffer_.unit and (res is None or res.unit)) or bool((W == 1.0).all())
-        per = kernel.step(self._scale(X), self._prepare_targets(Y), None if unit else W)
-        tail = per[-p:]
-        preq = float(np.add.reduce(tail)) / p if tail.dtype == np.float64 else float(tail.mean())
-        self.last_loss_ = preq
-        finite = getattr(kernel, "finite", None)   # MLPKernel.step checked it
-        if not (np.isfinite(per).all() if finite is None else finite):
-            self.n_nonfinite_ += 1
-            return
-        self.n_updates_ += 1
-        if self.lr_control_ is not None and self.lr_control_.step(preq, p):
-            self._after_drift()
-
-    def _learn_frame(self, X, Y, w=None, encode=None, fresh=None):
-        """The learn_many body: rows go through the same schedule as learn_one, in order.
-
-        `Y` holds the rows' buffer targets, NaN where a row is skipped; a row in `fresh` (row ->
-        label) takes `encode(label)` as its target at its turn (a class seen for the first time).
-        Between two steps, a run of rows that needs no growth is appended to the buffer at once
-        (`_learn_block`); a row that builds or grows the network or adds a class goes through
-        `_learn_row`. A list `Y` (None = skip) is encoded row by row with `encode`, if given.
-        """
-        M, widths = self.features_.frame_rows(X)
-        fresh = fresh or {}
-        listed = not isinstance(Y, np.ndarray)
-        if listed or type(self)._learn_row is not TorchLearner._learn_row:   # row by row
-            for i, t in enumerate(Y):
-                if i in fresh:
-                    t = encode(fresh[i])
-                elif listed:
-                    if t is None:
-                        continue
-                    if encode is not None:
-                        t = encode(t)
-                elif math.isnan(t):
-                    continue
-                self._learn_row(M[i, : widths[i]], t, 1.0 if w is None else float(w[i]))
-            return
-        skip = np.isnan(Y)
-        rows = (~skip).nonzero()[0] if skip.any() else np.arange(len(Y))   # the rows learned, in order
-        if len(rows) == 0:
-            return
-        cuts = [len(rows)]   # a run of rows ends where the width grows and before a row adding a class
-        if widths[rows[0]] != widths[rows[-1]] or fresh:
-            wr = widths[rows]
-            grows = (wr[1:] != wr[:-1]).nonzero()[0] + 1
-            cuts = np.union1d(grows, np.searchsorted(rows, sorted(fresh))).tolist() + cuts
-        k, c = 0, 0
-        while k < len(rows):
-            r = int(rows[k])
-            if self.module_ is None or widths[r] != self.n_in_ or r in fresh:
-                t = encode(fresh[r]) if r in fresh else Y[r]
-                self._learn_row(M[r, : widths[r]], t, 1.0 if w is None else float(w[r]))
-                k += 1
-                continue
-            while cuts[c] <= k:
-                c += 1
-            n = 1 if self.n_seen_ < self._warm_limit() else max(1, self.update_every - self._pending)
-            end = min(k + n, cuts[c])          # the rows up to the next step at most
-            self._learn_block(M, rows[k:end], Y, w)
-            k = end
-
-    def _learn_block(self, M, rows, Y, w):
-        """Learn rows `rows` of `M` (of the network's width) that end at or before the next step:
-        `_learn_row` for each, with one buffer write."""
-        a, b = int(rows[0]), int(rows[-1]) + 1
-        sel = slice(a, b) if b - a == len(rows) else rows
-        self.buffer_.extend(M[sel, : self.n_in_], Y[sel], None if w is None else w[sel])
-        self.n_seen_ += len(rows)
-        self._pending += len(rows)
-        if self._pending >= (self.update_every if self.n_seen_ > self._warm_limit() else 1):
-            self._step()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -440,6 +360,24 @@ class TorchLearner:
                 self.lr_control_.load_state_dict(s["lr_control"])
         return self
 
+    # -- hooks -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _make_module(self, n_in: int, n_out: int):
+        """The network for `n_in` input columns and `n_out` outputs."""
+
+    @abc.abstractmethod
+    def _n_outputs(self) -> int:
+        """The network's output width now (classes, heads, ...)."""
+
+    @abc.abstractmethod
+    def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:
+        """Buffered targets (B,) or (B, K) -> the network's targets (class indices, scaled values)."""
+
+    def _loss_per_sample(self, out, target):
+        """Hook: per-sample training losses (B,) of outputs `out` (torch) against `target`."""
+        raise NotImplementedError(f"{type(self).__name__} gives neither _loss_per_sample nor _train_forward")
+
     def _extra_state(self) -> dict:
         return {}
 
@@ -448,8 +386,7 @@ class TorchLearner:
 
     def save(self, path):
         """Write the learner (parameters and state) to `path` atomically; see `streamnn.load`."""
-        checkpoint.save_checkpoint({"learner": _qualified(type(self)), "params": _plain_params(self),
-                                    "state": self.state_dict()}, path)
+        save(self, path)
 
     @classmethod
     def load(cls, path, **params):
@@ -457,106 +394,6 @@ class TorchLearner:
 
         Refuses (`streamnn.checkpoint.CheckpointError`) a file holding another class of learner."""
         return _load(path, params, expect=cls)
-
-
-def load(path, **params):
-    """Rebuild a learner saved with `learner.save(path)`, without unpickling any object.
-
-    Only streamnn's own learner classes are rebuilt; parameters that are classes or callables
-    (a custom `module`, a loss function) are not stored as code and must be passed again.
-    A file that is not a learner checkpoint raises `streamnn.checkpoint.CheckpointError`.
-    """
-    return _load(path, params)
-
-
-def _load(path, params: dict, expect=None):
-    ck = checkpoint.load_checkpoint(path)
-    name = ck.get("learner")
-    if not isinstance(name, str) or not isinstance(ck.get("params"), dict) or "state" not in ck:
-        raise checkpoint.CheckpointError(f"{path}: a streamnn checkpoint without a learner in it (keys "
-                                         f"{sorted(map(str, ck))[:8]}); load it with streamnn.load_checkpoint")
-    modname, _, qualname = name.rpartition(".")
-    cls = None
-    if modname.startswith("streamnn."):
-        try:
-            cls = getattr(importlib.import_module(modname), qualname)
-        except (ImportError, AttributeError):
-            cls = None
-    if not isinstance(cls, type) or not callable(getattr(cls, "load_state_dict", None)):
-        raise checkpoint.CheckpointError(f"{path}: holds a {name}, which is not a streamnn learner of this "
-                                         "version; load it with the streamnn version that wrote it")
-    if expect is not None and not issubclass(cls, expect):
-        raise checkpoint.CheckpointError(f"{path}: holds a {cls.__name__} ({name}), not a {expect.__name__}; "
-                                         f"load it with {cls.__name__}.load(path) or streamnn.load(path)")
-    kwargs = {}
-    for k, v in ck["params"].items():
-        if isinstance(v, dict) and "__callable__" in v:
-            if k not in params:
-                raise ValueError(f"{path} was saved with {k}={v['__callable__']}; pass {k}=... to load it")
-        else:
-            kwargs[k] = _from_plain(v)
-    kwargs.update(params)
-    learner = cls(**kwargs)
-    try:
-        learner.load_state_dict(ck["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        raise checkpoint.CheckpointError(f"{path}: its {cls.__name__} state does not fit a {cls.__name__} "
-                                         f"built with these parameters ({type(e).__name__}: "
-                                         f"{str(e).splitlines()[0][:160] if str(e) else ''}); pass the "
-                                         "parameters it was saved with") from None
-    return learner
-
-
-def _qualified(obj) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
-
-
-def _plain_params(learner) -> dict:
-    out = {}
-    for k, v in learner._get_params().items():
-        out[k] = _to_plain(v)
-    return out
-
-
-def _to_plain(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, (tuple, list)):
-        return {"__tuple__": [_to_plain(i) for i in v]} if isinstance(v, tuple) else [_to_plain(i) for i in v]
-    if isinstance(v, dict):
-        return {"__dict__": [[_to_plain(k), _to_plain(i)] for k, i in v.items()]}
-    if isinstance(v, PlateauLR):
-        return {"__plateau__": v.params()}
-    if isinstance(v, StreamLR):
-        return {"__streamlr__": v.params()}
-    if isinstance(v, numbers.Real):
-        return float(v)
-    return {"__callable__": _qualified(v) if hasattr(v, "__qualname__") else repr(v)}
-
-
-def _from_plain(v):
-    if isinstance(v, list):
-        return [_from_plain(i) for i in v]
-    if isinstance(v, dict):
-        if "__tuple__" in v:
-            return tuple(_from_plain(i) for i in v["__tuple__"])
-        if "__dict__" in v:
-            return {_from_plain(k): _from_plain(i) for k, i in v["__dict__"]}
-        if "__plateau__" in v:
-            return PlateauLR(**v["__plateau__"])
-        if "__streamlr__" in v:
-            return StreamLR(**v["__streamlr__"])
-    return v
-
-
-def _to_cpu(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)   # a copy: a state must not alias live tensors
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
 
 
 def _pad_cols(a: np.ndarray, width: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch import nn
 from .normalization import StreamingNorm
 
 __all__ = ["MLP", "ACTIVATIONS", "BlockLinear", "MemberMean", "grow_input", "grow_output", "first_linear",
-           "last_linear", "members_of", "numpy_forward_plan"]
+           "last_linear", "members_of"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU, "gelu": nn.GELU, "mish": nn.Mish,
@@ -225,66 +225,3 @@ def grow_output(linear: nn.Linear, n_out: int, optimizer=None):
             linear.bias = nn.Parameter(torch.cat([old_b, fill.expand(extra).clone()]))
             _swap_param(optimizer, old_b, linear.bias, lambda t: torch.cat([t, t.new_zeros(extra)]))
     linear.out_features = n_out
-
-
-# --- a numpy forward for plain MLPs: a batch-1 prediction in a few microseconds ---------------
-
-_NP_ACT = {
-    nn.ReLU: lambda h: np.maximum(h, 0.0),
-    nn.Tanh: np.tanh,
-    nn.Sigmoid: lambda h: 1.0 / (1.0 + np.exp(-h)),
-    nn.Identity: lambda h: h,
-    nn.Dropout: lambda h: h,
-}
-
-
-def numpy_forward_plan(module: nn.Module):
-    """A list of numpy steps equivalent to `module` in eval mode, or None if it has other layers.
-
-    The weight arrays share memory with the (CPU) parameters, so optimizer steps are seen
-    without copying; rebuild the plan when a parameter object is replaced (growth, loading).
-    """
-    seq = module.net if isinstance(module, MLP) else module
-    if not isinstance(seq, nn.Sequential):
-        return None
-    plan = []
-    for m in seq:
-        if isinstance(m, nn.Linear):
-            if m.weight.device.type != "cpu" or m.weight.dtype != torch.float32:
-                return None
-            W = m.weight.detach().numpy()
-            b = m.bias.detach().numpy() if m.bias is not None else None
-            plan.append(("linear", W, b))
-        elif isinstance(m, StreamingNorm):
-            plan.append(("snorm", m))
-        elif isinstance(m, MemberMean):
-            plan.append(("members", m.members))
-        elif type(m) in _NP_ACT:
-            if type(m) not in (nn.Dropout, nn.Identity):
-                plan.append(("act", _NP_ACT[type(m)]))
-        else:
-            return None
-    return plan
-
-
-def run_plan(plan, x: np.ndarray) -> np.ndarray:
-    """Apply a numpy plan to `x` (F,) or (B, F) float32."""
-    h = x
-    for step in plan:
-        kind = step[0]
-        if kind == "linear":
-            h = h @ step[1].T
-            if step[2] is not None:
-                h = h + step[2]
-        elif kind == "act":
-            h = step[1](h)
-        elif kind == "members":   # (..., O * K) -> (..., O): the members' mean
-            h = h.reshape(h.shape[:-1] + (-1, step[1])).mean(axis=-1)
-        else:  # StreamingNorm in eval mode
-            m = step[1]
-            mean = m.running_mean.numpy()
-            inv = 1.0 / np.sqrt(m.running_var.numpy() + m.eps)
-            h = (h - mean) * inv
-            if m.weight is not None:
-                h = h * m.weight.detach().numpy() + m.bias.detach().numpy()
-    return h

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import backends
 from .keystore import KeyStore, WindowBuffer
 from .recurrent import CELLS, SeqNet, np_run, numpy_plan
 from .seqframes import FrameLearning
@@ -56,10 +57,14 @@ class SequenceLearner(FrameLearning):
         super()._build(n_in)
         self._on_cpu = self._device.type == "cpu"
 
+    def _select_backend(self):
+        return backends.select(self.module_, self.optimizer_, None, self._device, self.grad_clip,
+                               refuse="recurrent training (numpy runs the cells for prediction only)")
+
     def _grow_inputs(self, n_in):
         self.module_.grow_input(n_in, self.optimizer_)
         self.n_in_ = n_in
-        self._plan = None
+        self._invalidate()
 
     def _extra_state(self):
         s = {**super()._extra_state(), "keys": self.keys_.state_dict()}

@@ -30,6 +30,7 @@ def _train(model, stream, use_kernel):
     dict(optimizer="sgd", lr=0.05),
     dict(activation="tanh", hidden=(16, 8), replay=0.0, update_every=1, batch_size=4),
     dict(activation="sigmoid"),
+    dict(grad_clip=0.05, update_every=1, batch_size=4),
 ])
 @pytest.mark.parametrize("task", ["clf", "reg"])
 def test_kernel_matches_torch_step(kw, task):
@@ -50,11 +51,15 @@ def test_kernel_matches_torch_step(kw, task):
 
 
 def test_unsupported_configurations_use_the_torch_step():
-    for model in [streamnn.MLPClassifier(dropout=0.2), streamnn.MLPClassifier(norm="stream"),
-                  streamnn.MLPClassifier(grad_clip=1.0), streamnn.MLPClassifier(optimizer="rmsprop"),
-                  streamnn.MLPRegressor(loss="huber"), streamnn.MLPClassifier(activation="gelu")]:
+    cases = [(streamnn.MLPClassifier(dropout=0.2), "random numbers"),
+             (streamnn.MLPClassifier(norm="stream"), "StreamingNorm"),
+             (streamnn.MLPClassifier(optimizer="rmsprop"), "RMSprop"),
+             (streamnn.MLPRegressor(loss="huber"), "loss"),
+             (streamnn.MLPClassifier(activation="gelu"), "GELU")]
+    for model, why in cases:
         _train(model, PHISHING[:40] if isinstance(model, streamnn.MLPClassifier) else TRUMP[:40], True)
         assert model._kernel is False and model.n_updates_ > 0
+        assert model.backend_.startswith("torch: ") and why in model.backend_, model.backend_
 
 
 def test_leaky_relu_slope_is_read_from_the_module():
