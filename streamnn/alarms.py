@@ -18,6 +18,9 @@ likelihood (Ahmad et al. 2017):
    of regime is learned after that.
 4. **Range novelty** (optional, `RangeNovelty`): a value beyond the range of its feature's past
    values by more than 5 % of that range scores 1.0 (Numenta's "spatial anomaly" rule).
+5. **More evidence** (optional, `extra` raw scores such as `alarm_signals.SeriesContext`'s): each
+   is judged by its own short-against-long tail, and the tails are fused by Fisher's method
+   (the product of the p-values), so one noisy signal alone rarely raises an alarm.
 
 `AnomalyLikelihood(detector)` wraps any river `AnomalyDetector` with these rules.
 
@@ -39,7 +42,9 @@ from collections import deque
 
 from river import anomaly, base
 
-__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood"]
+from .alarm_signals import RangeNovelty
+
+__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher"]
 
 _LOG10 = math.log(10.0)
 
@@ -55,6 +60,75 @@ def _scale(u: float) -> float:
     """-log10(tail) -> [0, 1): u / 10 up to u = 5 (score 0.5 at a tail of 1e-5), then 1 - 2.5 / u
     (monotone, never saturating: a larger deviation always scores higher)."""
     return u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u
+
+
+class _Tail:
+    """One raw stream: the mean of its last `short` values against the mean and standard deviation
+    of those short means over the last `long` events, in O(1) per event (running sums)."""
+
+    __slots__ = ("short", "long", "recent", "means", "s_recent", "s1", "s2")
+
+    def __init__(self, short: int, long: int):
+        self.short, self.long = short, long
+        self.recent: deque = deque()          # last `short` raw scores
+        self.means: deque = deque()           # last `long` short means
+        self.s_recent = self.s1 = self.s2 = 0.0
+
+    def u(self, raw: float, min_std: float) -> float:
+        """-log10 of the Gaussian upper tail of the short mean with `raw` (0.0 without history)."""
+        k = len(self.means)
+        if k < 2 or not math.isfinite(raw):
+            return 0.0
+        mu = self.s1 / k
+        var = self.s2 / k - mu * mu
+        sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
+        n = len(self.recent)
+        m = (self.s_recent - self.recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
+        return _log10_tail((m - mu) / sd)
+
+    def add(self, raw: float):
+        recent, means = self.recent, self.means
+        if len(recent) == self.short:
+            old = recent.popleft()
+            m = (self.s_recent - old + raw) / self.short
+            self.s_recent -= old
+        else:
+            m = (self.s_recent + raw) / (len(recent) + 1)
+        recent.append(raw)
+        self.s_recent += raw
+        if len(means) == self.long:
+            old = means.popleft()
+            self.s1 -= old
+            self.s2 -= old * old
+        means.append(m)
+        self.s1 += m
+        self.s2 += m * m
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "means": list(self.means),
+                "sums": [self.s_recent, self.s1, self.s2]}
+
+    def load_state_dict(self, s: dict):
+        self.recent, self.means = deque(s["recent"]), deque(s["means"])
+        self.s_recent = math.fsum(self.recent)
+        self.s1 = math.fsum(self.means)
+        self.s2 = math.fsum(m * m for m in self.means)
+        if "sums" in s:        # the running sums as they were: resuming is bit-exact
+            self.s_recent, self.s1, self.s2 = s["sums"]
+
+
+def fisher(us) -> float:
+    """Fisher's method on -log10 p-values: the -log10 p-value of their product, under independence
+    (chi-squared with 2k degrees of freedom); one value is returned as it is."""
+    k = len(us)
+    if k == 1:
+        return us[0]
+    t = math.fsum(us) * _LOG10
+    acc = term = 1.0
+    for i in range(1, k):
+        term *= t / i
+        acc += term
+    return max(0.0, (t - math.log(acc)) / _LOG10)
 
 
 class Likelihood:
@@ -77,6 +151,10 @@ class Likelihood:
     min_std
         Floor of the reference standard deviation, relative to its mean (a flat raw stream
         must not turn a tiny blip into an alarm).
+
+    `score` and `update` take optional `extra` raw scores (other evidence on the same event, e.g.
+    `streamnn.alarm_signals.SeriesContext`): each gets its own short/long history, and the tail
+    probabilities are fused by Fisher's method, so one noisy signal alone rarely raises an alarm.
     """
 
     def __init__(self, short: int = 10, long: int = 4000, learning: int = 300, alarm: float = 0.5,
@@ -85,72 +163,69 @@ class Likelihood:
             raise ValueError(f"short={short}, long={long}: need 1 <= short < long")
         if not 0.0 <= quiet < alarm <= 1.0:
             raise ValueError(f"quiet={quiet}, alarm={alarm}: need 0 <= quiet < alarm <= 1")
-        self.short, self.long, self.learning = int(short), int(long), int(learning)
+        self.long, self.learning = int(long), int(learning)
         self.alarm, self.suppress, self.quiet, self.min_std = float(alarm), int(suppress), float(quiet), float(min_std)
-        self.recent: deque = deque()          # last `short` raw scores
-        self.means: deque = deque()           # last `long` short means
-        self.s_recent = self.s1 = self.s2 = 0.0
+        self.tails = [_Tail(int(short), self.long)]   # the raw score's, then one per extra signal
         self.n = 0                            # events seen
         self.hold = 0                         # events left in the suppression period
         self.since = 1 << 30                  # events since the last alarm (0: this one)
-        self._memo = None                     # (raw, novel, score) of the last `score`
+        self._memo = None                     # (raw, novel, extra, score) of the last `score`
+
+    @property
+    def short(self) -> int:
+        return self.tails[0].short
+
+    @short.setter
+    def short(self, value: int):              # before any event only (the histories are empty)
+        for t in self.tails:
+            t.short = int(value)
 
     def protects(self, first: int) -> bool:
         """True during the first `first` events of an alarm's suppression period (the alarm
         included): a wrapped model should not learn them."""
         return self.since < first
 
-    def _short_mean(self, raw: float) -> float:
-        k = len(self.recent)
-        if k == self.short:
-            return (self.s_recent - self.recent[0] + raw) / k
-        return (self.s_recent + raw) / (k + 1)
+    def _tails(self, n: int) -> list:
+        while len(self.tails) < n:
+            self.tails.append(_Tail(self.tails[0].short, self.long))
+        return self.tails
 
-    def score(self, raw: float, novel: bool = False) -> float:
+    def score(self, raw: float, novel: bool = False, extra: tuple = ()) -> float:
         """The score of the next event with raw score `raw` (`novel`: it left the range of its
-        past values, see `RangeNovelty`, which scores 1.0); pure (apart from a one-entry cache)."""
+        past values, see `RangeNovelty`, which scores 1.0; `extra`: other raw scores of the event);
+        pure (apart from a one-entry cache)."""
         memo = self._memo
-        if memo is not None and memo[0] == raw and memo[1] == novel:
-            return memo[2]
+        if memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra:
+            return memo[3]
         raw = float(raw)
-        k = len(self.means)
-        if self.n < self.learning or k < 2 or not math.isfinite(raw):
+        if self.n < self.learning or len(self.tails[0].means) < 2 or not math.isfinite(raw):
             s = 0.0
         elif novel:
             s = self.quiet if self.hold > 0 else 1.0
         else:
-            mu = self.s1 / k
-            var = self.s2 / k - mu * mu
-            sd = max(math.sqrt(var) if var > 0.0 else 0.0, self.min_std * abs(mu), 1e-12)
-            s = _scale(_log10_tail((self._short_mean(raw) - mu) / sd))
+            min_std = self.min_std
+            u = self.tails[0].u(raw, min_std)
+            if extra:
+                tails = self._tails(len(extra) + 1)
+                u = fisher([u] + [t.u(e, min_std) for t, e in zip(tails[1:], extra)])
+            s = _scale(u)
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
-        self._memo = (raw, novel, s)
+        self._memo = (raw, novel, extra, s)
         return s
 
-    def update(self, raw: float, novel: bool = False) -> tuple[float, bool]:
-        """Score `raw`, then add it to the history in O(1) (running sums); returns (score, alarm)."""
-        s = self.score(raw, novel)
+    def update(self, raw: float, novel: bool = False, extra: tuple = ()) -> tuple[float, bool]:
+        """Score `raw`, then add it (and `extra`) to the history in O(1); returns (score, alarm)."""
+        s = self.score(raw, novel, extra)
         self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)
         if math.isfinite(raw):
-            recent, means = self.recent, self.means
-            if len(recent) == self.short:
-                old = recent.popleft()
-                m = (self.s_recent - old + raw) / self.short
-                self.s_recent -= old
-            else:
-                m = (self.s_recent + raw) / (len(recent) + 1)
-            recent.append(raw)
-            self.s_recent += raw
-            if len(means) == self.long:
-                old = means.popleft()
-                self.s1 -= old
-                self.s2 -= old * old
-            means.append(m)
-            self.s1 += m
-            self.s2 += m * m
+            self.tails[0].add(raw)
+            if extra:
+                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
+                    if math.isfinite(e):
+                        t.add(e)
             self.n += 1
         if alarm:
             self.hold, self.since = self.suppress, 0
@@ -160,64 +235,18 @@ class Likelihood:
         return s, alarm
 
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "means": list(self.means), "n": self.n, "hold": self.hold,
-                "since": self.since, "short": self.short, "suppress": self.suppress,
-                "sums": [self.s_recent, self.s1, self.s2]}
+        return {**self.tails[0].state_dict(), "n": self.n, "hold": self.hold, "since": self.since,
+                "short": self.short, "suppress": self.suppress,
+                "extra": [t.state_dict() for t in self.tails[1:]]}
 
     def load_state_dict(self, s: dict):
         self._memo = None
-        self.recent, self.means = deque(s["recent"]), deque(s["means"])
-        self.s_recent = math.fsum(self.recent)
-        self.s1 = math.fsum(self.means)
-        self.s2 = math.fsum(m * m for m in self.means)
+        self.tails = self.tails[:1]
+        self.tails[0].load_state_dict(s)
         self.n, self.hold, self.since = s["n"], s["hold"], s["since"]
         self.short, self.suppress = s.get("short", self.short), s.get("suppress", self.suppress)
-        if "sums" in s:        # the running sums as they were: resuming is bit-exact
-            self.s_recent, self.s1, self.s2 = s["sums"]
-
-
-class RangeNovelty:
-    """Flags an event whose numeric feature leaves the range of that feature's past values by
-    more than `tolerance` times the range (Numenta's "spatial anomaly" rule in NAB).
-
-    >>> r = RangeNovelty()
-    >>> for v in range(100):
-    ...     r.update({"t": float(v % 10)})
-    >>> r.novel({"t": 9.3}), r.novel({"t": 9.6}), r.novel({"t": -1.0})
-    (False, True, True)
-    """
-
-    def __init__(self, tolerance: float = 0.05):
-        self.tolerance = float(tolerance)
-        self.lo: dict = {}
-        self.hi: dict = {}
-
-    def novel(self, x: dict) -> bool:
-        lo, hi, tol = self.lo, self.hi, self.tolerance
-        for k, v in x.items():
-            if k in lo and isinstance(v, (int, float)):
-                pad = tol * (hi[k] - lo[k])
-                if v > hi[k] + pad or v < lo[k] - pad:
-                    return True
-        return False
-
-    def update(self, x: dict) -> None:
-        lo, hi = self.lo, self.hi
-        for k, v in x.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                if k in lo:
-                    if v < lo[k]:
-                        lo[k] = v
-                    elif v > hi[k]:
-                        hi[k] = v
-                else:
-                    lo[k] = hi[k] = v
-
-    def state_dict(self) -> dict:
-        return {"keys": list(self.lo), "lo": list(self.lo.values()), "hi": list(self.hi.values())}
-
-    def load_state_dict(self, s: dict):
-        self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
+        for e in s.get("extra", []):
+            self._tails(len(self.tails) + 1)[-1].load_state_dict(e)
 
 
 class AnomalyLikelihood(base.AnomalyDetector):

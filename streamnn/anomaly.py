@@ -39,7 +39,8 @@ from river import base
 
 from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, frozen_plan, numpy_errors_plan
 from .base import TorchLearner
-from .alarms import Likelihood, RangeNovelty
+from .alarms import Likelihood
+from .alarm_signals import RangeNovelty, SeriesContext
 from .anomaly_windows import WindowsMixin
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
 
@@ -91,7 +92,9 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
         score >= 0.5); None: the calibrated score below.
     alarm_params
         Keyword arguments of `streamnn.alarms.Likelihood` (plus "novelty": the range tolerance,
-        None to switch it off, and "protect": events not learned from an alarm on).
+        None to switch it off; "protect": events not learned from an alarm on; "context": False
+        to leave out the change size and context novelty that join the error's likelihood on a
+        single value stream, see `streamnn.alarm_signals.SeriesContext`).
     calibration
         With `alarms=None`: "tail", "rank", "zscore" or None (raw errors); see
         `streamnn.calibration`.
@@ -192,8 +195,10 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
         super()._reset()
         params = dict(self.alarm_params or {})
         novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
+        context = params.pop("context", True)
         self.likelihood_ = Likelihood(**params) if self.alarms else None
         self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
+        self.series_ = SeriesContext() if self.alarms and context else None   # used on one value stream
         t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
         self._alarm_at = math.inf if t is None else t   # what counts as an alarm for guard/calibration
         self.calibrator_ = ScoreCalibrator(self.calibration or "rank", self.calib_window, self.min_calib,
@@ -340,7 +345,7 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
         hit = self._cached(x)
         xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
         if hit is not None:
-            k, win, raw, score, novel = hit
+            k, win, raw, score, novel, extra = hit
         else:   # features may grow the registry, then the network
             k, win = self._event(x, grow=True)
             if self.module_ is not None and win.size > self.n_in_:
@@ -350,14 +355,17 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
                 raw = self._raw_errors(win.ravel())
                 score = self._calibrate(raw)
             novel = self.range_ is not None and self.range_.novel(xs)
+            extra = self._extra(win)
         self._n_events += 1
         if self.likelihood_ is not None:       # 2'. likelihood alarms, no calibration
             lk = self.likelihood_
             if lk.n == 0 and not math.isnan(raw):
                 self._configure_alarms(len(xs))
-            lk.update(raw, novel)
+            lk.update(raw, novel, extra)
             if self.range_ is not None:
                 self.range_.update(xs)
+            if extra:
+                self.series_.update(float(win[0, -1]))
             if win.shape[1] > 1:
                 self.windows_[k] = win[:, 1:]     # win is a fresh array, never written again
             if lk.since < self._protect:        # lk.protects(self._protect), inlined
@@ -387,7 +395,7 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
         if self.module_ is None:
             return 0.0
         a = self._assess(x)
-        return a[3] if self.likelihood_ is None else self.likelihood_.score(a[2], a[4])
+        return a[3] if self.likelihood_ is None else self.likelihood_.score(a[2], a[4], a[5])
 
     def raw_score_one(self, x: dict) -> float:
         """The uncalibrated reconstruction error (or negative ELBO) of `x`."""

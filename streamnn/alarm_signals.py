@@ -1,0 +1,157 @@
+"""Evidence beside a model's raw score, for the alarm rules of `streamnn.alarms`.
+
+- `RangeNovelty`: a value beyond the range of its feature's past values (scores 1.0 outright).
+- `SeriesContext`: two extra raw scores of a single value stream, each judged by its own
+  likelihood and fused with the model's (`Likelihood`, Fisher's method):
+
+  1. **Change size**: log(|x_t - x_{t-1}| + eps), the error of the "same as last time" forecast,
+     on a log scale so that the heavy tail of a bursty series does not dominate it.
+  2. **Context novelty** (in the spirit of CAD OSE, a context-novelty detector on NAB): each value
+     is cut to one of 2**bits coarse levels of the range seen so far; the score is the share of the
+     patterns of the last 2..order levels that end with this value and were never seen before.
+     A pattern never seen is evidence of a new behaviour that a small window cannot show, such as
+     a daily rise that did not happen.
+
+Everything is causal: each event is judged against past events only (`signals` is pure), then
+added (`update`).
+
+>>> ctx = SeriesContext()
+>>> for i in range(2000):
+...     ctx.update(float(i % 24 < 12))            # a square wave: its patterns repeat
+>>> change, new = ctx.signals(1.0)                 # the wave goes on: nothing new
+>>> new
+0.0
+>>> change, new = ctx.signals(0.5)                 # a level never seen: new patterns
+>>> new > 0.5
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["RangeNovelty", "SeriesContext"]
+
+
+class RangeNovelty:
+    """Flags an event whose numeric feature leaves the range of that feature's past values by
+    more than `tolerance` times the range (Numenta's "spatial anomaly" rule in NAB).
+
+    >>> r = RangeNovelty()
+    >>> for v in range(100):
+    ...     r.update({"t": float(v % 10)})
+    >>> r.novel({"t": 9.3}), r.novel({"t": 9.6}), r.novel({"t": -1.0})
+    (False, True, True)
+    """
+
+    def __init__(self, tolerance: float = 0.05):
+        self.tolerance = float(tolerance)
+        self.lo: dict = {}
+        self.hi: dict = {}
+
+    def novel(self, x: dict) -> bool:
+        lo, hi, tol = self.lo, self.hi, self.tolerance
+        for k, v in x.items():
+            if k in lo and isinstance(v, (int, float)):
+                pad = tol * (hi[k] - lo[k])
+                if v > hi[k] + pad or v < lo[k] - pad:
+                    return True
+        return False
+
+    def update(self, x: dict) -> None:
+        lo, hi = self.lo, self.hi
+        for k, v in x.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                if k in lo:
+                    if v < lo[k]:
+                        lo[k] = v
+                    elif v > hi[k]:
+                        hi[k] = v
+                else:
+                    lo[k] = hi[k] = v
+
+    def state_dict(self) -> dict:
+        return {"keys": list(self.lo), "lo": list(self.lo.values()), "hi": list(self.hi.values())}
+
+    def load_state_dict(self, s: dict):
+        self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
+
+
+class SeriesContext:
+    """Change size and context novelty of a single value stream (see the module docstring).
+
+    Parameters
+    ----------
+    bits
+        Coarse levels per value: 2**bits bins over the range seen so far.
+    order
+        Longest pattern of levels (patterns of 2..order values are looked up).
+    """
+
+    _EPS = 1e-9       # floor of a change, relative to the largest magnitude seen (log of a flat run)
+
+    def __init__(self, bits: int = 2, order: int = 8):
+        if bits < 1 or order < 2 or bits * order > 48:
+            raise ValueError(f"bits={bits}, order={order}: need bits >= 1, order >= 2, bits * order <= 48")
+        self.bits, self.order = int(bits), int(order)
+        self.last = math.nan          # the previous value
+        self.lo, self.hi, self.amax = math.inf, -math.inf, 0.0
+        self.code = 0                 # the last `order` levels, bits each, newest lowest
+        self.length = 0               # levels in `code` (at most `order`)
+        self.seen: set = set()        # patterns seen: (k << 56) | code of the last k levels
+        self._memo = None
+
+    def _push(self, v: float) -> tuple[int, int]:
+        """The code and length after appending v's level (pure)."""
+        bits, r = self.bits, self.hi - self.lo
+        b = min((1 << bits) - 1, max(0, int((v - self.lo) / r * (1 << bits)))) if r > 0.0 else 0
+        code = ((self.code << bits) | b) & ((1 << (bits * self.order)) - 1)
+        return code, min(self.length + 1, self.order)
+
+    def _patterns(self, code: int, length: int):
+        bits = self.bits
+        return [((k << 56) | (code & ((1 << (bits * k)) - 1))) for k in range(2, length + 1)]
+
+    def signals(self, v: float) -> tuple[float, float]:
+        """(log change size, share of new patterns) of the next value `v`; NaN for a non-finite
+        value (and the change of the first one); pure apart from a one-entry cache."""
+        memo = self._memo
+        if memo is not None and memo[0] == v:
+            return memo[1]
+        if not math.isfinite(v):
+            return math.nan, math.nan
+        change = math.log(abs(v - self.last) + self._EPS * (1.0 + self.amax)) if math.isfinite(self.last) else math.nan
+        seen = self.seen
+        new = sum(p not in seen for p in self._patterns(*self._push(v)))
+        out = (change, new / (self.order - 1))
+        self._memo = (v, out)
+        return out
+
+    def update(self, v: float) -> None:
+        """Add the value `v` (non-finite values are skipped)."""
+        if not math.isfinite(v):
+            return
+        self._memo = None
+        self.code, self.length = self._push(v)
+        self.seen.update(self._patterns(self.code, self.length))
+        self.last = v
+        if v < self.lo:
+            self.lo = v
+        if v > self.hi:
+            self.hi = v
+        if abs(v) > self.amax:
+            self.amax = abs(v)
+
+    def state_dict(self) -> dict:
+        return {"bits": self.bits, "order": self.order, "last": self.last, "lo": self.lo, "hi": self.hi,
+                "amax": self.amax, "code": self.code, "length": self.length,
+                "seen": torch.tensor(sorted(self.seen), dtype=torch.int64)}
+
+    def load_state_dict(self, s: dict):
+        self.bits, self.order = s["bits"], s["order"]
+        self.last, self.lo, self.hi, self.amax = s["last"], s["lo"], s["hi"], s["amax"]
+        self.code, self.length = s["code"], s["length"]
+        self.seen = set(s["seen"].tolist())
+        self._memo = None
