@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["RangeNovelty", "SeriesContext"]
@@ -71,6 +72,26 @@ class RangeNovelty:
                         hi[k] = v
                 else:
                     lo[k] = hi[k] = v
+
+    def novel_many(self, names, V: np.ndarray) -> np.ndarray:
+        """`novel` of each row of `V` (N, C) of finite floats (columns `names`), each judged against
+        the range of the state and of the rows before it, as if `update` ran between rows; pure."""
+        lo0 = np.array([self.lo.get(n, np.nan) for n in names], dtype=np.float64)
+        hi0 = np.array([self.hi.get(n, np.nan) for n in names], dtype=np.float64)
+        lo = np.fmin.accumulate(np.vstack([lo0, V[:-1]]), axis=0)                 # (N, C) past minimum
+        hi = np.fmax.accumulate(np.vstack([hi0, V[:-1]]), axis=0)
+        pad = self.tolerance * (hi - lo)
+        return ((V > hi + pad) | (V < lo - pad)).any(axis=1)                     # NaN (unseen): False
+
+    def update_many(self, names, V: np.ndarray) -> None:
+        """`update` with each row of `V` (N, C) of finite floats (columns `names`), at once."""
+        if not len(V):
+            return
+        for n, a, b in zip(names, V.min(axis=0).tolist(), V.max(axis=0).tolist()):
+            if n in self.lo:
+                self.lo[n], self.hi[n] = min(self.lo[n], a), max(self.hi[n], b)
+            else:
+                self.lo[n], self.hi[n] = a, b
 
     def state_dict(self) -> dict:
         return {"keys": list(self.lo), "lo": list(self.lo.values()), "hi": list(self.hi.values())}
@@ -123,19 +144,27 @@ class SeriesContext:
         if not math.isfinite(v):
             return math.nan, math.nan
         change = math.log(abs(v - self.last) + self._EPS * (1.0 + self.amax)) if math.isfinite(self.last) else math.nan
-        seen = self.seen
-        new = sum(p not in seen for p in self._patterns(*self._push(v)))
-        out = (change, new / (self.order - 1))
-        self._memo = (v, out)
+        seen, (code, length) = self.seen, self._push(v)
+        fresh = [p for p in self._patterns(code, length) if p not in seen]
+        out = (change, len(fresh) / (self.order - 1))
+        self._memo = (v, out, code, length, fresh)
         return out
 
     def update(self, v: float) -> None:
         """Add the value `v` (non-finite values are skipped)."""
         if not math.isfinite(v):
             return
+        self._add(v)
+
+    def _add(self, v: float) -> list:
+        """Add the finite value `v`; returns the patterns it added to `seen`."""
+        memo = self._memo
+        if memo is None or memo[0] != v:
+            self.signals(v)
+            memo = self._memo
         self._memo = None
-        self.code, self.length = self._push(v)
-        self.seen.update(self._patterns(self.code, self.length))
+        self.code, self.length, fresh = memo[2], memo[3], memo[4]
+        self.seen.update(fresh)
         self.last = v
         if v < self.lo:
             self.lo = v
@@ -143,6 +172,22 @@ class SeriesContext:
             self.hi = v
         if abs(v) > self.amax:
             self.amax = abs(v)
+        return fresh
+
+    def scores(self, values, keep: bool = True) -> list:
+        """`signals` of each value in order, each value added after it is scored; `keep=False`
+        takes them out again afterwards (the state is as before: the frame path of `score_many`)."""
+        state = (self.last, self.lo, self.hi, self.amax, self.code, self.length)
+        out, added = [], []
+        for v in values:
+            out.append(self.signals(v))
+            if math.isfinite(v):
+                added += self._add(v)
+        if not keep:
+            self.seen.difference_update(added)
+            self.last, self.lo, self.hi, self.amax, self.code, self.length = state
+            self._memo = None
+        return out
 
     def state_dict(self) -> dict:
         return {"bits": self.bits, "order": self.order, "last": self.last, "lo": self.lo, "hi": self.hi,

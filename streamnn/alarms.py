@@ -37,6 +37,7 @@ likelihood (Ahmad et al. 2017):
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 
@@ -103,6 +104,12 @@ class _Tail:
         means.append(m)
         self.s1 += m
         self.s2 += m * m
+
+    def copy(self) -> "_Tail":
+        twin = _Tail(self.short, self.long)
+        twin.recent, twin.means = deque(self.recent), deque(self.means)
+        twin.s_recent, twin.s1, twin.s2 = self.s_recent, self.s1, self.s2
+        return twin
 
     def state_dict(self) -> dict:
         return {"recent": list(self.recent), "means": list(self.means),
@@ -179,6 +186,12 @@ class Likelihood:
     def short(self, value: int):              # before any event only (the histories are empty)
         for t in self.tails:
             t.short = int(value)
+
+    def fork(self) -> "Likelihood":
+        """An independent copy, cheaply (the histories are copied as flat deques)."""
+        twin = copy.copy(self)
+        twin.tails, twin._memo = [t.copy() for t in self.tails], None
+        return twin
 
     def protects(self, first: int) -> bool:
         """True during the first `first` events of an alarm's suppression period (the alarm

@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from river import base
 
-from .autoencoders import ENCODERS, AEKernel, AutoEncoder, errors_numpy, frozen_plan, numpy_errors_plan
+from .autoencoders import ENCODERS, AEKernel, AutoEncoder
 from .base import TorchLearner
 from .alarms import Likelihood
 from .alarm_signals import RangeNovelty, SeriesContext
+from .anomaly_frames import FramesMixin
 from .anomaly_windows import WindowsMixin
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
 
@@ -50,7 +51,7 @@ _ESCAPE_RATE = 0.2      # recent alarm rate above which every event is treated a
 _ALARM_SMOOTHING = 0.01  # weight of one event in that recent alarm rate
 
 
-class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
+class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyDetector):
     """A streaming autoencoder anomaly detector with calibrated scores (higher = more anomalous).
 
     Parameters
@@ -292,51 +293,6 @@ class AutoencoderDetector(WindowsMixin, TorchLearner, base.AnomalyDetector):
                 per = per + self.beta * kl / Z.shape[1]
             self._rng_state = torch.get_rng_state()
         return per
-
-    # -- rows and raw errors -----------------------------------------------------------------
-
-    def _raw_errors(self, rows: np.ndarray) -> np.ndarray:
-        """Raw rows (B, C*W) -> raw scores (B,), in eval mode, without side effects; one row
-        (C*W,) -> a float (the per-event path: float64 copies of the network, folded, rebuilt
-        after each step)."""
-        if rows.ndim == 1 and len(rows) == self.n_in_ == len(self.scaler_) and self.scale_inputs is not None:
-            lean = self._lean
-            if lean is None or lean[0] != self._version:
-                if self._plan is None and self._device.type == "cpu":
-                    self._plan = numpy_errors_plan(self.module_) or False
-                lean = self._lean = (self._version, self._plan and frozen_plan(self._plan))
-            if lean[1]:
-                W = self.window_
-                cols = np.arange(W - 1, len(rows), W) if self.score_on == "last" and W > 1 else None
-                return errors_numpy(lean[1], self.scaler_.transform(rows), 0.0, cols)
-        Z = self._scale(rows)
-        kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
-        if self._plan is None and self._device.type == "cpu":
-            self._plan = numpy_errors_plan(self.module_) or False
-        W = self.window_
-        cols = np.arange(W - 1, Z.shape[-1], W) if self.score_on == "last" and W > 1 else None
-        if self._plan:
-            if Z.ndim == 1 and not self.variational:
-                return errors_numpy(self._plan, Z, kl_weight, cols)
-            err = errors_numpy(self._plan, Z.reshape(-1, Z.shape[-1]), kl_weight, cols).astype(np.float64)
-            return float(err[0]) if rows.ndim == 1 else err
-        if rows.ndim == 1:
-            return float(self._raw_errors(rows[None])[0])
-        module = self.module_
-        module.eval()
-        with torch.inference_mode():
-            Zt = torch.as_tensor(Z, device=self._device)
-            recon, mu, logvar = module(Zt)
-            d = recon - Zt
-            err = (d[:, cols] if cols is not None else d).pow(2).mean(1)
-            if logvar is not None and kl_weight:
-                err = err + kl_weight * 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(1) / Zt.shape[1]
-        return err.double().cpu().numpy()
-
-    def _calibrate(self, raw: float) -> float:
-        if self.likelihood_ is not None:
-            return math.nan        # not used: score_one asks the likelihood
-        return self.calibrator_.transform(raw) if self.calibration is not None else raw
 
     # -- river API ---------------------------------------------------------------------------
 

@@ -91,18 +91,8 @@ class WindowsMixin:
             self._memo = ((self._version, self._n_events), items, out)
         return out
 
-    def learn_many(self, X: pd.DataFrame) -> None:
-        """Learn the rows of `X` in order: exactly a loop of `learn_one`."""
-        for x in X.to_dict(orient="records"):
-            self.learn_one(x)
-
-    def score_many(self, X: pd.DataFrame) -> pd.Series:
-        """Scores of the rows of `X`, a contiguous piece of the stream: each row's window holds
-        the rows before it in `X`; the network and calibration are not updated between rows, the
-        alarm rules are (on copies: suppression and the likelihood's history move on as in
-        `learn_one`, so a batch raises one alarm per incident too)."""
-        if self.module_ is None or len(X) == 0:
-            return pd.Series(np.zeros(len(X)), index=X.index, dtype=float)
+    def _score_rows(self, X: pd.DataFrame) -> pd.Series:
+        """`score_many` row by row (any frame: growth, NaN, keys, any network)."""
         windows, rows = dict(self.windows_), []
         for x in X.to_dict(orient="records"):
             k, win = self._event(x, grow=False, windows=windows)
@@ -110,7 +100,7 @@ class WindowsMixin:
             rows.append(win.ravel())
         raw = self._raw_errors(np.stack(rows))
         if self.likelihood_ is not None:   # the alarm rules run over the rows, on copies
-            lk, rng, key = copy.deepcopy(self.likelihood_), copy.deepcopy(self.range_), self.key
+            lk, rng, key = self.likelihood_.fork(), copy.deepcopy(self.range_), self.key
             series = copy.deepcopy(self.series_) if key is None and rows[0].size == self.window_ else None
             out = np.empty(len(raw))
             for i, (r, x) in enumerate(zip(raw.tolist(), X.to_dict(orient="records"))):
