@@ -174,20 +174,45 @@ class SeriesContext:
             self.amax = abs(v)
         return fresh
 
-    def scores(self, values, keep: bool = True) -> list:
-        """`signals` of each value in order, each value added after it is scored; `keep=False`
-        takes them out again afterwards (the state is as before: the frame path of `score_many`)."""
-        state = (self.last, self.lo, self.hi, self.amax, self.code, self.length)
-        out, added = [], []
-        for v in values:
-            out.append(self.signals(v))
-            if math.isfinite(v):
-                added += self._add(v)
-        if not keep:
-            self.seen.difference_update(added)
-            self.last, self.lo, self.hi, self.amax, self.code, self.length = state
-            self._memo = None
-        return out
+    def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
+        """`signals` of each finite value of `values` (N,) in order, each value added after it is
+        scored, vectorized: (N, 2). `keep=False` leaves the state as it was (`score_many`)."""
+        v, N, bits, order = np.asarray(values, np.float64), len(values), self.bits, self.order
+        if not N:
+            return np.empty((0, 2))
+        a = np.abs(v)
+        amax = np.maximum.accumulate(np.r_[self.amax, a[:-1]])                 # past largest magnitude
+        prev = np.r_[self.last, v[:-1]]
+        with np.errstate(invalid="ignore"):
+            change = np.log(np.abs(v - prev) + self._EPS * (1.0 + amax))           # NaN at a first value
+        lo = np.minimum.accumulate(np.r_[self.lo, v[:-1]])
+        hi = np.maximum.accumulate(np.r_[self.hi, v[:-1]])
+        r, B = hi - lo, 1 << bits
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            level = np.where(r > 0.0, np.trunc((v - lo) / np.where(r > 0.0, r, 1.0) * B), 0.0)
+        level = np.clip(np.nan_to_num(level), 0, B - 1).astype(np.int64)
+        past = [(self.code >> (bits * j)) & (B - 1) for j in range(order - 2, -1, -1)]   # oldest first
+        L = np.concatenate([np.array(past, np.int64), level])
+        win = np.lib.stride_tricks.sliding_window_view(L, order)                 # (N, order), newest last
+        code = (win << (bits * np.arange(order - 1, -1, -1))).sum(axis=1)         # (N,)
+        length = np.minimum(self.length + 1 + np.arange(N), order)
+        ks = np.arange(2, order + 1)
+        pats = (ks << 56) | (code[:, None] & ((1 << (bits * ks)) - 1))            # (N, order - 1)
+        valid = ks[None, :] <= length[:, None]
+        flat = np.where(valid, pats, -1).ravel()
+        uniq, first = np.unique(flat, return_index=True)
+        fresh = np.zeros(flat.shape, bool)
+        seen = self.seen
+        for p, f in zip(uniq.tolist(), first.tolist()):
+            if p >= 0 and p not in seen:
+                fresh[f] = True
+        new = fresh.reshape(N, order - 1).sum(axis=1) / (order - 1)
+        if keep:
+            seen.update(flat[fresh].tolist())
+            self.last, self.amax = float(v[-1]), max(self.amax, float(a.max()))
+            self.lo, self.hi = min(self.lo, float(v.min())), max(self.hi, float(v.max()))
+            self.code, self.length, self._memo = int(code[-1]), int(length[-1]), None
+        return np.stack([change, new], axis=1)
 
     def state_dict(self) -> dict:
         return {"bits": self.bits, "order": self.order, "last": self.last, "lo": self.lo, "hi": self.hi,

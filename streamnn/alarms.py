@@ -38,14 +38,15 @@ likelihood (Ahmad et al. 2017):
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections import deque
 
-from river import anomaly, base
+import numpy as np
 
 from .alarm_signals import RangeNovelty
 
-__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher"]
+__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher", "fisher_many"]
 
 _LOG10 = math.log(10.0)
 
@@ -55,6 +56,17 @@ def _log10_tail(z: float) -> float:
     if z < 30.0:
         return -math.log10(max(0.5 * math.erfc(z / math.sqrt(2.0)), 1e-300))
     return (0.5 * z * z + math.log(z * math.sqrt(2.0 * math.pi))) / _LOG10
+
+
+def _log10_tail_many(z: np.ndarray) -> np.ndarray:
+    """`_log10_tail` of each element of `z` (the same rule, vectorized)."""
+    from scipy.special import erfc
+    out = np.empty_like(z)
+    lo = z < 30.0
+    out[lo] = -np.log10(np.maximum(0.5 * erfc(z[lo] / math.sqrt(2.0)), 1e-300))
+    hi = z[~lo]
+    out[~lo] = (0.5 * hi * hi + np.log(hi * math.sqrt(2.0 * math.pi))) / _LOG10
+    return out
 
 
 def _scale(u: float) -> float:
@@ -105,6 +117,54 @@ class _Tail:
         self.s1 += m
         self.s2 += m * m
 
+    def u_many(self, raw: np.ndarray, min_std: float) -> np.ndarray:
+        """`u` of each finite raw score of `raw` (N,) in order, each added after it is scored, as N
+        calls of `u` then `add` would (the running sums move by prefix sums: equal up to rounding)."""
+        N, short, K0 = len(raw), self.short, len(self.means)
+        if N <= 64 or not np.isfinite(raw).all():   # short stretches: the loop is cheaper
+            return self.run(raw.tolist(), min_std)
+        hist = np.fromiter(self.recent, np.float64, len(self.recent))
+        allr = np.concatenate([hist, raw])
+        if len(hist) == short:   # (N,) short means: sums of `short` values (no prefix-sum cancellation)
+            m = np.lib.stride_tricks.sliding_window_view(allr[1:], short).sum(axis=1) / short
+        else:                    # the stream's first events: means of what there is
+            c = np.concatenate([[0.0], np.cumsum(allr)])
+            p = len(hist) + np.arange(N)
+            lo = np.maximum(0, p - short + 1)
+            m = (c[p + 1] - c[lo]) / (p + 1 - lo)
+        drop = np.arange(N) + K0 - self.long                          # index dropped by add j, if >= 0
+        head = np.fromiter(itertools.islice(self.means, min(K0, N)), np.float64, min(K0, N))
+        gone = np.where(drop >= 0, np.concatenate([head, m])[np.maximum(drop, 0)], 0.0)
+        d1 = np.concatenate([[0.0], np.cumsum(m - gone)])[:N]        # sums before each row
+        d2 = np.concatenate([[0.0], np.cumsum(m * m - gone * gone)])[:N]
+        k = np.minimum(K0 + np.arange(N), self.long)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = (self.s1 + d1) / k
+            var = (self.s2 + d2) / k - mu * mu
+            sd = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), min_std * np.abs(mu)), 1e-12)
+            u = _log10_tail_many((m - mu) / sd)
+        u[k < 2] = 0.0
+        # the state after the N adds
+        self.recent.extend(raw.tolist())
+        while len(self.recent) > short:
+            self.recent.popleft()
+        self.means.extend(m.tolist())
+        while len(self.means) > self.long:
+            self.means.popleft()
+        self.s_recent = math.fsum(self.recent)
+        self.s1 += float(d1[-1] + (m[-1] - gone[-1]))
+        self.s2 += float(d2[-1] + (m[-1] ** 2 - gone[-1] ** 2))
+        return u
+
+    def run(self, raws: list, min_std: float) -> np.ndarray:
+        """`u` then `add` of each raw score (a non-finite one scores 0.0 and is not added)."""
+        out, u, add, isfinite = np.zeros(len(raws)), self.u, self.add, math.isfinite
+        for i, r in enumerate(raws):
+            if isfinite(r):
+                out[i] = u(r, min_std)
+                add(r)
+        return out
+
     def copy(self) -> "_Tail":
         twin = _Tail(self.short, self.long)
         twin.recent, twin.means = deque(self.recent), deque(self.means)
@@ -136,6 +196,18 @@ def fisher(us) -> float:
         term *= t / i
         acc += term
     return max(0.0, (t - math.log(acc)) / _LOG10)
+
+
+def fisher_many(us) -> np.ndarray:
+    """`fisher` of each row of the columns `us` (k arrays (N,)), vectorized."""
+    if len(us) == 1:
+        return us[0]
+    t = np.sum(us, axis=0) * _LOG10
+    acc, term = np.ones_like(t), np.ones_like(t)
+    for i in range(1, len(us)):
+        term = term * t / i
+        acc = acc + term
+    return np.maximum(0.0, (t - np.log(acc)) / _LOG10)
 
 
 class Likelihood:
@@ -247,6 +319,49 @@ class Likelihood:
             self.since += 1
         return s, alarm
 
+    def extra_u(self, extra: np.ndarray) -> np.ndarray:
+        """-log10 tails (N, k) of the extra raw scores `extra` (N, k) of the next N events, each
+        added after it is scored; for `update_many(..., extra_u=)` (the extra evidence does not
+        depend on the model, so a frame's can be judged at once)."""
+        tails = self._tails(1 + extra.shape[1])[1:]
+        return np.stack([t.u_many(extra[:, j], self.min_std) for j, t in enumerate(tails)], axis=1)
+
+    def update_many(self, raw: np.ndarray, novel: np.ndarray, extra: np.ndarray | None = None,
+                    extra_u: np.ndarray | None = None):
+        """`update` of each row in order, vectorized apart from the suppression rule: `raw` (N,),
+        `novel` (N,) bools, `extra` (N, k) raw extra scores or `extra_u` (N, k) their `extra_u`.
+        Returns (scores (N,), `since` after each row). The same as a loop of `update` up to
+        rounding (the tails' sums move by prefix sums), except that with `extra_u` the extra
+        histories have moved on even for an event whose `raw` is not finite."""
+        N, ok = len(raw), np.isfinite(raw)
+        if extra is not None:   # an event with a non-finite raw score adds no evidence
+            extra_u = self.extra_u(extra if ok.all() else np.where(ok[:, None], extra, np.nan))
+        tails, min_std = self.tails, self.min_std
+        before = np.cumsum(ok) - ok                                   # finite events before each row
+        ready = (ok & (self.n + before >= self.learning) & (len(tails[0].means) + before >= 2)).tolist()
+        u = tails[0].u_many(raw, min_std)
+        if extra_u is not None:
+            u = fisher_many([u] + list(extra_u.T))
+        s = np.where(u <= 5.0, u / 10.0, 1.0 - 2.5 / np.maximum(u, 5.0)).tolist()
+        self.n += int(ok.sum())
+        scores, since = np.empty(N), np.empty(N, np.int64)
+        hold, last, alarm, quiet, suppress = self.hold, self.since, self.alarm, self.quiet, self.suppress
+        for j, (v, ok, nv) in enumerate(zip(s, ready, novel.tolist())):
+            if not ok:
+                v = 0.0
+            elif nv:
+                v = quiet if hold > 0 else 1.0
+            elif hold > 0 and v > quiet:
+                v = quiet
+            if v >= alarm:
+                hold, last = suppress, 0
+            else:
+                hold = hold - 1 if hold > 0 else 0
+                last += 1
+            scores[j], since[j] = v, last
+        self.hold, self.since, self._memo = hold, last, None
+        return scores, since
+
     def state_dict(self) -> dict:
         return {**self.tails[0].state_dict(), "n": self.n, "hold": self.hold, "since": self.since,
                 "short": self.short, "suppress": self.suppress,
@@ -262,60 +377,4 @@ class Likelihood:
             self._tails(len(self.tails) + 1)[-1].load_state_dict(e)
 
 
-class AnomalyLikelihood(base.AnomalyDetector):
-    """Wrap any river anomaly detector: its raw scores become a likelihood score with alarms.
-
-    `score_one` returns the `Likelihood` score in [0, 1]; `predict_one` is True at an alarm;
-    `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
-    `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); the other
-    parameters are those of `Likelihood`.
-
-    >>> from river import anomaly, preprocessing
-    >>> model = AnomalyLikelihood(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0))
-    >>> for i in range(600):
-    ...     model.learn_one({"value": float(i % 10)})
-    >>> model.score_one({"value": 3.0}) < 0.5
-    True
-    """
-
-    def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
-                 learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
-                 min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10):
-        self.detector = detector
-        self.short, self.long, self.learning, self.alarm = short, long, learning, alarm
-        self.suppress, self.quiet, self.min_std, self.protect = suppress, quiet, min_std, protect
-        self.novelty = novelty
-        self.detector_ = detector.clone() if detector is not None else anomaly.HalfSpaceTrees()
-        self.likelihood_ = Likelihood(short, long, learning, alarm, suppress, quiet, min_std)
-        self.range_ = RangeNovelty(novelty) if novelty is not None else None
-        self._memo = None
-
-    @property
-    def _wrapped_model(self):
-        return self.detector_
-
-    @classmethod
-    def _unit_test_params(cls):
-        yield {"detector": anomaly.HalfSpaceTrees(seed=0), "learning": 20, "long": 100, "suppress": 10}
-
-    def _raw(self, x: dict) -> float:
-        key = (self.likelihood_.n, tuple(x.items()))
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
-        raw = float(self.detector_.score_one(x))
-        self._memo = (key, raw)
-        return raw
-
-    def score_one(self, x: dict) -> float:
-        return self.likelihood_.score(self._raw(x), self.range_ is not None and self.range_.novel(x))
-
-    def predict_one(self, x: dict) -> bool:
-        return self.score_one(x) >= self.alarm
-
-    def learn_one(self, x: dict) -> None:
-        raw = self._raw(x)
-        self.likelihood_.update(raw, self.range_ is not None and self.range_.novel(x))
-        if self.range_ is not None:
-            self.range_.update(x)
-        if not self.likelihood_.protects(self.protect):
-            self.detector_.learn_one(x)
+from .alarm_wrapper import AnomalyLikelihood  # noqa: E402  (re-exported: it builds on Likelihood)

@@ -117,14 +117,6 @@ class FramesMixin:
     def _frame_errors(self, R: np.ndarray, lean) -> np.ndarray:
         return errors_numpy(lean, self.scaler_.transform(R), 0.0, self._score_cols())
 
-    def _alarm_rows(self, lk, V, raw, novel, extras):
-        """Run the alarm rules `lk` over rows; yields (row, score) in order."""
-        C = V.shape[1]
-        for i, r in enumerate(raw):
-            if lk.n == 0 and not math.isnan(r):
-                self._configure_alarms(C, lk)
-            yield i, lk.update(r, bool(novel[i]), extras[i] if extras is not None else ())[0]
-
     def learn_many(self, X: pd.DataFrame) -> None:
         """Learn the rows of `X` in order, as a loop of `learn_one` would (module docstring)."""
         fr = self._frame(X) if self.likelihood_ is not None else None
@@ -136,29 +128,23 @@ class FramesMixin:
         V, R = fr
         names, lk, rng, N = self.features_.names, self.likelihood_, self.range_, len(R)
         novel = rng.novel_many(names, V) if rng is not None else np.zeros(N, bool)
-        series = self.series_ if V.shape[1] == 1 else None
-        values, protect, zeros = V[:, 0].tolist(), self._protect, np.zeros(N)
-        i = 0
+        if lk.n == 0:
+            self._configure_alarms(V.shape[1], lk)
+        eu = None   # the series evidence does not depend on the network: judged for the whole frame
+        if self.series_ is not None and V.shape[1] == 1:
+            extras = self.series_.scores(V[:, 0])
+            eu = lk.extra_u(extras)
+        zeros, i = np.zeros(N), 0
         while i < N:   # one stretch: the rows up to the next optimizer step at most
             n = 1 if self.n_seen_ < self._warm_limit() else max(1, self.update_every - self._pending)
             j = min(N, i + n)
-            raw = self._frame_errors(R[i:j], self._lean_plan()).tolist()
-            keep = []
-            for t, r in enumerate(raw, i):
-                if lk.n == 0 and not math.isnan(r):
-                    self._configure_alarms(V.shape[1], lk)
-                if series is not None:
-                    lk.update(r, bool(novel[t]), series.signals(values[t]))
-                    series.update(values[t])
-                else:
-                    lk.update(r, bool(novel[t]))
-                if lk.since < protect:
-                    self.n_guarded_ += 1
-                else:
-                    keep.append(t)
+            raw = self._frame_errors(R[i:j], self._lean_plan())
+            _, since = lk.update_many(raw, novel[i:j], extra_u=None if eu is None else eu[i:j])
+            learn = since >= self._protect
+            self.n_guarded_ += int(len(since) - learn.sum())
             self._n_events += j - i
-            if keep:
-                self._learn_block(R, np.asarray(keep), zeros, None)
+            if learn.any():
+                self._learn_block(R, i + np.flatnonzero(learn), zeros, None)
             i = j
         if rng is not None:
             rng.update_many(names, V)
@@ -183,8 +169,7 @@ class FramesMixin:
             return pd.Series(out, index=X.index, dtype=float)
         lk, rng, series = self.likelihood_.fork(), self.range_, self.series_ if V.shape[1] == 1 else None
         novel = rng.novel_many(self.features_.names, V) if rng is not None else np.zeros(len(V), bool)
-        extras = series.scores(V[:, 0].tolist(), keep=False) if series is not None else None
-        out = np.empty(len(V))
-        for i, s in self._alarm_rows(lk, V, raw.tolist(), novel, extras):
-            out[i] = s
+        if lk.n == 0:
+            self._configure_alarms(V.shape[1], lk)
+        out, _ = lk.update_many(raw, novel, series.scores(V[:, 0], keep=False) if series is not None else None)
         return pd.Series(out, index=X.index, dtype=float)

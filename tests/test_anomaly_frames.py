@@ -50,7 +50,7 @@ def _assert_same(a, b):
     la, lb = a.likelihood_, b.likelihood_
     assert (la.n, la.hold, la.since) == (lb.n, lb.hold, lb.since)
     for ta, tb in zip(la.tails, lb.tails):
-        np.testing.assert_allclose(list(ta.means), list(tb.means), rtol=1e-9)
+        np.testing.assert_allclose(list(ta.means), list(tb.means), rtol=1e-9, atol=1e-12)
     assert a.range_.state_dict() == b.range_.state_dict()
     if a.series_ is not None:
         sa, sb = a.series_.state_dict(), b.series_.state_dict()
@@ -143,10 +143,40 @@ def test_range_novelty_and_series_context_frame_helpers_match_their_loops():
     for v in vals[100:]:
         ref.append(s2.signals(v))
         s2.update(v)
-    assert peek == ref
+    np.testing.assert_allclose(peek, np.array(ref), rtol=1e-12)
+    assert peek[:, 1].any()
     lk = Likelihood(learning=10, long=50)
     for v in vals[:100]:
         lk.update(abs(v))
     twin = lk.fork()
     twin.update(100.0)
     assert lk.n == 100 and twin.n == 101 and len(lk.tails[0].recent) == lk.short
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_likelihood_update_many_is_a_loop_of_update(extra):
+    rng = np.random.default_rng(1)
+    raw = np.abs(rng.standard_normal(3000))
+    raw[1400:1420] += 5.0
+    raw[2500] += 9.0
+    ex = np.abs(rng.standard_normal((3000, extra))) if extra else None
+    novel = np.zeros(3000, bool)
+    novel[2000] = novel[2050] = True
+    a, b = Likelihood(long=400, learning=100), Likelihood(long=400, learning=100)
+    ref, since = [], []
+    for i in range(3000):
+        ref.append(a.update(raw[i], bool(novel[i]), tuple(ex[i]) if extra else ())[0])
+        since.append(a.since)
+    out, out_since = [], []
+    for s in range(0, 3000, 37):    # stretches shorter than `long`, and one longer
+        o, t = b.update_many(raw[s:s + 37], novel[s:s + 37], None if ex is None else ex[s:s + 37])
+        out += o.tolist()
+        out_since += t.tolist()
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-12)
+    assert out_since == since and sum(v >= 0.5 for v in ref) >= 2
+    c = Likelihood(long=400, learning=100)
+    o, _ = c.update_many(raw, novel, ex)       # one call longer than `long`
+    np.testing.assert_allclose(o, ref, rtol=1e-9, atol=1e-12)
+    for ta, tc in zip(a.tails, c.tails):
+        np.testing.assert_allclose(list(ta.means), list(tc.means), rtol=1e-12)
+        assert ta.s1 == pytest.approx(tc.s1, rel=1e-9) and ta.s2 == pytest.approx(tc.s2, rel=1e-9)
