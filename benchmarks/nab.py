@@ -107,8 +107,10 @@ def write(path, res, corpus, args, wall):
              "one fresh detector per file, defaults, `{\"value\": v}` per event (score_one then learn_one); "
              "one threshold per profile over the whole corpus (`streamnn.evaluation.nab`). "
              f"Command: `python benchmarks/nab.py{' --files %d' % args.files if args.files else ''}"
+             f"{' --processes %d' % args.processes if args.processes != 2 else ''}"
              f"{' --baseline ' + args.baseline if args.baseline else ''}`; "
-             f"{platform.processor() or platform.machine()}, 2 processes, one thread each, on a shared CPU; "
+             f"{platform.processor() or platform.machine()}, {args.processes} process(es), one thread each, "
+             "on a shared CPU; "
              f"wall {wall:.0f} s.", "",
              "| detector | standard | reward low FP | reward low FN | windows found (std) | FPs (std) | "
              "events/s (CPU) | events/s (wall) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -143,6 +145,7 @@ def main():
     ap.add_argument("--files", type=int, default=0, help="only the first N files (0: all 58)")
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nab.md"))
+    ap.add_argument("--processes", type=int, default=2, help="worker processes (one thread each)")
     ap.add_argument("--baseline", default=None,
                     help="an older streamnn package directory: its AutoencoderDetector() runs as a peer")
     args = ap.parse_args()
@@ -157,7 +160,7 @@ def main():
         shutil.copytree(args.baseline, Path(baseline) / "streamnn_baseline")
         names.insert(1, BASELINE)
     t = time.time()
-    res = run_all(corpus, names, baseline=baseline)
+    res = run_all(corpus, names, processes=args.processes, baseline=baseline)
     write(args.out, res, corpus, args, time.time() - t)
 
 
