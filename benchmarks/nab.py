@@ -6,6 +6,8 @@ Every detector is created fresh for each of the 58 files with its defaults and f
 Peers in the same run:
 
 - `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood),
+- `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
+  the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
 - `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules).
 
@@ -41,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from streamnn.evaluation.nab import PROFILES, load_corpus, score_corpus  # noqa: E402
 
 NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "nab"))
-DETECTORS = ("AutoencoderDetector()", "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)")
+SERIES = "AutoencoderDetector(alarm_params={'context': True})"
+DETECTORS = ("AutoencoderDetector()", SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)")
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -59,6 +62,8 @@ def make(name: str, baseline=None):
     torch.set_num_threads(1)
     if name == "AutoencoderDetector()":
         return streamnn.AutoencoderDetector()
+    if name == SERIES:   # the series evidence (change size, context novelty) joins the error
+        return streamnn.AutoencoderDetector(alarm_params={"context": True})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline

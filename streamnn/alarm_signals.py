@@ -109,31 +109,33 @@ class SeriesContext:
         Coarse levels per value: 2**bits bins over the range seen so far.
     order
         Longest pattern of levels (patterns of 2..order values are looked up).
+    context
+        False: the change size only (`signals` gives a 1-tuple, `scores` one column).
     """
 
     _EPS = 1e-9       # floor of a change, relative to the largest magnitude seen (log of a flat run)
 
-    def __init__(self, bits: int = 2, order: int = 8):
-        if bits < 1 or order < 2 or bits * order > 48:
-            raise ValueError(f"bits={bits}, order={order}: need bits >= 1, order >= 2, bits * order <= 48")
-        self.bits, self.order = int(bits), int(order)
+    def __init__(self, bits: int = 2, order: int = 8, context: bool = True):
+        if bits < 1 or order < 2 or bits * order > 20:
+            raise ValueError(f"bits={bits}, order={order}: need bits >= 1, order >= 2, bits * order <= 20")
+        self.bits, self.order, self.context = int(bits), int(order), bool(context)
+        self._mask = (1 << (self.bits * self.order)) - 1
         self.last = math.nan          # the previous value
         self.lo, self.hi, self.amax = math.inf, -math.inf, 0.0
         self.code = 0                 # the last `order` levels, bits each, newest lowest
         self.length = 0               # levels in `code` (at most `order`)
-        self.seen: set = set()        # patterns seen: (k << 56) | code of the last k levels
+        # patterns seen, as a flag per pattern (compact, no hashing): the pattern of the last k
+        # levels, code c (k * bits bits), is flag base[k] + c
+        self._base = [0, 0, 0]
+        for k in range(2, self.order + 1):
+            self._base.append(self._base[-1] + (1 << (self.bits * k)))
+        self.seen = bytearray(self._base[-1])
         self._memo = None
-
-    def _push(self, v: float) -> tuple[int, int]:
-        """The code and length after appending v's level (pure)."""
-        bits, r = self.bits, self.hi - self.lo
-        b = min((1 << bits) - 1, max(0, int((v - self.lo) / r * (1 << bits)))) if r > 0.0 else 0
-        code = ((self.code << bits) | b) & ((1 << (bits * self.order)) - 1)
-        return code, min(self.length + 1, self.order)
 
     def _patterns(self, code: int, length: int):
         bits = self.bits
-        return [((k << 56) | (code & ((1 << (bits * k)) - 1))) for k in range(2, length + 1)]
+        base = self._base
+        return [base[k] + (code & ((1 << (bits * k)) - 1)) for k in range(2, length + 1)]
 
     def signals(self, v: float) -> tuple[float, float]:
         """(log change size, share of new patterns) of the next value `v`; NaN for a non-finite
@@ -144,10 +146,24 @@ class SeriesContext:
         if not math.isfinite(v):
             return math.nan, math.nan
         change = math.log(abs(v - self.last) + self._EPS * (1.0 + self.amax)) if math.isfinite(self.last) else math.nan
-        seen, (code, length) = self.seen, self._push(v)
-        fresh = [p for p in self._patterns(code, length) if p not in seen]
-        out = (change, len(fresh) / (self.order - 1))
-        self._memo = (v, out, code, length, fresh)
+        if not self.context:
+            self._memo = (v, (change,), 0, 0, 0)
+            return self._memo[1]
+        seen, bits, r = self.seen, self.bits, self.hi - self.lo
+        level = min((1 << bits) - 1, max(0, int((v - self.lo) / r * (1 << bits)))) if r > 0.0 else 0
+        code = ((self.code << bits) | level) & self._mask
+        length = self.length + 1 if self.length < self.order else self.order
+        # `seen` holds every suffix (of length >= 2) of a pattern it holds: the new patterns are
+        # those of length first..length, and `first` is found by bisection
+        first, top = 2, length + 1
+        while first < top:
+            k = (first + top) // 2
+            if seen[self._base[k] + (code & ((1 << (bits * k)) - 1))]:
+                first = k + 1
+            else:
+                top = k
+        out = (change, (length + 1 - first) / (self.order - 1))
+        self._memo = (v, out, code, length, first)
         return out
 
     def update(self, v: float) -> None:
@@ -163,8 +179,13 @@ class SeriesContext:
             self.signals(v)
             memo = self._memo
         self._memo = None
-        self.code, self.length, fresh = memo[2], memo[3], memo[4]
-        self.seen.update(fresh)
+        fresh = []
+        if self.context:
+            self.code, self.length = memo[2], memo[3]
+            fresh = self._patterns(self.code, self.length)[memo[4] - 2:]
+            seen = self.seen
+            for p in fresh:
+                seen[p] = 1
         self.last = v
         if v < self.lo:
             self.lo = v
@@ -185,6 +206,11 @@ class SeriesContext:
         prev = np.r_[self.last, v[:-1]]
         with np.errstate(invalid="ignore"):
             change = np.log(np.abs(v - prev) + self._EPS * (1.0 + amax))           # NaN at a first value
+        if not self.context:
+            if keep:
+                self.last, self.amax = float(v[-1]), max(self.amax, float(a.max()))
+                self.lo, self.hi, self._memo = min(self.lo, float(v.min())), max(self.hi, float(v.max())), None
+            return change[:, None]
         lo = np.minimum.accumulate(np.r_[self.lo, v[:-1]])
         hi = np.maximum.accumulate(np.r_[self.hi, v[:-1]])
         r, B = hi - lo, 1 << bits
@@ -197,31 +223,35 @@ class SeriesContext:
         code = (win << (bits * np.arange(order - 1, -1, -1))).sum(axis=1)         # (N,)
         length = np.minimum(self.length + 1 + np.arange(N), order)
         ks = np.arange(2, order + 1)
-        pats = (ks << 56) | (code[:, None] & ((1 << (bits * ks)) - 1))            # (N, order - 1)
+        pats = np.array(self._base)[ks] + (code[:, None] & ((1 << (bits * ks)) - 1))   # (N, order - 1)
         valid = ks[None, :] <= length[:, None]
         flat = np.where(valid, pats, -1).ravel()
         uniq, first = np.unique(flat, return_index=True)
+        first = first[uniq >= 0]
+        flags = np.frombuffer(self.seen, np.uint8)
         fresh = np.zeros(flat.shape, bool)
-        seen = self.seen
-        for p, f in zip(uniq.tolist(), first.tolist()):
-            if p >= 0 and p not in seen:
-                fresh[f] = True
+        fresh[first[flags[flat[first]] == 0]] = True                              # first sight, never seen
         new = fresh.reshape(N, order - 1).sum(axis=1) / (order - 1)
         if keep:
-            seen.update(flat[fresh].tolist())
+            np.frombuffer(self.seen, np.uint8)[flat[fresh]] = 1
             self.last, self.amax = float(v[-1]), max(self.amax, float(a.max()))
             self.lo, self.hi = min(self.lo, float(v.min())), max(self.hi, float(v.max()))
             self.code, self.length, self._memo = int(code[-1]), int(length[-1]), None
         return np.stack([change, new], axis=1)
 
     def state_dict(self) -> dict:
-        return {"bits": self.bits, "order": self.order, "last": self.last, "lo": self.lo, "hi": self.hi,
+        return {"bits": self.bits, "order": self.order, "context": self.context, "last": self.last, "lo": self.lo, "hi": self.hi,
                 "amax": self.amax, "code": self.code, "length": self.length,
-                "seen": torch.tensor(sorted(self.seen), dtype=torch.int64)}
+                "seen": torch.from_numpy(np.flatnonzero(np.frombuffer(self.seen, np.uint8)))}
 
     def load_state_dict(self, s: dict):
-        self.bits, self.order = s["bits"], s["order"]
+        self.bits, self.order, self.context = s["bits"], s["order"], s.get("context", True)
+        self._mask = (1 << (self.bits * self.order)) - 1
         self.last, self.lo, self.hi, self.amax = s["last"], s["lo"], s["hi"], s["amax"]
         self.code, self.length = s["code"], s["length"]
-        self.seen = set(s["seen"].tolist())
+        self._base = [0, 0, 0]
+        for k in range(2, self.order + 1):
+            self._base.append(self._base[-1] + (1 << (self.bits * k)))
+        self.seen = bytearray(self._base[-1])
+        np.frombuffer(self.seen, np.uint8)[s["seen"].numpy()] = 1
         self._memo = None

@@ -190,7 +190,7 @@ def fisher(us) -> float:
     k = len(us)
     if k == 1:
         return us[0]
-    t = math.fsum(us) * _LOG10
+    t = sum(us) * _LOG10
     acc = term = 1.0
     for i in range(1, k):
         term *= t / i
@@ -271,6 +271,8 @@ class Likelihood:
         return self.since < first
 
     def _tails(self, n: int) -> list:
+        if len(self.tails) >= n:
+            return self.tails
         while len(self.tails) < n:
             self.tails.append(_Tail(self.tails[0].short, self.long))
         return self.tails
@@ -291,8 +293,10 @@ class Likelihood:
             min_std = self.min_std
             u = self.tails[0].u(raw, min_std)
             if extra:
-                tails = self._tails(len(extra) + 1)
-                u = fisher([u] + [t.u(e, min_std) for t, e in zip(tails[1:], extra)])
+                us = [u]
+                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
+                    us.append(t.u(e, min_std))
+                u = fisher(us)
             s = _scale(u)
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet

@@ -72,7 +72,7 @@ class WindowsMixin:
         value on a single value stream (one feature, no key), else () (`SeriesContext`)."""
         if self.series_ is None or self.key is not None or win.shape[0] != 1:
             return ()
-        return self.series_.signals(float(win[0, -1]))
+        return self.series_.signals(win[0, -1].item())
 
     def _assess(self, x: dict):
         """(key, (C, W) window, raw error, calibrated score, novel, extra evidence) of `x`; pure apart from a

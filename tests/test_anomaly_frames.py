@@ -57,11 +57,14 @@ def _assert_same(a, b):
         assert sa.pop("seen").tolist() == sb.pop("seen").tolist() and sa == sb
 
 
+SERIES = {"alarm_params": {"context": True}}     # change size and context novelty join the error
+
+
 @pytest.mark.parametrize("frame", [1, 37, 1024])
-@pytest.mark.parametrize("make", [_series, _sensors])
-def test_learn_many_per_frame_is_a_loop_of_learn_one(make, frame):
+@pytest.mark.parametrize("make, kw", [(_series, {}), (_series, SERIES), (_sensors, {})])
+def test_learn_many_per_frame_is_a_loop_of_learn_one(make, kw, frame):
     X = make()
-    a, b = AutoencoderDetector(seed=3), AutoencoderDetector(seed=3)
+    a, b = AutoencoderDetector(seed=3, **kw), AutoencoderDetector(seed=3, **kw)
     for x in X.iloc[:40].to_dict(orient="records"):    # build both the same way
         a.learn_one(x)
         b.learn_one(x)
@@ -79,10 +82,10 @@ def test_learn_many_per_frame_is_a_loop_of_learn_one(make, frame):
     assert b.score_one(probe) == pytest.approx(a.score_one(probe), rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("make", [_series, _sensors])
-def test_score_many_per_frame_matches_the_row_path_and_is_pure(make):
+@pytest.mark.parametrize("make, kw", [(_series, {}), (_series, SERIES), (_sensors, {})])
+def test_score_many_per_frame_matches_the_row_path_and_is_pure(make, kw):
     X = make()
-    m = AutoencoderDetector(seed=4)
+    m = AutoencoderDetector(seed=4, **kw)
     m.learn_many(X.iloc[:1500])
     frame = X.iloc[1500:2500]
     before = copy.deepcopy(m.state_dict())
@@ -102,7 +105,7 @@ def test_score_many_per_frame_matches_the_row_path_and_is_pure(make):
 
 def test_frames_that_cannot_take_the_frame_path_are_learned_row_by_row_exactly():
     X = _series().iloc[:800]
-    a, b = AutoencoderDetector(seed=5), AutoencoderDetector(seed=5)
+    a, b = AutoencoderDetector(seed=5, **SERIES), AutoencoderDetector(seed=5, **SERIES)
     X2 = X.copy()
     X2.loc[500, "value"] = math.nan                  # a NaN row
     X2["extra"] = np.where(np.arange(len(X2)) >= 700, 1.0, np.nan)   # a new feature
@@ -130,8 +133,18 @@ def test_range_novelty_and_series_context_frame_helpers_match_their_loops():
     assert r1.novel_many(names, V[50:]).tolist() == loop and any(loop)
     r1.update_many(names, V[50:])
     assert r1.state_dict() == r2.state_dict()
-    s1, s2 = SeriesContext(), SeriesContext()
-    vals = V[:, 0].tolist()
+    for context in (True, False):
+        _series_context_helpers_match(V[:, 0].tolist(), context)
+    lk = Likelihood(learning=10, long=50)
+    for v in V[:100, 0].tolist():
+        lk.update(abs(v))
+    twin = lk.fork()
+    twin.update(100.0)
+    assert lk.n == 100 and twin.n == 101 and len(lk.tails[0].recent) == lk.short
+
+
+def _series_context_helpers_match(vals, context):
+    s1, s2 = SeriesContext(context=context), SeriesContext(context=context)
     s1.scores(vals[:100])
     for v in vals[:100]:
         s2.update(v)
@@ -144,13 +157,9 @@ def test_range_novelty_and_series_context_frame_helpers_match_their_loops():
         ref.append(s2.signals(v))
         s2.update(v)
     np.testing.assert_allclose(peek, np.array(ref), rtol=1e-12)
-    assert peek[:, 1].any()
-    lk = Likelihood(learning=10, long=50)
-    for v in vals[:100]:
-        lk.update(abs(v))
-    twin = lk.fork()
-    twin.update(100.0)
-    assert lk.n == 100 and twin.n == 101 and len(lk.tails[0].recent) == lk.short
+    assert peek.shape == (len(vals) - 100, 2 if context else 1)
+    if context:
+        assert peek[:, 1].any()
 
 
 @pytest.mark.parametrize("extra", [0, 2])
