@@ -6,6 +6,8 @@ Every detector is created fresh for each of the 58 files with its defaults and f
 Peers in the same run:
 
 - `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood),
+- `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
+  the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
 - `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules).
 
@@ -41,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from streamnn.evaluation.nab import PROFILES, load_corpus, score_corpus  # noqa: E402
 
 NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "nab"))
-DETECTORS = ("AutoencoderDetector()", "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)")
+SERIES = "AutoencoderDetector(alarm_params={'context': True})"
+DETECTORS = ("AutoencoderDetector()", SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)")
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -59,6 +62,8 @@ def make(name: str, baseline=None):
     torch.set_num_threads(1)
     if name == "AutoencoderDetector()":
         return streamnn.AutoencoderDetector()
+    if name == SERIES:   # the series evidence (change size, context novelty) joins the error
+        return streamnn.AutoencoderDetector(alarm_params={"context": True})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline
@@ -107,8 +112,10 @@ def write(path, res, corpus, args, wall):
              "one fresh detector per file, defaults, `{\"value\": v}` per event (score_one then learn_one); "
              "one threshold per profile over the whole corpus (`streamnn.evaluation.nab`). "
              f"Command: `python benchmarks/nab.py{' --files %d' % args.files if args.files else ''}"
+             f"{' --processes %d' % args.processes if args.processes != 2 else ''}"
              f"{' --baseline ' + args.baseline if args.baseline else ''}`; "
-             f"{platform.processor() or platform.machine()}, 2 processes, one thread each, on a shared CPU; "
+             f"{platform.processor() or platform.machine()}, {args.processes} process(es), one thread each, "
+             "on a shared CPU; "
              f"wall {wall:.0f} s.", "",
              "| detector | standard | reward low FP | reward low FN | windows found (std) | FPs (std) | "
              "events/s (CPU) | events/s (wall) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -143,6 +150,7 @@ def main():
     ap.add_argument("--files", type=int, default=0, help="only the first N files (0: all 58)")
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nab.md"))
+    ap.add_argument("--processes", type=int, default=2, help="worker processes (one thread each)")
     ap.add_argument("--baseline", default=None,
                     help="an older streamnn package directory: its AutoencoderDetector() runs as a peer")
     args = ap.parse_args()
@@ -157,7 +165,7 @@ def main():
         shutil.copytree(args.baseline, Path(baseline) / "streamnn_baseline")
         names.insert(1, BASELINE)
     t = time.time()
-    res = run_all(corpus, names, baseline=baseline)
+    res = run_all(corpus, names, processes=args.processes, baseline=baseline)
     write(args.out, res, corpus, args, time.time() - t)
 
 

@@ -18,6 +18,9 @@ likelihood (Ahmad et al. 2017):
    of regime is learned after that.
 4. **Range novelty** (optional, `RangeNovelty`): a value beyond the range of its feature's past
    values by more than 5 % of that range scores 1.0 (Numenta's "spatial anomaly" rule).
+5. **More evidence** (optional, `extra` raw scores such as `alarm_signals.SeriesContext`'s): each
+   is judged by its own short-against-long tail, and the tails are fused by Fisher's method
+   (the product of the p-values), so one noisy signal alone rarely raises an alarm.
 
 `AnomalyLikelihood(detector)` wraps any river `AnomalyDetector` with these rules.
 
@@ -34,12 +37,16 @@ likelihood (Ahmad et al. 2017):
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 from collections import deque
 
-from river import anomaly, base
+import numpy as np
 
-__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood"]
+from .alarm_signals import RangeNovelty
+
+__all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher", "fisher_many"]
 
 _LOG10 = math.log(10.0)
 
@@ -51,10 +58,156 @@ def _log10_tail(z: float) -> float:
     return (0.5 * z * z + math.log(z * math.sqrt(2.0 * math.pi))) / _LOG10
 
 
+def _log10_tail_many(z: np.ndarray) -> np.ndarray:
+    """`_log10_tail` of each element of `z` (the same rule, vectorized)."""
+    from scipy.special import erfc
+    out = np.empty_like(z)
+    lo = z < 30.0
+    out[lo] = -np.log10(np.maximum(0.5 * erfc(z[lo] / math.sqrt(2.0)), 1e-300))
+    hi = z[~lo]
+    out[~lo] = (0.5 * hi * hi + np.log(hi * math.sqrt(2.0 * math.pi))) / _LOG10
+    return out
+
+
 def _scale(u: float) -> float:
     """-log10(tail) -> [0, 1): u / 10 up to u = 5 (score 0.5 at a tail of 1e-5), then 1 - 2.5 / u
     (monotone, never saturating: a larger deviation always scores higher)."""
     return u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u
+
+
+class _Tail:
+    """One raw stream: the mean of its last `short` values against the mean and standard deviation
+    of those short means over the last `long` events, in O(1) per event (running sums)."""
+
+    __slots__ = ("short", "long", "recent", "means", "s_recent", "s1", "s2")
+
+    def __init__(self, short: int, long: int):
+        self.short, self.long = short, long
+        self.recent: deque = deque()          # last `short` raw scores
+        self.means: deque = deque()           # last `long` short means
+        self.s_recent = self.s1 = self.s2 = 0.0
+
+    def u(self, raw: float, min_std: float) -> float:
+        """-log10 of the Gaussian upper tail of the short mean with `raw` (0.0 without history)."""
+        k = len(self.means)
+        if k < 2 or not math.isfinite(raw):
+            return 0.0
+        mu = self.s1 / k
+        var = self.s2 / k - mu * mu
+        sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
+        n = len(self.recent)
+        m = (self.s_recent - self.recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
+        return _log10_tail((m - mu) / sd)
+
+    def add(self, raw: float):
+        recent, means = self.recent, self.means
+        if len(recent) == self.short:
+            old = recent.popleft()
+            m = (self.s_recent - old + raw) / self.short
+            self.s_recent -= old
+        else:
+            m = (self.s_recent + raw) / (len(recent) + 1)
+        recent.append(raw)
+        self.s_recent += raw
+        if len(means) == self.long:
+            old = means.popleft()
+            self.s1 -= old
+            self.s2 -= old * old
+        means.append(m)
+        self.s1 += m
+        self.s2 += m * m
+
+    def u_many(self, raw: np.ndarray, min_std: float) -> np.ndarray:
+        """`u` of each finite raw score of `raw` (N,) in order, each added after it is scored, as N
+        calls of `u` then `add` would (the running sums move by prefix sums: equal up to rounding)."""
+        N, short, K0 = len(raw), self.short, len(self.means)
+        if N <= 64 or not np.isfinite(raw).all():   # short stretches: the loop is cheaper
+            return self.run(raw.tolist(), min_std)
+        hist = np.fromiter(self.recent, np.float64, len(self.recent))
+        allr = np.concatenate([hist, raw])
+        if len(hist) == short:   # (N,) short means: sums of `short` values (no prefix-sum cancellation)
+            m = np.lib.stride_tricks.sliding_window_view(allr[1:], short).sum(axis=1) / short
+        else:                    # the stream's first events: means of what there is
+            c = np.concatenate([[0.0], np.cumsum(allr)])
+            p = len(hist) + np.arange(N)
+            lo = np.maximum(0, p - short + 1)
+            m = (c[p + 1] - c[lo]) / (p + 1 - lo)
+        drop = np.arange(N) + K0 - self.long                          # index dropped by add j, if >= 0
+        head = np.fromiter(itertools.islice(self.means, min(K0, N)), np.float64, min(K0, N))
+        gone = np.where(drop >= 0, np.concatenate([head, m])[np.maximum(drop, 0)], 0.0)
+        d1 = np.concatenate([[0.0], np.cumsum(m - gone)])[:N]        # sums before each row
+        d2 = np.concatenate([[0.0], np.cumsum(m * m - gone * gone)])[:N]
+        k = np.minimum(K0 + np.arange(N), self.long)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = (self.s1 + d1) / k
+            var = (self.s2 + d2) / k - mu * mu
+            sd = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), min_std * np.abs(mu)), 1e-12)
+            u = _log10_tail_many((m - mu) / sd)
+        u[k < 2] = 0.0
+        # the state after the N adds
+        self.recent.extend(raw.tolist())
+        while len(self.recent) > short:
+            self.recent.popleft()
+        self.means.extend(m.tolist())
+        while len(self.means) > self.long:
+            self.means.popleft()
+        self.s_recent = math.fsum(self.recent)
+        self.s1 += float(d1[-1] + (m[-1] - gone[-1]))
+        self.s2 += float(d2[-1] + (m[-1] ** 2 - gone[-1] ** 2))
+        return u
+
+    def run(self, raws: list, min_std: float) -> np.ndarray:
+        """`u` then `add` of each raw score (a non-finite one scores 0.0 and is not added)."""
+        out, u, add, isfinite = np.zeros(len(raws)), self.u, self.add, math.isfinite
+        for i, r in enumerate(raws):
+            if isfinite(r):
+                out[i] = u(r, min_std)
+                add(r)
+        return out
+
+    def copy(self) -> "_Tail":
+        twin = _Tail(self.short, self.long)
+        twin.recent, twin.means = deque(self.recent), deque(self.means)
+        twin.s_recent, twin.s1, twin.s2 = self.s_recent, self.s1, self.s2
+        return twin
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "means": list(self.means),
+                "sums": [self.s_recent, self.s1, self.s2]}
+
+    def load_state_dict(self, s: dict):
+        self.recent, self.means = deque(s["recent"]), deque(s["means"])
+        self.s_recent = math.fsum(self.recent)
+        self.s1 = math.fsum(self.means)
+        self.s2 = math.fsum(m * m for m in self.means)
+        if "sums" in s:        # the running sums as they were: resuming is bit-exact
+            self.s_recent, self.s1, self.s2 = s["sums"]
+
+
+def fisher(us) -> float:
+    """Fisher's method on -log10 p-values: the -log10 p-value of their product, under independence
+    (chi-squared with 2k degrees of freedom); one value is returned as it is."""
+    k = len(us)
+    if k == 1:
+        return us[0]
+    t = sum(us) * _LOG10
+    acc = term = 1.0
+    for i in range(1, k):
+        term *= t / i
+        acc += term
+    return max(0.0, (t - math.log(acc)) / _LOG10)
+
+
+def fisher_many(us) -> np.ndarray:
+    """`fisher` of each row of the columns `us` (k arrays (N,)), vectorized."""
+    if len(us) == 1:
+        return us[0]
+    t = np.sum(us, axis=0) * _LOG10
+    acc, term = np.ones_like(t), np.ones_like(t)
+    for i in range(1, len(us)):
+        term = term * t / i
+        acc = acc + term
+    return np.maximum(0.0, (t - np.log(acc)) / _LOG10)
 
 
 class Likelihood:
@@ -77,6 +230,10 @@ class Likelihood:
     min_std
         Floor of the reference standard deviation, relative to its mean (a flat raw stream
         must not turn a tiny blip into an alarm).
+
+    `score` and `update` take optional `extra` raw scores (other evidence on the same event, e.g.
+    `streamnn.alarm_signals.SeriesContext`): each gets its own short/long history, and the tail
+    probabilities are fused by Fisher's method, so one noisy signal alone rarely raises an alarm.
     """
 
     def __init__(self, short: int = 10, long: int = 4000, learning: int = 300, alarm: float = 0.5,
@@ -85,72 +242,79 @@ class Likelihood:
             raise ValueError(f"short={short}, long={long}: need 1 <= short < long")
         if not 0.0 <= quiet < alarm <= 1.0:
             raise ValueError(f"quiet={quiet}, alarm={alarm}: need 0 <= quiet < alarm <= 1")
-        self.short, self.long, self.learning = int(short), int(long), int(learning)
+        self.long, self.learning = int(long), int(learning)
         self.alarm, self.suppress, self.quiet, self.min_std = float(alarm), int(suppress), float(quiet), float(min_std)
-        self.recent: deque = deque()          # last `short` raw scores
-        self.means: deque = deque()           # last `long` short means
-        self.s_recent = self.s1 = self.s2 = 0.0
+        self.tails = [_Tail(int(short), self.long)]   # the raw score's, then one per extra signal
         self.n = 0                            # events seen
         self.hold = 0                         # events left in the suppression period
         self.since = 1 << 30                  # events since the last alarm (0: this one)
-        self._memo = None                     # (raw, novel, score) of the last `score`
+        self._memo = None                     # (raw, novel, extra, score) of the last `score`
+
+    @property
+    def short(self) -> int:
+        return self.tails[0].short
+
+    @short.setter
+    def short(self, value: int):              # before any event only (the histories are empty)
+        for t in self.tails:
+            t.short = int(value)
+
+    def fork(self) -> "Likelihood":
+        """An independent copy, cheaply (the histories are copied as flat deques)."""
+        twin = copy.copy(self)
+        twin.tails, twin._memo = [t.copy() for t in self.tails], None
+        return twin
 
     def protects(self, first: int) -> bool:
         """True during the first `first` events of an alarm's suppression period (the alarm
         included): a wrapped model should not learn them."""
         return self.since < first
 
-    def _short_mean(self, raw: float) -> float:
-        k = len(self.recent)
-        if k == self.short:
-            return (self.s_recent - self.recent[0] + raw) / k
-        return (self.s_recent + raw) / (k + 1)
+    def _tails(self, n: int) -> list:
+        if len(self.tails) >= n:
+            return self.tails
+        while len(self.tails) < n:
+            self.tails.append(_Tail(self.tails[0].short, self.long))
+        return self.tails
 
-    def score(self, raw: float, novel: bool = False) -> float:
+    def score(self, raw: float, novel: bool = False, extra: tuple = ()) -> float:
         """The score of the next event with raw score `raw` (`novel`: it left the range of its
-        past values, see `RangeNovelty`, which scores 1.0); pure (apart from a one-entry cache)."""
+        past values, see `RangeNovelty`, which scores 1.0; `extra`: other raw scores of the event);
+        pure (apart from a one-entry cache)."""
         memo = self._memo
-        if memo is not None and memo[0] == raw and memo[1] == novel:
-            return memo[2]
+        if memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra:
+            return memo[3]
         raw = float(raw)
-        k = len(self.means)
-        if self.n < self.learning or k < 2 or not math.isfinite(raw):
+        if self.n < self.learning or len(self.tails[0].means) < 2 or not math.isfinite(raw):
             s = 0.0
         elif novel:
             s = self.quiet if self.hold > 0 else 1.0
         else:
-            mu = self.s1 / k
-            var = self.s2 / k - mu * mu
-            sd = max(math.sqrt(var) if var > 0.0 else 0.0, self.min_std * abs(mu), 1e-12)
-            s = _scale(_log10_tail((self._short_mean(raw) - mu) / sd))
+            min_std = self.min_std
+            u = self.tails[0].u(raw, min_std)
+            if extra:
+                us = [u]
+                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
+                    us.append(t.u(e, min_std))
+                u = fisher(us)
+            s = _scale(u)
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
-        self._memo = (raw, novel, s)
+        self._memo = (raw, novel, extra, s)
         return s
 
-    def update(self, raw: float, novel: bool = False) -> tuple[float, bool]:
-        """Score `raw`, then add it to the history in O(1) (running sums); returns (score, alarm)."""
-        s = self.score(raw, novel)
+    def update(self, raw: float, novel: bool = False, extra: tuple = ()) -> tuple[float, bool]:
+        """Score `raw`, then add it (and `extra`) to the history in O(1); returns (score, alarm)."""
+        s = self.score(raw, novel, extra)
         self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)
         if math.isfinite(raw):
-            recent, means = self.recent, self.means
-            if len(recent) == self.short:
-                old = recent.popleft()
-                m = (self.s_recent - old + raw) / self.short
-                self.s_recent -= old
-            else:
-                m = (self.s_recent + raw) / (len(recent) + 1)
-            recent.append(raw)
-            self.s_recent += raw
-            if len(means) == self.long:
-                old = means.popleft()
-                self.s1 -= old
-                self.s2 -= old * old
-            means.append(m)
-            self.s1 += m
-            self.s2 += m * m
+            self.tails[0].add(raw)
+            if extra:
+                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
+                    if math.isfinite(e):
+                        t.add(e)
             self.n += 1
         if alarm:
             self.hold, self.since = self.suppress, 0
@@ -159,121 +323,62 @@ class Likelihood:
             self.since += 1
         return s, alarm
 
+    def extra_u(self, extra: np.ndarray) -> np.ndarray:
+        """-log10 tails (N, k) of the extra raw scores `extra` (N, k) of the next N events, each
+        added after it is scored; for `update_many(..., extra_u=)` (the extra evidence does not
+        depend on the model, so a frame's can be judged at once)."""
+        tails = self._tails(1 + extra.shape[1])[1:]
+        return np.stack([t.u_many(extra[:, j], self.min_std) for j, t in enumerate(tails)], axis=1)
+
+    def update_many(self, raw: np.ndarray, novel: np.ndarray, extra: np.ndarray | None = None,
+                    extra_u: np.ndarray | None = None):
+        """`update` of each row in order, vectorized apart from the suppression rule: `raw` (N,),
+        `novel` (N,) bools, `extra` (N, k) raw extra scores or `extra_u` (N, k) their `extra_u`.
+        Returns (scores (N,), `since` after each row). The same as a loop of `update` up to
+        rounding (the tails' sums move by prefix sums), except that with `extra_u` the extra
+        histories have moved on even for an event whose `raw` is not finite."""
+        N, ok = len(raw), np.isfinite(raw)
+        if extra is not None:   # an event with a non-finite raw score adds no evidence
+            extra_u = self.extra_u(extra if ok.all() else np.where(ok[:, None], extra, np.nan))
+        tails, min_std = self.tails, self.min_std
+        before = np.cumsum(ok) - ok                                   # finite events before each row
+        ready = (ok & (self.n + before >= self.learning) & (len(tails[0].means) + before >= 2)).tolist()
+        u = tails[0].u_many(raw, min_std)
+        if extra_u is not None:
+            u = fisher_many([u] + list(extra_u.T))
+        s = np.where(u <= 5.0, u / 10.0, 1.0 - 2.5 / np.maximum(u, 5.0)).tolist()
+        self.n += int(ok.sum())
+        scores, since = np.empty(N), np.empty(N, np.int64)
+        hold, last, alarm, quiet, suppress = self.hold, self.since, self.alarm, self.quiet, self.suppress
+        for j, (v, ok, nv) in enumerate(zip(s, ready, novel.tolist())):
+            if not ok:
+                v = 0.0
+            elif nv:
+                v = quiet if hold > 0 else 1.0
+            elif hold > 0 and v > quiet:
+                v = quiet
+            if v >= alarm:
+                hold, last = suppress, 0
+            else:
+                hold = hold - 1 if hold > 0 else 0
+                last += 1
+            scores[j], since[j] = v, last
+        self.hold, self.since, self._memo = hold, last, None
+        return scores, since
+
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "means": list(self.means), "n": self.n, "hold": self.hold,
-                "since": self.since, "short": self.short, "suppress": self.suppress,
-                "sums": [self.s_recent, self.s1, self.s2]}
+        return {**self.tails[0].state_dict(), "n": self.n, "hold": self.hold, "since": self.since,
+                "short": self.short, "suppress": self.suppress,
+                "extra": [t.state_dict() for t in self.tails[1:]]}
 
     def load_state_dict(self, s: dict):
         self._memo = None
-        self.recent, self.means = deque(s["recent"]), deque(s["means"])
-        self.s_recent = math.fsum(self.recent)
-        self.s1 = math.fsum(self.means)
-        self.s2 = math.fsum(m * m for m in self.means)
+        self.tails = self.tails[:1]
+        self.tails[0].load_state_dict(s)
         self.n, self.hold, self.since = s["n"], s["hold"], s["since"]
         self.short, self.suppress = s.get("short", self.short), s.get("suppress", self.suppress)
-        if "sums" in s:        # the running sums as they were: resuming is bit-exact
-            self.s_recent, self.s1, self.s2 = s["sums"]
+        for e in s.get("extra", []):
+            self._tails(len(self.tails) + 1)[-1].load_state_dict(e)
 
 
-class RangeNovelty:
-    """Flags an event whose numeric feature leaves the range of that feature's past values by
-    more than `tolerance` times the range (Numenta's "spatial anomaly" rule in NAB).
-
-    >>> r = RangeNovelty()
-    >>> for v in range(100):
-    ...     r.update({"t": float(v % 10)})
-    >>> r.novel({"t": 9.3}), r.novel({"t": 9.6}), r.novel({"t": -1.0})
-    (False, True, True)
-    """
-
-    def __init__(self, tolerance: float = 0.05):
-        self.tolerance = float(tolerance)
-        self.lo: dict = {}
-        self.hi: dict = {}
-
-    def novel(self, x: dict) -> bool:
-        lo, hi, tol = self.lo, self.hi, self.tolerance
-        for k, v in x.items():
-            if k in lo and isinstance(v, (int, float)):
-                pad = tol * (hi[k] - lo[k])
-                if v > hi[k] + pad or v < lo[k] - pad:
-                    return True
-        return False
-
-    def update(self, x: dict) -> None:
-        lo, hi = self.lo, self.hi
-        for k, v in x.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                if k in lo:
-                    if v < lo[k]:
-                        lo[k] = v
-                    elif v > hi[k]:
-                        hi[k] = v
-                else:
-                    lo[k] = hi[k] = v
-
-    def state_dict(self) -> dict:
-        return {"keys": list(self.lo), "lo": list(self.lo.values()), "hi": list(self.hi.values())}
-
-    def load_state_dict(self, s: dict):
-        self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
-
-
-class AnomalyLikelihood(base.AnomalyDetector):
-    """Wrap any river anomaly detector: its raw scores become a likelihood score with alarms.
-
-    `score_one` returns the `Likelihood` score in [0, 1]; `predict_one` is True at an alarm;
-    `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
-    `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); the other
-    parameters are those of `Likelihood`.
-
-    >>> from river import anomaly, preprocessing
-    >>> model = AnomalyLikelihood(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0))
-    >>> for i in range(600):
-    ...     model.learn_one({"value": float(i % 10)})
-    >>> model.score_one({"value": 3.0}) < 0.5
-    True
-    """
-
-    def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
-                 learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
-                 min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10):
-        self.detector = detector
-        self.short, self.long, self.learning, self.alarm = short, long, learning, alarm
-        self.suppress, self.quiet, self.min_std, self.protect = suppress, quiet, min_std, protect
-        self.novelty = novelty
-        self.detector_ = detector.clone() if detector is not None else anomaly.HalfSpaceTrees()
-        self.likelihood_ = Likelihood(short, long, learning, alarm, suppress, quiet, min_std)
-        self.range_ = RangeNovelty(novelty) if novelty is not None else None
-        self._memo = None
-
-    @property
-    def _wrapped_model(self):
-        return self.detector_
-
-    @classmethod
-    def _unit_test_params(cls):
-        yield {"detector": anomaly.HalfSpaceTrees(seed=0), "learning": 20, "long": 100, "suppress": 10}
-
-    def _raw(self, x: dict) -> float:
-        key = (self.likelihood_.n, tuple(x.items()))
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
-        raw = float(self.detector_.score_one(x))
-        self._memo = (key, raw)
-        return raw
-
-    def score_one(self, x: dict) -> float:
-        return self.likelihood_.score(self._raw(x), self.range_ is not None and self.range_.novel(x))
-
-    def predict_one(self, x: dict) -> bool:
-        return self.score_one(x) >= self.alarm
-
-    def learn_one(self, x: dict) -> None:
-        raw = self._raw(x)
-        self.likelihood_.update(raw, self.range_ is not None and self.range_.novel(x))
-        if self.range_ is not None:
-            self.range_.update(x)
-        if not self.likelihood_.protects(self.protect):
-            self.detector_.learn_one(x)
+from .alarm_wrapper import AnomalyLikelihood  # noqa: E402  (re-exported: it builds on Likelihood)

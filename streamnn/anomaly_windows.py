@@ -67,8 +67,15 @@ class WindowsMixin:
             return memo[2]
         return None
 
+    def _extra(self, win) -> tuple:
+        """The series evidence of an event with window `win`: (change, context novelty) of its
+        value on a single value stream (one feature, no key), else () (`SeriesContext`)."""
+        if self.series_ is None or self.key is not None or win.shape[0] != 1:
+            return ()
+        return self.series_.signals(win[0, -1].item())
+
     def _assess(self, x: dict):
-        """(key, (C, W) window, raw error, calibrated score, novel) of `x`; pure apart from a
+        """(key, (C, W) window, raw error, calibrated score, novel, extra evidence) of `x`; pure apart from a
         one-entry cache, so that score_one then learn_one of the same event run the network once."""
         items = tuple(x.items())
         hit = self._cached(x, items)
@@ -78,24 +85,14 @@ class WindowsMixin:
         raw = self._raw_errors(win.ravel()) if win.size else math.nan
         xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
         novel = self.range_ is not None and self.range_.novel(xs)
-        out = (k, win, raw, self._calibrate(raw), novel)
+        out = (k, win, raw, self._calibrate(raw), novel, self._extra(win))
         index = self.features_.index
         if len(xs) == len(index) and all(n in index for n in xs):   # learn_one would not grow anything
             self._memo = ((self._version, self._n_events), items, out)
         return out
 
-    def learn_many(self, X: pd.DataFrame) -> None:
-        """Learn the rows of `X` in order: exactly a loop of `learn_one`."""
-        for x in X.to_dict(orient="records"):
-            self.learn_one(x)
-
-    def score_many(self, X: pd.DataFrame) -> pd.Series:
-        """Scores of the rows of `X`, a contiguous piece of the stream: each row's window holds
-        the rows before it in `X`; the network and calibration are not updated between rows, the
-        alarm rules are (on copies: suppression and the likelihood's history move on as in
-        `learn_one`, so a batch raises one alarm per incident too)."""
-        if self.module_ is None or len(X) == 0:
-            return pd.Series(np.zeros(len(X)), index=X.index, dtype=float)
+    def _score_rows(self, X: pd.DataFrame) -> pd.Series:
+        """`score_many` row by row (any frame: growth, NaN, keys, any network)."""
         windows, rows = dict(self.windows_), []
         for x in X.to_dict(orient="records"):
             k, win = self._event(x, grow=False, windows=windows)
@@ -103,15 +100,19 @@ class WindowsMixin:
             rows.append(win.ravel())
         raw = self._raw_errors(np.stack(rows))
         if self.likelihood_ is not None:   # the alarm rules run over the rows, on copies
-            lk, rng, key = copy.deepcopy(self.likelihood_), copy.deepcopy(self.range_), self.key
+            lk, rng, key = self.likelihood_.fork(), copy.deepcopy(self.range_), self.key
+            series = copy.deepcopy(self.series_) if key is None and rows[0].size == self.window_ else None
             out = np.empty(len(raw))
             for i, (r, x) in enumerate(zip(raw.tolist(), X.to_dict(orient="records"))):
                 xs = x if key is None else {n: v for n, v in x.items() if n != key}
                 if lk.n == 0 and not math.isnan(r):
                     self._configure_alarms(len(xs), lk)
-                out[i] = lk.update(r, rng is not None and rng.novel(xs))[0]
+                extra = () if series is None else series.signals(float(rows[i][-1]))
+                out[i] = lk.update(r, rng is not None and rng.novel(xs), extra)[0]
                 if rng is not None:
                     rng.update(xs)
+                if extra:
+                    series.update(float(rows[i][-1]))
         else:
             out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
         return pd.Series(out, index=X.index, dtype=float)
@@ -130,7 +131,8 @@ class WindowsMixin:
                 "windows": [torch.from_numpy(self.windows_[k].copy()) for k in keys],
                 "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_,
                 "likelihood": self.likelihood_.state_dict() if self.likelihood_ is not None else None,
-                "range": self.range_.state_dict() if self.range_ is not None else None}
+                "range": self.range_.state_dict() if self.range_ is not None else None,
+                "series": self.series_.state_dict() if self.series_ is not None else None}
 
     def _load_extra_state(self, s: dict):
         self.calibrator_.load_state_dict(s["calibrator"])
@@ -141,3 +143,5 @@ class WindowsMixin:
             self.likelihood_.load_state_dict(s["likelihood"])
         if self.range_ is not None and s.get("range") is not None:
             self.range_.load_state_dict(s["range"])
+        if self.series_ is not None and s.get("series") is not None:
+            self.series_.load_state_dict(s["series"])
