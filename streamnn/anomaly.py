@@ -227,18 +227,21 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         latent = self.latent if self.latent is not None else int(np.clip(n_in // 4, 2, 16))
         return AutoEncoder(n_in // W, W, hidden, latent, self.activation, self.encoder, self.variational)
 
+    def _invalidate(self):
+        """The base's invalidation point, plus the detector's own numpy backend slot."""
+        super()._invalidate()
+        self._ae_kernel = None
+        self._version = getattr(self, "_version", -1) + 1   # the raw error of a row may change
+
     def _build(self, n_in):
         super()._build(n_in)
-        self._ae_kernel = None
         # corruption / VAE sampling draw from the learner's own RNG stream
         self._stochastic = bool(self.denoise or self.variational)
-        self._version += 1
 
     def _grow_inputs(self, n_in: int):
         self.module_.grow(n_in // self.window_, self.optimizer_)
         self.n_in_ = n_in
-        self._plan = self._ae_kernel = None
-        self._version += 1
+        self._invalidate()
 
     def _step(self):
         kernel = self._ae_kernel
@@ -260,13 +263,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         self._pending = 0
         unit = W.min() == 1.0 and W.max() == 1.0
         per = kernel.step(self._scale(X), None if unit else W)
-        self.last_loss_ = preq = float(per[-p:].mean())
-        if not np.isfinite(per).all():
-            self.n_nonfinite_ += 1
-            return
-        self.n_updates_ += 1
-        if self.lr_control_ is not None:
-            self.lr_control_.step(preq)
+        self._record_step(float(per[-p:].mean()), bool(np.isfinite(per).all()), p)
 
     def __getstate__(self):
         state = super().__getstate__()
