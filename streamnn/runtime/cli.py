@@ -230,7 +230,7 @@ def _peek(cfg) -> list:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    for path in write_report(args.run_dir):
+    for path in write_report(args.run_dir, predictions=args.predictions):
         print(path)
     return 0
 
@@ -317,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_inspect)
     rep = sub.add_parser("report", help="write PNG plots of a run into RUN_DIR/report")
     rep.add_argument("run_dir", help="the run folder (with metrics.jsonl), e.g. runs/<name>")
+    rep.add_argument("--predictions", default=None, metavar="FILE",
+                     help="a JSONL file of the run's outputs (default RUN_DIR/predictions.jsonl; "
+                          "e.g. a Kafka output topic saved with `streamnn record`)")
     rep.set_defaults(fn=cmd_report)
     bootstrap = dict(default=None, help="Kafka bootstrap servers (default $STREAMNN_KAFKA_BOOTSTRAP "
                                         "or 127.0.0.1:19092)")
