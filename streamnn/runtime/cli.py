@@ -17,6 +17,7 @@ validate everything that can be known before the first event (`streamnn.runtime.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -344,10 +345,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: a hung consumer explains itself."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):   # no SIGUSR1 (Windows), or stderr is no file
+        pass
+
+
 def main(argv=None) -> int:
     from .config import ConfigError
 
     args = _parser().parse_args(argv)
+    _stacks_on_sigusr1()
     try:
         code = args.fn(args)
         sys.stdout.flush()   # a closed pipe shows here, inside the try
