@@ -95,6 +95,7 @@ class KafkaSource(Source):
         self._pending_commits: list = []
         self._closing = False
         self._next_open = 0.0
+        self._next_warning = 0.0
 
     # -- the source contract (on_assign / on_revoke come from Source) --------
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list:
@@ -105,7 +106,14 @@ class KafkaSource(Source):
             time.sleep(min(timeout_s, 0.5))
             return []
         n = max(1, min(int(max_records), int(self.max_poll_records)))
-        batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=n)
+        try:
+            batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=n)
+        except KafkaError as exc:   # kafka-python 3 raises e.g. KafkaConnectionError while the
+            if not getattr(exc, "retriable", False):   # coordinator's broker is away: wait for it
+                raise
+            self._unreachable(exc)
+            time.sleep(min(timeout_s, 0.5))
+            return []
         self._raise_listener_error()
         out = []
         for tp, messages in batches.items():
@@ -205,6 +213,14 @@ class KafkaSource(Source):
             return None
         self._consumer = consumer
         return consumer
+
+    def _unreachable(self, exc) -> None:
+        """One warning per 10 s while polls fail on a broker that is away (the run keeps going)."""
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + 10.0
+            log.warning("Kafka poll failed (%s: %s); the broker may be restarting; retrying",
+                        type(exc).__name__, exc)
 
     def _fire(self, callbacks: Iterable[StreamCallback], partitions) -> None:
         if self._closing or not partitions:
