@@ -140,3 +140,29 @@ def test_checkpoint_commit_takes_its_five_steps_in_order(tmp_path):
                      "3 fence taken", "5 commit [('mine', 6)]"]
     assert set(runner.units) == {"mine"}   # the fenced unit is dropped, not saved
     assert isinstance(runner.checkpointer, Checkpointer) and runner.n_checkpoints == 1
+
+
+def test_kafka_poll_waits_through_a_restarting_broker(caplog):
+    """kafka-python 3 raises e.g. KafkaConnectionError from `KafkaConsumer.poll` while the group
+    coordinator's broker restarts: the source returns no records (one warning), and the run goes on;
+    a non-retriable error still stops it."""
+    from kafka.errors import KafkaConnectionError, UnsupportedVersionError
+
+    from streamnn.runtime.kafka_consumer import KafkaSource
+
+    class Consumer:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def poll(self, **kwargs):
+            raise self.exc
+
+    src = KafkaSource(["t"], group_id="g")
+    src._consumer = Consumer(KafkaConnectionError("111 ECONNREFUSED"))
+    with caplog.at_level("WARNING", logger="streamnn.runtime.kafka"):
+        assert src.poll(10, 0.01) == [] and src.poll(10, 0.01) == []
+    warned = [r for r in caplog.records if "Kafka poll failed" in r.getMessage()]
+    assert len(warned) == 1 and "KafkaConnectionError" in warned[0].getMessage()
+    src._consumer = Consumer(UnsupportedVersionError("no"))
+    with pytest.raises(UnsupportedVersionError):
+        src.poll(10, 0.01)
