@@ -53,7 +53,7 @@ import streamnn  # noqa: E402
 streamnn.set_threads(1)   # one torch and one BLAS thread, as the runtime's CLI does
 
 from streamnn.runtime.config import parse  # noqa: E402
-from streamnn.runtime.kafka import KafkaConsumer, KafkaProducer, default_bootstrap, ensure_topic  # noqa: E402
+from streamnn.runtime.kafka_common import KafkaConsumer, KafkaProducer, default_bootstrap, ensure_topic  # noqa: E402
 from streamnn.runtime.pipeline import Pipeline  # noqa: E402
 
 DATA = REPO / "streamnn" / "data" / "machine_temperature.csv"

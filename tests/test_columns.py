@@ -1,5 +1,6 @@
-"""The loop's columnar path against its per-event path: same outputs, dead letters, counters,
-checkpointed state and learner, on streams with every kind of odd record."""
+"""The runtime's one batch path against a plain per-event oracle (tests/reference_runtime.py):
+same outputs, dead letters, counters, checkpointed state and learner, on streams with every kind
+of odd record, for listed features and "*", one target or several, with and without delayed labels."""
 
 import json
 import math
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 import streamnn
-from streamnn.runtime.columns import OutputBatch, encode, encode_floats
+from reference_runtime import ReferenceRunner, lag_loop
 from streamnn.runtime.loop import Runner
+from streamnn.runtime.outputs import SKIP, OutputBatch, encode, encode_floats
 from streamnn.runtime.records import Record
 from streamnn.runtime.schema import Decoder
 from streamnn.runtime.sinks import JsonlSink, MemoryDeadLetterSink, MemorySink, dumps
@@ -82,21 +84,19 @@ def _values(n, seed, label=False, odd=True):
 
 
 def _run(learner, values, columnar, tmp_path, *, keys=None, streams=("t:0",), lags=None, key="m",
-         threshold=None, batch_size=37, features=("a", "b"), target="y", target_kind="number"):
-    dec = Decoder(features=list(features), target=target, key=key, timestamp="ts", target_kind=target_kind)
+         threshold=None, batch_size=37, features=("a", "b"), target="y", target_kind="number",
+         event_id=None, delayed_labels=0):
+    features = features if features == "*" else list(features)
+    dec = Decoder(features=features, target=target, key=key, timestamp="ts", target_kind=target_kind,
+                  event_id=event_id)
     sink, dead = MemorySink(), MemoryDeadLetterSink()
     jsonl = JsonlSink(tmp_path / f"out-{columnar}.jsonl")
-    r = Runner(Listed(values, streams, keys), dec, learner, [sink, jsonl], dead,
-               CheckpointStore(tmp_path / f"ck-{columnar}"), batch_size=batch_size, checkpoint_every=100,
-               lags=lags, threshold=threshold, post_update_every=3,
-               columns=list(features) + ([f"{f}_lag{i}" for i in range(1, lags[1] + 1) for f in lags[0]]
-                                         if lags else []))
-    if not columnar:
-        r._columnar = lambda unit: False
+    cls = Runner if columnar else ReferenceRunner
+    r = cls(Listed(values, streams, keys), dec, learner, [sink, jsonl], dead,
+            CheckpointStore(tmp_path / f"ck-{columnar}"), batch_size=batch_size, checkpoint_every=100,
+            lags=lags, threshold=threshold, post_update_every=3, delayed_labels=delayed_labels)
     r.run()
     jsonl.close()
-    took = {u.name: u.columnar for u in r.units.values()}
-    assert all(v is (True if columnar else None) for v in took.values()), took
     lines = (tmp_path / f"out-{columnar}.jsonl").read_text().splitlines()
     return r, sink.outputs, dead.letters, lines
 
@@ -184,18 +184,76 @@ def test_lines_are_dumps_of_the_dicts():
     ids = OutputBatch(recs, {"p": [1, 2, 3, 4]}, ids=["e1", 2, None, "\u00e9"], keys=[[1], {"a": 1}, None, "k"],
                       key_field=True)
     assert ids.lines() == [dumps(o) for o in ids]
+    dicts = [{"t": 1.5, "u%": -2}, {"t": 0.25, "u%": 3}, {"t": float("nan"), "u%": 1}, {"u%": 1, "t": 2.0}]
+    for col in (dicts, dicts[:2] + [{"t": True, "u%": 1}], [{"t": 1.0, "u%": 2.0}] * 4):
+        out = OutputBatch(recs, {"prediction": col, "y": [col[0], SKIP, col[1], col[0]]})
+        assert out.lines() == [dumps(o) for o in out]
     odd = [Record(b"{}", {"x": 1}, "s", 0), Record(b"{}", {"topic": "t", "offset": 5}, "s", 6)]
     out = OutputBatch(odd, {"p": [1.0, 2.0]})
     assert out.lines() == [dumps(o) for o in out]
 
 
 @pytest.mark.parametrize("keys", [None, ["a"] * 6, ["a", "b", None, "a", None, "b"], [1, 1.0, True, "1", 1, 2]])
-def test_lag_block_equals_a_loop_of_apply(keys):
+def test_lag_block_equals_a_loop_over_events(keys):
     vals = [1.0, float("nan"), 3.0, 4.0, 5.0, 6.0]
     loop, block = Lags(["v"], 3), Lags(["v"], 3)
     for _ in range(2):   # the second batch starts from the windows the first one left
-        rows = [loop.apply({}, {"v": v}, None if keys is None else k) for v, k in zip(vals, keys or vals)]
+        rows = [lag_loop(loop, {}, {"v": v}, None if keys is None else k) for v, k in zip(vals, keys or vals)]
         got = block.apply_block(np.array(vals)[:, None], keys)
         want = [[r.get(n, math.nan) for n in block.names] for r in rows]
         assert np.array_equal(got, np.array(want), equal_nan=True)
         assert str(loop.state_dict()) == str(block.state_dict())
+
+
+def _labelled_later(n, seed):
+    """Events with ids; a third get their label in a later label-only record (some never, some
+    for unknown ids), some carry it at once, some features are new names (for "*")."""
+    rng = random.Random(seed)
+    out, waiting = [], []
+    for i in range(n):
+        a, b = rng.gauss(0, 1), rng.gauss(0, 1)
+        ev = {"id": f"e{i}", "a": a, "b": b, "m": f"m{i % 2}", "ts": i}
+        if i % 50 == 7:
+            ev[f"extra{i % 4}"] = 1.0
+        y = 2 * a - b
+        r = rng.random()
+        if r < 0.35:
+            waiting.append((ev["id"], y))
+        else:
+            ev["y"] = y
+        out.append(json.dumps(ev).encode())
+        if waiting and rng.random() < 0.3:
+            eid, yv = waiting.pop(0)
+            out.append(json.dumps({"id": eid, "y": yv}).encode())
+        if rng.random() < 0.02:
+            out.append(json.dumps({"id": "nobody", "y": 1.0}).encode())
+    return out
+
+
+@pytest.mark.parametrize("features", [("a", "b"), "*"])
+def test_delayed_labels_and_star_features(tmp_path, features):
+    values = _labelled_later(600, 5)
+    make = lambda: streamnn.MLPRegressor(hidden=[8], seed=1, warmup=30)  # noqa: E731
+    r, outs, dead, _ = _both(tmp_path, make, values, features=features, event_id="id", delayed_labels=50,
+                             lags=(["a"], 2) if features != "*" else None)
+    assert r.totals()["delayed_matched"] > 50
+    assert {d["class"] for d in dead} == {"unmatched label"}
+
+
+def test_several_targets_with_lags(tmp_path):
+    rng = random.Random(6)
+    values = []
+    for i in range(500):
+        a = rng.gauss(0, 1)
+        ev = {"a": a, "m": "s", "ts": i, "t1": a * 2, "t2": -a}
+        if i % 17 == 3:
+            ev.pop("t2")            # one target of two: a dead letter
+        elif i % 13 == 5:
+            ev.pop("t1"), ev.pop("t2")   # no target: predicted only
+        elif i % 19 == 2:
+            ev["t1"] = True         # a boolean target: the per-record decode converts it
+        values.append(json.dumps(ev).encode())
+    make = lambda: streamnn.MultiTargetRegressor(hidden=[8], seed=2)  # noqa: E731
+    r, outs, dead, _ = _both(tmp_path, make, values, target=["t1", "t2"], lags=(["t1", "a"], 2))
+    assert {d["class"] for d in dead} == {"missing field"}
+    assert any("y" not in o for o in outs)

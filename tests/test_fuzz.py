@@ -3,8 +3,8 @@
 Each example is a batch of clean records around hostile ones (numbers at the float limits, inf
 and NaN, huge integers, deep nesting, wrong types, unicode keys and values, missing and extra
 fields, non-object JSON, bad UTF-8, oversized and truncated records), fed to a live `Runner`
-through both batch paths (per event and columnar, with a key, a timestamp and lag features) and
-both learner kinds. After every batch:
+(with and without delayed labels, listed features and "*", a key, a timestamp and lag features)
+and both learner kinds. After every batch:
 the loop survived, every record was output or dead-lettered (or, for a label-only record, matched
 to its waiting event), nothing non-finite is in the weights, the optimizer state or the scalers,
 and clean records still predict finite values. The learner carries its state from example to
@@ -104,8 +104,16 @@ hostile = st.lists(st.one_of(plausible(), raw()), min_size=1, max_size=8)
 
 
 class _Nowhere(Source):
+    """No streams: the harness hands batches to `Runner.process` itself."""
+
     def assigned(self):
         return set()
+
+    def seek(self, stream, next_offset):
+        pass
+
+    def poll(self, max_records, timeout_s=0.0):
+        return []
 
 
 def _clean(rng, i, label: bool) -> bytes:
@@ -127,7 +135,7 @@ class Harness:
         self.dead, self.out = MemoryDeadLetterSink(), MemorySink()
         self.folder = tempfile.mkdtemp(prefix="streamnn-fuzz-")
         self.runner = Runner(_Nowhere(), dec, make, [self.out], self.dead, CheckpointStore(self.folder),
-                             delayed_labels=0 if path == "columns" else 100,
+                             delayed_labels=0 if path == "plain" else 100,
                              lags=(["a", "y"], 2) if kind == "regression" and path != "star" else None)
         self.label, self.path, self.offset = label, path, 0
         self.rng = np.random.default_rng(0)
@@ -183,14 +191,13 @@ class Harness:
                     assert torch.isfinite(v).all()
 
 
-CASES = [("regression", "events"), ("regression", "columns"), ("regression", "star"),
-         ("classification", "events"), ("classification", "columns")]
+CASES = [("regression", "delayed"), ("regression", "plain"), ("regression", "star"),
+         ("classification", "delayed"), ("classification", "plain")]
 
 
 @pytest.mark.parametrize("kind,path", CASES)
 def test_hostile_records_never_stop_or_damage_the_consumer(kind, path):
     h = Harness(kind, path)
-    assert h.runner._columnar(h.runner.units["fuzz:0"]) == (path == "columns")
 
     @SETTINGS
     @given(hostile)
@@ -202,3 +209,104 @@ def test_hostile_records_never_stop_or_damage_the_consumer(kind, path):
     assert unit.learner.n_seen_ > 0
     h.runner.checkpoint(force=True)   # the state after all that is accepted as a checkpoint
     assert CheckpointStore(h.folder).load("fuzz:0")["offsets"] == {"fuzz:0": h.offset + 1}
+
+
+# -- decode_batch equals a loop of the per-record decode ------------------------------------------
+
+ODD = [  # plain-looking records that the per-record decode converts or refuses
+    b'{"a": true, "b": false, "noise": null, "y": 1, "id": 3, "k": "x", "ts": 1}',
+    b'{"a": 1, "b": 2, "noise": 3, "y": true, "id": "e", "k": null}',
+    b'{"a": 1, "b": 2, "noise": NaN, "y": 2.0, "id": 2.0}',
+    b'{"a": 1, "b": 2, "noise": 3, "y": 1e31, "id": "big"}',
+    b'{"a": 1e31, "b": 2, "y": 1}',
+    b'{"y": 4, "id": "label-only"}',
+    b'{"b": 1, "y": [1], "id": "x"}',
+    b' {"a": 1, "b": 2, "y": 3} ',
+    b'{"a": 1, "b": 2, "y": "3", "id": "s"}',
+    b'{"a": 1, "b": 2, "y": 3.5, "id": false}',
+]
+DECODERS = {
+    "listed": dict(features=FIELDS, target="y", key="k", timestamp="ts"),
+    "ids": dict(features=FIELDS, target="y", event_id="id", required=["b"]),
+    "label": dict(features=FIELDS, target="y", target_kind="label", event_id="id"),
+    "targets": dict(features=["a"], target=["y", "b"], timestamp="ts"),
+    "star": dict(features="*", target="y", key="k", max_features=4),
+    "none": dict(features=[], target=None, max_depth=3),
+}
+
+
+CSV_COLUMNS = ["ts", "k", "a", "b", "noise", "y"]
+cells = st.one_of(st.sampled_from(["", " ", "1", "-2.5", "1e31", "nan", "inf", "1_0", "x", "true", '"3"',
+                                   "2024-01-01 00:00", "\u00e9", "0x1"]),
+                  st.floats().map(repr), st.integers(-(10**40), 10**40).map(str))
+csv_rows = st.one_of(st.lists(cells, min_size=6, max_size=6).map(lambda c: ",".join(c).encode()),
+                     st.lists(cells, min_size=0, max_size=8).map(lambda c: ",".join(c).encode()),
+                     st.sampled_from([b"", b"  ", b"\xff,1,2,3,4,5", b'"a,b",1,2,3,4,5', b"1,2,3,4,5,6"]))
+CSV_DECODERS = {
+    "csv": dict(features=FIELDS, target="y", key="k", timestamp="ts"),
+    "csv_targets": dict(features=["a"], target=["y", "b"], required=["noise"]),
+    "csv_label": dict(features=["a", "b"], target="y", target_kind="label", event_id="ts"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_DECODERS))
+def test_decode_batch_equals_a_loop_of_decode_on_csv(name):
+    dec = Decoder(max_bytes=64, format="csv", columns=CSV_COLUMNS, **CSV_DECODERS[name])
+
+    @SETTINGS
+    @given(st.lists(csv_rows, min_size=0, max_size=12))
+    def check(payloads):
+        _compare(dec, [Record(p, {"file": "f", "line": i}, "f", i) for i, p in enumerate(payloads)])
+
+    check()
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_decode_batch_equals_a_loop_of_decode(name):
+    """`decode_batch` on generated batches (hostile and clean records mixed) gives exactly the
+    events and dead letters of `decode` called on each record."""
+    dec = Decoder(max_bytes=MAX_BYTES, **DECODERS[name])
+    rng = np.random.default_rng(1)
+
+    @SETTINGS
+    @given(st.lists(st.one_of(plausible(), raw(), st.just(None), st.sampled_from(ODD)), min_size=0, max_size=12))
+    def check(payloads):
+        recs = []
+        for i, p in enumerate(payloads):
+            p = _clean(rng, i, name == "label") if p is None else p
+            recs.append(Record(p, {"topic": "t", "partition": 0, "offset": i}, "t:0", i, b"mk"))
+        _compare(dec, recs)
+
+    check()
+
+
+def _compare(dec, recs):
+    """`decode_batch` gives exactly the events and dead letters of `decode` on each record."""
+    batch, errors = dec.decode_batch(recs)
+    want_events, want_errors = [], []
+    for r in recs:
+        ev = dec.decode(r)
+        (want_errors.append((r.offset, ev.reason)) if hasattr(ev, "reason") else want_events.append(ev))
+    assert [(r.offset, why) for r, why in errors] == want_errors
+    assert [r.offset for r in batch.records] == [e.record.offset for e in want_events]
+    for i, ev in enumerate(want_events):
+        if batch.names is None:
+            assert _same(batch.rows[i], ev.x)
+        else:
+            assert [k for k, v in zip(batch.names, batch.rows[i]) if v is not None] == list(ev.x)
+            assert _same(batch.X[i].tolist(), [float(ev.x.get(k, math.nan)) for k in batch.names])
+        assert _same(batch.ys[i], ev.y) and type(batch.ys[i]) is type(ev.y)
+        assert batch.event_id(i) == ev.event_id
+        assert batch.keys is None or _same(batch.keys[i], ev.key)
+        assert batch.timestamps is None or _same(batch.timestamps[i], ev.timestamp)
+
+
+def _same(a, b) -> bool:
+    """Equal, NaN equal to NaN, and bools told from numbers."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return type(a) is type(b) and a == b

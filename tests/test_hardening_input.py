@@ -1,6 +1,6 @@
 """Hostile input (issue 12): nothing a record contains stops the consumer or silently damages the
-model. Every poison pill of the issue is replayed through `streamnn run`'s pipeline on both batch
-paths (per event, and columnar), and the scalers are checked against extreme values directly."""
+model. Every poison pill of the issue is replayed through `streamnn run`'s pipeline (with and
+without delayed labels), and the scalers are checked against extreme values directly."""
 
 import json
 import math
@@ -14,7 +14,7 @@ import streamnn
 from streamnn.normalization import RunningStats
 from streamnn.runtime.records import DecodeError, Record
 from streamnn.runtime.schema import Decoder, too_deep
-from streamnn.runtime.tasks import MultiTargetTask, Task
+from streamnn.runtime.tasks import MultiTargetTask, Predicted, RegressionTask
 from test_runtime_helpers import config, lines, run, write_stream
 
 torch.set_num_threads(1)
@@ -32,7 +32,7 @@ POISON = [  # (line, reason class): each stopped `streamnn run` with a traceback
     (b'{"id": "p8", "a": 0.1, "b": -1e31, "noise": 0, "y": 1.0}', "out of range"),
     (b'{"id": "p9", "a": Infinity, "b": 0.1, "noise": 0, "y": 1.0}', "out of range"),
 ]
-PATHS = {"events": {}, "columns": {"delayed_labels": 0}}
+PATHS = {"delayed": {}, "plain": {"delayed_labels": 0}}
 
 
 def rec(value: bytes, offset=1):
@@ -51,10 +51,6 @@ def _mixed(tmp_path, poison, n=120, every=10):
     return path, good
 
 
-def _columnar(p) -> bool:
-    return all(u.columnar for u in p.runner.units.values())
-
-
 # -- the decoder -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line,cls", POISON)
@@ -62,8 +58,8 @@ def test_each_poison_pill_is_a_named_dead_letter_on_both_decoders(line, cls):
     dec = Decoder(features=["a", "b", "noise"], target="y", event_id="id")
     out = dec.decode(rec(line))
     assert isinstance(out, DecodeError) and out.reason.split(":")[0] == cls, out
-    cols, errors = dec.decode_columns([rec(b'{"id": "g", "a": 1, "b": 2, "noise": 3, "y": 4}', 1),
-                                       rec(line, 2), rec(b'{"id": "h", "a": 1, "y": 4}', 3)])
+    cols, errors = dec.decode_batch([rec(b'{"id": "g", "a": 1, "b": 2, "noise": 3, "y": 4}', 1),
+                                     rec(line, 2), rec(b'{"id": "h", "a": 1, "y": 4}', 3)])
     assert [r.offset for r in cols.records] == [1, 3] and cols.X.shape == (2, 3)
     assert [(r.offset, reason) for r, reason in errors] == [(2, out.reason)]
 
@@ -87,7 +83,7 @@ def test_depth_limit_counts_nesting_not_brackets_in_strings():
     assert dec.decode(rec(b'{"a": 1, "z": [[[1]]]}')).reason.startswith("too deep")
     assert dec.decode(rec(b'{"a": 1, "z": [[1]]}')).x == {"a": 1}
     assert too_deep(b"[" * 10 + b"]" * 10, 9) and not too_deep(b"[" * 10 + b"]" * 10, 10)
-    cols, errors = dec.decode_columns([rec(b'{"a": 1, "z": [[[1]]]}'), rec(b'{"a": 2, "z": [[1]]}', 2)])
+    cols, errors = dec.decode_batch([rec(b'{"a": 1, "z": [[[1]]]}'), rec(b'{"a": 2, "z": [[1]]}', 2)])
     assert cols.X.tolist() == [[2.0]] and errors[0][1].startswith("too deep")
 
 
@@ -96,13 +92,15 @@ def test_any_exception_while_decoding_is_a_dead_letter(monkeypatch):
     monkeypatch.setattr(dec, "_target", lambda obj: 1 / 0)
     out = dec.decode(rec(b'{"a": 1, "y": 2}'))
     assert out.reason.startswith("undecodable: ZeroDivisionError")
-    events, errors = dec.decode_many([rec(b'{"a": 1, "y": 2}')])
-    assert events == [] and errors[0][1] == out.reason
+    batch, errors = dec.decode_batch([rec(b'{"a": 1, "y": true}')])   # not plain: the fallback decodes it
+    assert len(batch) == 0 and errors[0][1] == out.reason
 
 
 def test_losses_never_raise_on_huge_values():
-    assert Task.loss(None, {"prediction": 1e200}, -1e200) == math.inf
-    assert MultiTargetTask.loss(None, {"prediction": {"t": 1e300}}, {"t": -1e300}) == math.inf
+    p = Predicted({"prediction": [1e200]}, np.array([1e200]))
+    assert RegressionTask.losses(None, p, [-1e200], [0]) == ([math.inf], 0)
+    p = Predicted({"prediction": [{"t": 1e300}]})
+    assert MultiTargetTask.losses(None, p, [{"t": -1e300}], [0]) == ([math.inf], 0)
 
 
 # -- the loop, both paths ----------------------------------------------------------------------
@@ -112,7 +110,6 @@ def test_poison_pills_never_stop_the_loop(tmp_path, path):
     lines_ = [line for line, _ in POISON]
     src, good = _mixed(tmp_path, lines_)
     p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS[path]))
-    assert _columnar(p) == (path == "columns")
     outs = lines(tmp_path / "r" / "predictions.jsonl")
     dead = lines(tmp_path / "r" / "dead_letters.jsonl")
     assert len(outs) == len(good) and summary["dead_letters"] == len(dead) == len(POISON)
@@ -121,26 +118,6 @@ def test_poison_pills_never_stop_the_loop(tmp_path, path):
     learner = p.runner.units[str(src)].learner
     for arr in (learner.scaler_.mean, learner.scaler_.var, learner.target_scaler_.var):
         assert np.isfinite(arr).all()
-
-
-def test_a_loss_that_raises_makes_a_dead_letter_not_a_crash(tmp_path, monkeypatch):
-    """The per-event path's safety net (the columnar path's losses are array operations)."""
-    src = tmp_path / "s.jsonl"
-    write_stream(src, n=60)
-    real = Task.loss
-
-    def loss(self, out, y, row=None):
-        if y == self.bad_y:
-            raise OverflowError("numerical result out of range")
-        return real(self, out, y, row)
-
-    rows = [json.loads(line) for line in open(src)]
-    monkeypatch.setattr(Task, "bad_y", rows[40]["y"], raising=False)
-    monkeypatch.setattr(Task, "loss", loss)
-    p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS["events"]))
-    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
-    assert [d["offset"] for d in dead] == [41] and dead[0]["reason"].startswith("bad value")
-    assert summary["events_out"] == 59 and summary["learned"] == 59
 
 
 def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path):
@@ -218,7 +195,7 @@ def test_one_feature_of_1e308_leaves_the_feature_useful(at):
     assert mse_hit < 2 * mse_clean + 0.01, (mse_clean, mse_hit)
 
 
-def test_an_extreme_target_on_the_columnar_path_keeps_predictions_finite(tmp_path):
+def test_an_extreme_target_keeps_predictions_finite(tmp_path):
     src = tmp_path / "s.jsonl"
     rows = write_stream(src, n=400)
     rows[100]["y"] = 1e200
@@ -226,10 +203,10 @@ def test_an_extreme_target_on_the_columnar_path_keeps_predictions_finite(tmp_pat
     with open(src, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    raw = config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS["columns"],
+    raw = config(tmp_path / "r", {"type": "file", "path": str(src)}, run=PATHS["plain"],
                  schema={"max_abs": 1.7e308})   # let them through: the scalers must cope
     p, summary = run(raw)
-    assert _columnar(p) and summary["dead_letters"] == 0
+    assert summary["dead_letters"] == 0
     outs = lines(tmp_path / "r" / "predictions.jsonl")
     assert all(math.isfinite(o["prediction"]) for o in outs)
     learner = p.runner.units[str(src)].learner

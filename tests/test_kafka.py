@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streamnn.runtime.kafka import (KafkaDeadLetterSink, KafkaSink, KafkaSource, parse_stream, produce,
+from streamnn.runtime.kafka import (KafkaDeadLetterSink, KafkaSink, kafka_source, parse_stream, produce,
                                     record, stream_id)
 from streamnn.runtime.records import Record
 from streamnn.runtime.schema import Decoder
@@ -85,7 +85,7 @@ def test_source_reads_every_partition_with_positions(kafka_broker, kafka_topic, 
     topic = kafka_topic(3)
     values = [json.dumps({"i": i}).encode() for i in range(300)]
     _send(kafka_broker.bootstrap, topic, values, keys=[f"k{i % 7}".encode() for i in range(300)])
-    src = KafkaSource(topic, group_id=f"g-{topic}", bootstrap=kafka_broker.bootstrap, client=client)
+    src = kafka_source(topic, group_id=f"g-{topic}", bootstrap=kafka_broker.bootstrap, client=client)
     assert src.client_name == client
     assigned = []
     src.on_assign(assigned.append)
@@ -109,7 +109,7 @@ def test_seek_on_assign_and_only_explicit_commits(kafka_broker, kafka_topic, cli
     for p in range(2):
         _send(kafka_broker.bootstrap, topic, [b'{"v": 1}'] * 20, partition=p)
     group = f"g-{topic}"
-    src = KafkaSource([topic], group_id=group, bootstrap=kafka_broker.bootstrap, client=client)
+    src = kafka_source([topic], group_id=group, bootstrap=kafka_broker.bootstrap, client=client)
     src.on_assign(lambda streams: src.seek(stream_id(topic, 0), 15))  # "checkpointed" position
     try:
         got = _drain(src, 5 + 20)
@@ -121,7 +121,7 @@ def test_seek_on_assign_and_only_explicit_commits(kafka_broker, kafka_topic, cli
     # only the explicit commit reached Kafka: close() committed nothing for partition 1
     assert _committed(kafka_broker.bootstrap, group, topic, 2) == [20, None]
     # a new member without a checkpoint starts at the committed offset
-    again = KafkaSource(topic, group_id=group, bootstrap=kafka_broker.bootstrap, client=client)
+    again = kafka_source(topic, group_id=group, bootstrap=kafka_broker.bootstrap, client=client)
     try:
         got = _drain(again, 20, timeout_s=8)
         assert {r.position["partition"] for r in got} == {1}
@@ -137,7 +137,7 @@ def test_revoke_runs_before_handover_and_can_commit(kafka_broker, kafka_topic, c
               partition=p)
     group = f"g-{topic}"
     kw = dict(group_id=group, bootstrap=kafka_broker.bootstrap, session_timeout_ms=6000, client=client)
-    a, b = KafkaSource(topic, **kw), KafkaSource(topic, **kw)
+    a, b = kafka_source(topic, **kw), kafka_source(topic, **kw)
     pos_a, log, stop = {}, [], threading.Event()
 
     def revoke(streams):  # "checkpoint" what was read so far, then commit it
@@ -222,17 +222,17 @@ def test_poison_messages_reach_the_dlq_with_reasons(kafka_broker, kafka_topic, c
     p.flush()
     p.close()
     dec = Decoder(features=["temperature"], target="label")
-    src = KafkaSource(topic, group_id=f"g-{topic}", bootstrap=kafka_broker.bootstrap, client=client)
+    src = kafka_source(topic, group_id=f"g-{topic}", bootstrap=kafka_broker.bootstrap, client=client)
     dlq = KafkaDeadLetterSink(bootstrap=kafka_broker.bootstrap, max_value_bytes=500_000, client=client)
     try:
         recs = _drain(src, len(stream) + 1)
-        events, errors = dec.decode_many(recs)
+        batch, errors = dec.decode_batch(recs)
         for r, reason in errors:
             dlq.send(r, reason)
     finally:
         src.close()
         dlq.close()
-    assert [e.x["temperature"] for e in events] == [70.0 + i for i in range(10)]
+    assert batch.X[:, 0].tolist() == [70.0 + i for i in range(10)]
     letters = _read_all(kafka_broker.bootstrap, f"{topic}.dlq", len(POISON) + 1)
     assert len(letters) == len(POISON) + 1
     classes = [dict(m.headers)["class"].decode() for m in letters]
@@ -289,7 +289,7 @@ def test_dead_letter_of_a_record_from_a_file_source(kafka_broker, kafka_topic):
 
 def test_source_waits_for_a_topic_that_does_not_exist_yet(kafka_broker, kafka_topic, caplog):
     name = f"streamnn-test-late-{time.monotonic_ns()}"
-    src = KafkaSource(name, group_id=f"g-{name}", bootstrap=kafka_broker.bootstrap)
+    src = kafka_source(name, group_id=f"g-{name}", bootstrap=kafka_broker.bootstrap)
     try:
         assert src.poll(10, 0.1) == [] and src.assigned() == set()
         assert "do not exist" in caplog.text

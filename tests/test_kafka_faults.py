@@ -127,9 +127,13 @@ on_exit = false
     return path
 
 
+_STARTED: list = []   # the running test's consumer processes, for _wait's stack dump
+
+
 @pytest.fixture
 def procs():
-    started = []
+    started = _STARTED
+    started.clear()
 
     def start(cfg: Path, log: Path) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -160,7 +164,11 @@ def _wait(cond, timeout_s: float, what: str, logs=()):
         if cond():
             return
         time.sleep(0.2)
-    tails = "\n".join(f"--- {p}\n{Path(p).read_text()[-3000:]}" for p in logs)
+    for proc in _STARTED:   # the consumers' thread stacks (faulthandler on SIGUSR1) into their logs
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    time.sleep(1.0 if _STARTED else 0)
+    tails = "\n".join(f"--- {p}\n{Path(p).read_text()[-10000:]}" for p in logs)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tails}")
 
 

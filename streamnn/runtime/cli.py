@@ -17,6 +17,7 @@ validate everything that can be known before the first event (`streamnn.runtime.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -230,7 +231,7 @@ def _peek(cfg) -> list:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    for path in write_report(args.run_dir):
+    for path in write_report(args.run_dir, predictions=args.predictions):
         print(path)
     return 0
 
@@ -317,6 +318,9 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_inspect)
     rep = sub.add_parser("report", help="write PNG plots of a run into RUN_DIR/report")
     rep.add_argument("run_dir", help="the run folder (with metrics.jsonl), e.g. runs/<name>")
+    rep.add_argument("--predictions", default=None, metavar="FILE",
+                     help="a JSONL file of the run's outputs (default RUN_DIR/predictions.jsonl; "
+                          "e.g. a Kafka output topic saved with `streamnn record`)")
     rep.set_defaults(fn=cmd_report)
     bootstrap = dict(default=None, help="Kafka bootstrap servers (default $STREAMNN_KAFKA_BOOTSTRAP "
                                         "or 127.0.0.1:19092)")
@@ -341,10 +345,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: a hung consumer explains itself."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):   # no SIGUSR1 (Windows), or stderr is no file
+        pass
+
+
 def main(argv=None) -> int:
     from .config import ConfigError
 
     args = _parser().parse_args(argv)
+    _stacks_on_sigusr1()
     try:
         code = args.fn(args)
         sys.stdout.flush()   # a closed pipe shows here, inside the try

@@ -1,6 +1,6 @@
 """`KafkaSource` and the sinks' producer on confluent-kafka (librdkafka): the same contracts, faster.
 
-Optional: ``pip install confluent-kafka``. Select it with ``KafkaSource(..., client="confluent")``
+Optional: ``pip install confluent-kafka``. Select it with ``kafka_source(..., client="confluent")``
 (``KafkaSink`` / ``KafkaDeadLetterSink`` likewise), or ``client = "confluent"`` in a pipeline's
 ``[source]``, ``[[sinks]]`` and ``[dead_letters]``; everything else (seek on assign, commit
 only after a checkpoint, no commit on close) behaves as with kafka-python. ``consumer_config``
@@ -19,8 +19,9 @@ import logging
 import os
 from typing import Optional
 
-from .kafka import KafkaSource, default_bootstrap, parse_stream, stream_id
-from .kafka_sinks import _Producer
+from .kafka_common import default_bootstrap, parse_stream, stream_id
+from .kafka_consumer import KafkaSource
+from .kafka_producer import Producer
 from .records import Record
 
 __all__ = ["ConfluentKafkaSource", "ConfluentProducer"]
@@ -167,7 +168,7 @@ class ConfluentKafkaSource(KafkaSource):
         consumer.unassign()
 
 
-class ConfluentProducer(_Producer):
+class ConfluentProducer(Producer):
     """The sinks' producer on confluent-kafka (acks=all, idempotent): same contract as kafka-python's.
 
     Only failed deliveries are reported (``delivery.report.only.error``), so a message costs one

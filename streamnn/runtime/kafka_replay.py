@@ -27,6 +27,8 @@ with warnings.catch_warnings():  # kafka-python 3.0 emits ~200 DeprecationWarnin
     from kafka.errors import KafkaError
     from kafka.structs import TopicPartition
 
+from .kafka_common import default_bootstrap, ensure_topic
+
 __all__ = ["record", "produce", "require_broker", "KafkaUnavailable"]
 
 log = logging.getLogger("streamnn.runtime.kafka")
@@ -117,7 +119,6 @@ def produce(path, topic: str, bootstrap: Optional[str] = None, loop: bool = Fals
     limit
         Stop after this many messages.
     """
-    from .kafka import default_bootstrap, ensure_topic   # here: kafka.py imports this module
 
     bootstrap = bootstrap or default_bootstrap()
     if not os.path.isfile(path):
@@ -166,7 +167,6 @@ def record(topic: str, path, bootstrap: Optional[str] = None, max_messages: Opti
     own order. Values that are not JSON objects cannot be a JSONL line: they are skipped and
     counted in a warning.
     """
-    from .kafka import default_bootstrap   # here: kafka.py imports this module
 
     bootstrap = bootstrap or default_bootstrap()
     require_broker(bootstrap)

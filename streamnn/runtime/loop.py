@@ -4,18 +4,12 @@ Each batch goes through these steps, per state unit (one learner per stream by d
 shared "global" learner):
 
 1. Records already covered by the unit's checkpoint are skipped (a re-delivery learns nothing twice).
-2. Records are decoded; bad ones go to the dead letters (durably) with their reason.
-3. Label-only events (a target, no features) are matched by event id with the delayed-label
-   cache and learned; unmatched ones are dead letters.
-4. Events with features are predicted (or scored) as one batch, and the outputs emitted.
-5. Events with a target (and, for detectors, every event) are learned in stream order, through
-   `learn_many`, whose schedule equals a loop of `learn_one`: batch boundaries never matter.
-6. Every `checkpoint_every` events or `checkpoint_seconds`, and at the end: flush the sinks, write
-   each changed unit's checkpoint atomically, then `source.commit(...)`.
-
-Batches whose schema lists its features (one target at most, no delayed labels) take steps 2-5 as
-columns (`streamnn.runtime.columns.ColumnarPath`): the same outputs, counters and model, a few
-microseconds per event.
+2. The rest take the one batch path (`streamnn.runtime.process`): decode into columns (bad records
+   go to the dead letters, durably, with their reason), route (label-only events matched with the
+   delayed-label cache), predict and emit, learn in stream order through `learn_many`, whose
+   schedule equals a loop of `learn_one`: batch boundaries never matter.
+3. Every `checkpoint_every` events or `checkpoint_seconds`, and at the end, `Checkpointer.commit`
+   (`streamnn.runtime.checkpointing`): flush the sinks and dead letters, fence, save, commit offsets.
 
 So outputs are at-least-once (an event after the last checkpoint is emitted again after a crash,
 with the same position and id), and the model state is exactly-once.
@@ -25,19 +19,16 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..base import _plain_params
-from .columns import ColumnarPath
+from .checkpointing import Checkpointer, restore_unit
 from .metrics import summarize
-from .records import Record
-from .schema import reason_class
+from .process import BatchPath
 from .state import CheckpointStore, DelayedLabels, Lags, check_compatible, make_threshold
-from .tasks import frame, task_for
+from .tasks import task_for
 
 __all__ = ["Runner", "Unit"]
 
@@ -61,11 +52,12 @@ class Unit:
     threshold: object = None                          # a ScoreThreshold for detectors
     counters: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     dirty: int = 0                                    # records since the last checkpoint
-    columnar: bool | None = None                      # batches take the columnar path
+    names: dict = field(default_factory=dict)         # features seen (learners without `features_`)
+    last_time: object = None                          # the schema timestamp of the last output
     saved_at: float = field(default_factory=time.monotonic)
 
 
-class Runner(ColumnarPath):
+class Runner(BatchPath):
     """Runs a learner over a source; see the module docstring for the steps.
 
     Parameters
@@ -107,7 +99,7 @@ class Runner(ColumnarPath):
                  checkpoint_seconds: float = 60.0, state_per: str = "stream", resume: bool = True,
                  delayed_labels: int = 10_000, lags=None, threshold=None, metrics=None,
                  max_events: int | None = None, rate: float | None = None,
-                 post_update_every: int = 8, columns=None):
+                 post_update_every: int = 8):
         if state_per not in ("stream", "global"):
             raise ValueError(f"state_per={state_per!r}: use 'stream' or 'global'")
         self.source, self.decoder, self.make_learner = source, decoder, make_learner
@@ -119,12 +111,12 @@ class Runner(ColumnarPath):
         self._ignored = None   # without resume: {file: stamp} of the checkpoints there at the start
         self.delayed_labels, self.lags, self.threshold = delayed_labels, lags, threshold or {}
         self.metrics, self.max_events, self.rate = metrics, max_events, rate
-        self.post_update_every, self.columns = post_update_every, columns
+        self.post_update_every = post_update_every
+        self.checkpointer = Checkpointer(self.sinks, dead_letters, self.store, source)
         self.n_batches = 0
         self.units: dict = {}
         self.retired: dict = {}   # unit name -> counters of a unit handed to another consumer
         self.n_read = 0
-        self.n_checkpoints = 0
         self.started = None
         self._stop = self._in_batch = False
 
@@ -243,15 +235,7 @@ class Runner(ColumnarPath):
         ck = self._stored(name)
         if ck is not None:
             check_compatible(ck, learner, self.store.path(name))
-            learner.load_state_dict(ck["state"])
-            rt = ck["runtime"]
-            unit.offsets, unit.positions = dict(ck["offsets"]), dict(ck["positions"])
-            unit.delayed.load_state_dict(rt["delayed"])
-            if unit.lags is not None and "lags" in rt:
-                unit.lags.load_state_dict(rt["lags"])
-            if unit.threshold is not None and "threshold" in rt:
-                unit.threshold.load_state_dict(rt["threshold"])
-            unit.counters.update(ck["counters"])
+            restore_unit(unit, ck)
         return unit
 
     def _stored(self, name: str):
@@ -288,83 +272,7 @@ class Runner(ColumnarPath):
         c["skipped"] += len(records) - len(fresh)
         c["events_in"] += len(fresh)
         unit.dirty += len(records)
-        if self._columnar(unit):
-            return self._process_columns(unit, fresh)
-        events, errors = self.decoder.decode_many(fresh)               # 2. decode
-        for record, reason in errors:
-            self._dead_letter(unit, record, reason)
-        task, delayed = unit.task, self.delayed_labels > 0 and bool(self.decoder.event_id)
-        pred_ev, pred_x, learn_x, learn_y, learn_rows = [], [], [], [], []
-        star, added = self.decoder.features == "*", set()
-        for ev in events:                                              # 3. route
-            x = ev.x
-            if star and x and self._over_cap(unit, ev, added):
-                continue
-            if not x and ev.has_target and delayed and task.supervised:
-                cached = unit.delayed.pop(ev.event_id)
-                if cached is None:
-                    self._dead_letter(unit, ev.record, f"unmatched label: no event with id {ev.event_id!r} "
-                                      f"waits for its label (delayed-label cache of {self.delayed_labels})")
-                else:
-                    c["delayed_matched"] += 1
-                    learn_x.append(cached)
-                    learn_y.append(ev.y)
-                    learn_rows.append(None)
-                continue
-            if unit.lags is not None:
-                try:
-                    x = unit.lags.apply(x, _values(ev, self.decoder), ev.key)
-                except Exception as e:   # one record never stops the consumer
-                    self._dead_letter(unit, ev.record, f"undecodable: {type(e).__name__}: {e}"[:300])
-                    continue
-            if ev.has_target or not task.supervised:
-                learn_x.append(x)
-                learn_y.append(ev.y)
-                learn_rows.append(len(pred_x))
-            elif delayed:
-                unit.delayed.put(ev.event_id, x)
-            pred_ev.append(ev)
-            pred_x.append(x)
-        X = frame(pred_x, self.columns) if pred_x else None
-        t0 = time.perf_counter()
-        outs = task.predict(unit.learner, X, pred_x) if pred_x else []  # 4. predict, emit
-        t1 = time.perf_counter()
-        n_anom = c["anomalies"]
-        bad: list = []
-        losses = self._outputs(unit, pred_ev, outs, bad)
-        if bad:   # a loss that raised: that record is a dead letter, neither output nor learned
-            drop = {i for i, _ in bad}
-            for i, reason in bad:
-                self._dead_letter(unit, pred_ev[i].record, reason)
-            outs = [o for i, o in enumerate(outs) if i not in drop]
-            keep = [j for j, r in enumerate(learn_rows) if r not in drop]
-            learn_x, learn_y = [learn_x[j] for j in keep], [learn_y[j] for j in keep]
-            learn_rows = [None] * len(keep)   # X no longer matches: learn from a frame of learn_x
-        for sink in self.sinks:
-            sink.emit(outs)
-        c["events_out"] += len(outs)
-        learn_s, post = 0.0, math.nan
-        if learn_x:                                                    # 5. learn
-            same = len(learn_x) == len(pred_x) and learn_rows[-1] == len(pred_x) - 1 and None not in learn_rows
-            XL = X if same else frame(learn_x, self.columns)
-            learn_s, post = self._learn(unit, XL, learn_x, learn_y,
-                                        lambda: self._post_loss(unit, XL, learn_x, learn_y))
-        if self.metrics is not None:
-            self.metrics.batch(self, unit, len(fresh), len(outs), len(learn_x) if learn_x else 0,
-                               c["anomalies"] - n_anom, losses, post, t1 - t0, learn_s)
-
-    def _learn(self, unit: Unit, X, xs, ys: list, post_loss) -> tuple:
-        """Step 5 for one batch: learn it, then, when due, `post_loss()` (the overfitting gauge).
-        Returns (seconds spent learning, post-update loss or NaN)."""
-        t0 = time.perf_counter()
-        unit.task.learn(unit.learner, X, xs, ys)
-        learn_s = time.perf_counter() - t0
-        unit.counters["learned"] += len(ys)
-        self.n_batches += 1
-        every = self.post_update_every
-        if every and unit.task.supervised and self.n_batches % every == 1 % every:
-            return learn_s, post_loss()
-        return learn_s, math.nan
+        self._process_batch(unit, fresh)                              # 2. the batch path
 
     @staticmethod
     def _fresh(unit: Unit, records: list) -> list:
@@ -391,78 +299,6 @@ class Runner(ColumnarPath):
             unit.positions[r.stream] = r.position
         return fresh
 
-    def _over_cap(self, unit: Unit, ev, added: set) -> bool:
-        """With ``features = "*"``: whether the event's new feature names would take the unit past
-        `max_features` names in all (then it is a dead letter); `added` collects this batch's."""
-        reg = getattr(unit.learner, "features_", None)
-        known = reg.index if reg is not None else unit.task.names
-        new = [k for k in ev.x if k not in known and k not in added]
-        if not new:
-            return False
-        cap, n = self.decoder.max_features, len(known) + len(added)
-        if n + len(new) > cap:
-            self._dead_letter(unit, ev.record, f"too many features: {len(new)} new fields (e.g. "
-                              f"{new[0]!r}) after {n} known would pass max_features={cap} (list the "
-                              "features in schema.features, or raise [schema] max_features)"[:400])
-            return True
-        added.update(new)
-        if reg is None:
-            known.update(dict.fromkeys(new))
-        return False
-
-    def _outputs(self, unit: Unit, events: list, outs: list, bad: list | None = None) -> list:
-        """Fill in id, position, target and (detectors) anomaly flags; returns the losses. A loss
-        that raises puts (row, reason) in `bad` (the caller dead-letters those records)."""
-        task, c, thr = unit.task, unit.counters, unit.threshold
-        dec, losses = self.decoder, []
-        for i, (ev, out) in enumerate(zip(events, outs)):
-            o = {"id": ev.event_id, "position": ev.record.position}
-            if dec.key:
-                o["key"] = ev.key
-            elif ev.record.key is not None:   # no key field in the schema: the message's own key
-                k = ev.record.key
-                o["key"] = k.decode("utf-8", "replace") if isinstance(k, bytes) else k
-            if dec.timestamp:
-                o["timestamp"] = ev.timestamp
-            o.update(out)
-            if thr is not None:
-                flag, t = thr.check(out["score"])
-                o["anomaly"] = flag
-                o["threshold"] = t if math.isfinite(t) else None
-                c["anomalies"] += flag
-                if ev.has_target:
-                    o["label"] = ev.y
-            elif ev.has_target:
-                o["y"] = ev.y
-                if out["prediction"] is None or out["prediction"] == {}:
-                    outs[i] = o
-                    continue   # an untrained model predicts nothing yet: no loss to count
-                try:
-                    loss = task.loss(out, ev.y, i)
-                except Exception as e:
-                    if bad is None:
-                        raise
-                    bad.append((i, f"bad value: the loss of this record failed ({type(e).__name__}: {e})"[:300]))
-                    continue
-                losses.append(loss)
-                c["loss_sum"] += loss
-                c["loss_n"] += 1
-                if task.kind == "classification":
-                    c["correct"] += out["prediction"] == ev.y
-            outs[i] = o
-        return losses
-
-    def _post_loss(self, unit: Unit, X, xs: list, ys: list) -> float:
-        outs = unit.task.predict(unit.learner, X, xs)
-        losses = [unit.task.loss(o, y, i) for i, (o, y) in enumerate(zip(outs, ys))]
-        return sum(losses) / len(losses)
-
-    def _dead_letter(self, unit: Unit, record: Record, reason: str) -> None:
-        self.dead_letters.send(record, reason)
-        unit.counters["dead_letters"] += 1
-        if self.metrics is not None:
-            self.metrics.dead_letter(reason_class(reason))
-
     # -- checkpoints -------------------------------------------------------------------------
 
     def _maybe_checkpoint(self) -> None:
@@ -473,51 +309,20 @@ class Runner(ColumnarPath):
             self.checkpoint(names=due)
 
     def checkpoint(self, force: bool = False, names=None) -> None:
-        """Commit the changed units (all named ones with `force`) in five steps:
-
-        1. flush the output sinks (fsynced files, acknowledged Kafka messages);
-        2. flush the dead letters the same way: every letter of a record the checkpoint covers
-           is durable before the checkpoint exists;
-        3. fence: a unit whose stored checkpoint another consumer has written as far or further
-           is dropped here, not saved (it owns the unit now);
-        4. write each remaining unit's checkpoint atomically (steps 3 and 4 are one step for
-           every process sharing the folder);
-        5. commit the saved offsets to the source (lag monitoring only).
-        """
+        """Commit the changed units (all named ones with `force`): `Checkpointer.commit`'s five
+        steps; a unit fenced off there (another consumer owns it now) is dropped here."""
         names = set(self.units) if names is None else set(names)
         units = [self.units[n] for n in sorted(names) if n in self.units and (self.units[n].dirty or force)]
         if not units:
             return
-        for sink in self.sinks:                                                # 1
-            sink.flush()
-        self.dead_letters.flush()                                              # 2
-        offsets = {}
-        for u in units:
-            stale = self.store.save_unless_ahead(u.name, self._state(u))       # 3, 4
-            if stale is not None:   # evicted: another member checkpointed this unit further
-                log.warning("not checkpointing %s: its stored checkpoint is as far or further along "
-                            "(%s at %d, this consumer at %d), so another consumer owns it now; "
-                            "dropping the state kept here", u.name, *stale)
-                self._retire(u.name)
-                continue
-            u.dirty, u.saved_at = 0, time.monotonic()
-            offsets.update(u.offsets)
-            self.n_checkpoints += 1
-        self.source.commit(offsets)                                            # 5
+        for name in self.checkpointer.commit(units):
+            self._retire(name)
         if self.metrics is not None:
             self.metrics.checkpointed()
 
-    def _state(self, u: Unit) -> dict:
-        rt = {"delayed": u.delayed.state_dict()}
-        if u.lags is not None:
-            rt["lags"] = u.lags.state_dict()
-        if u.threshold is not None:
-            rt["threshold"] = u.threshold.state_dict()
-        learner = u.learner
-        return {"learner": f"{type(learner).__module__}.{type(learner).__qualname__}",
-                "params": _plain_params(learner), "state": learner.state_dict(),
-                "offsets": dict(u.offsets), "positions": dict(u.positions), "runtime": rt,
-                "counters": dict(u.counters), "task": u.task.kind, "saved_at": time.time()}
+    @property
+    def n_checkpoints(self) -> int:
+        return self.checkpointer.n_saved
 
     def _throttle(self) -> None:
         if not self.rate:
@@ -528,11 +333,3 @@ class Runner(ColumnarPath):
                 return
             time.sleep(min(wait, 0.1))
 
-
-def _values(ev, decoder) -> dict:
-    """The event's features and targets by field name (what lag windows read)."""
-    if isinstance(ev.y, dict):
-        return {**ev.x, **ev.y}
-    if ev.has_target and decoder.target:
-        return {**ev.x, decoder.target: ev.y}
-    return ev.x

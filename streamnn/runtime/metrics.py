@@ -89,6 +89,7 @@ class RunMetrics:
         self._prev, self._unit, self._events = {}, None, 0
         self._last_progress = 0.0
         self._lag_t, self.lag = 0.0, None
+        self._done0 = None
         self.last = {}
 
     def batch(self, runner, unit, n_in: int, n_out: int, n_learned: int, n_anomalies: int,
@@ -132,6 +133,7 @@ class RunMetrics:
                "loss": (totals["loss_sum"] - prev.get("loss_sum", 0)) / n_loss if n_loss else None,
                "post_update_loss": a["post"] / a["post_n"] if a["post_n"] else None,
                "train_loss": _num(getattr(self._unit.learner, "last_loss_", None)) if self._unit else None,
+               "event_time": getattr(self._unit, "last_time", None),
                "lr": lr, "anomalies": totals["anomalies"], "dead_letters": totals["dead_letters"],
                "learn_s": a["learn_s"], "predict_s": a["predict_s"]}
         if self._unit is not None and self._unit.task.kind == "classification" and n_loss:
@@ -150,6 +152,7 @@ class RunMetrics:
         self._t0 = self._row_t = time.monotonic()
         self._prev, self._row_events = dict(totals), totals["events_in"]
         self._events = totals["events_in"]
+        self._done0 = _progress(runner.source)   # a resumed file starts part-way
 
     def dead_letter(self, reason_class: str) -> None:
         self.prom["dead_letters"].labels(reason_class).inc()
@@ -174,12 +177,22 @@ class RunMetrics:
         if unit is not None and unit.positions:
             pos = unit.positions[max(unit.positions)]
         loss = self.prom["loss"]._value.get()
-        return {"events": totals["events_in"], "events_per_s": totals["events_in"] / max(elapsed, 1e-9),
+        done, eta = self._eta(src, elapsed)
+        return {"events": totals["events_in"], "done": done, "eta_s": eta,
+                "events_per_s": runner.n_read / max(elapsed, 1e-9),   # as in the summary
                 "elapsed_s": elapsed, "position": pos, "lag": self.lag,
                 "loss": None if not totals["loss_n"] else loss,
                 "lr": getattr(unit.learner, "lr_", None) if unit is not None else None,
                 "anomalies": totals["anomalies"], "dead_letters": totals["dead_letters"],
                 "checkpoints": runner.n_checkpoints}
+
+    def _eta(self, src, elapsed: float) -> tuple:
+        """(fraction of a finite source done, seconds left at the rate so far), or Nones."""
+        done = _progress(src)
+        if done is None:
+            return None, None
+        moved = done - (self._done0 or 0.0)
+        return done, (elapsed * (1.0 - done) / moved if moved > 0 else None)
 
     def finish(self, runner) -> dict:
         """Write the last row and ``metrics.json``; returns the summary."""
@@ -201,6 +214,13 @@ class RunMetrics:
             self._server.shutdown()
             self._server = None
         return summary
+
+
+def _progress(src):
+    try:
+        return src.progress() if hasattr(src, "progress") else None
+    except Exception:   # noqa: BLE001 - progress is a nicety; never stop the loop for it
+        return None
 
 
 def _num(v):
@@ -230,6 +250,9 @@ def summarize(runner, totals: dict, elapsed: float) -> dict:
 def progress_line(s: dict) -> str:
     """One line for an interactive terminal."""
     parts = [f"{s['events']:>10,} events", f"{s['events_per_s']:>8,.0f}/s"]
+    if s.get("done") is not None:
+        eta = s.get("eta_s")
+        parts.append(f"{100 * s['done']:3.0f}%" + ("" if eta is None else f" ETA {_duration(eta)}"))
     if s.get("lag") is not None:
         parts.append(f"lag {s['lag']:,}")
     elif s.get("position"):
@@ -242,6 +265,16 @@ def progress_line(s: dict) -> str:
     parts.append(f"anomalies {s['anomalies']:,}")
     parts.append(f"dead letters {s['dead_letters']:,}")
     return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def log_line(event: str, **fields) -> str:

@@ -44,10 +44,10 @@ def make_source(cfg: Config, replay_file: str | None = None):
         return FileSource(resolve_path(path), name=path, **src)
     if kind == "river":
         return RiverDatasetSource(**src)
-    from .kafka import KafkaSource   # lazy: the file runtime works without a broker
+    from .kafka import kafka_source   # lazy: the file runtime works without a broker
 
     try:
-        return KafkaSource(**src)
+        return kafka_source(**src)
     except TypeError as e:
         raise ConfigError(f"[source] kafka: {e}") from None
 
@@ -149,11 +149,6 @@ class Pipeline:
         lags = None
         if sch["lags"]:
             lags = (sch["lag_fields"] or sch["features"], sch["lags"])
-        columns = None
-        if isinstance(sch["features"], list):
-            columns = list(sch["features"])
-            if lags:
-                columns += [f"{f}_lag{i}" for i in range(1, lags[1] + 1) for f in lags[0]]
         self.runner = Runner(
             self.source, self.decoder, self.make_learner, self.sinks, self.dead_letters, self.store,
             batch_size=run["batch_size"], poll_timeout_s=run["poll_timeout_s"],
@@ -161,8 +156,7 @@ class Pipeline:
             state_per=run["state_per"], resume=resume, delayed_labels=run["delayed_labels"],
             lags=lags, threshold=cfg.anomaly if task.kind == "anomaly" else None, metrics=self.metrics,
             max_events=max_events if max_events is not None else run["max_events"],
-            rate=rate if rate is not None else run["rate"], post_update_every=run["post_update_every"],
-            columns=columns)
+            rate=rate if rate is not None else run["rate"], post_update_every=run["post_update_every"])
         self.resumed = append
 
     def stop(self) -> None:
@@ -175,8 +169,10 @@ class Pipeline:
         finally:
             self.close()
         if report if report is not None else self.cfg.report["on_exit"]:
+            from .metrics import write_log
             from .report import write_report
 
+            write_log("report", path=os.path.join(self.run_dir, "report"), message="writing the report")
             summary["report"] = write_report(self.run_dir)
         return summary
 

@@ -12,10 +12,12 @@ an `Event` (features, target, id) or a `DecodeError` (the reason it goes to the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Record", "Event", "DecodeError", "NO_TARGET"]
+import numpy as np
+
+__all__ = ["Record", "Event", "DecodeError", "Batch", "NO_TARGET"]
 
 
 class _NoTarget:
@@ -85,3 +87,45 @@ class DecodeError:
     """Why a record could not be decoded or validated (it goes to the dead letters)."""
 
     reason: str
+
+
+@dataclass
+class Batch:
+    """A decoded batch as columns (the runtime's one internal form); row i belongs to `records[i]`.
+
+    `names` are the listed features (None for ``features = "*"``); `rows` holds each record's
+    listed feature values (None = absent or null) or, with ``"*"``, its feature dict; `X` the
+    listed rows as a float matrix (n, F), range-checked. `ys` holds the targets (`NO_TARGET` when
+    absent; a dict with several targets), `ids` the event ids (None: ``"<stream>:<offset>"``),
+    `keys` and `timestamps` the schema's key and timestamp fields (None when not in the schema).
+    """
+
+    names: tuple | None = None
+    records: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    ys: list = field(default_factory=list)
+    ids: list | None = None
+    keys: list | None = None
+    timestamps: list | None = None
+    X: Any = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def featureless(self, i: int) -> bool:
+        """Whether event i carries no feature at all (a label-only event)."""
+        row = self.rows[i]
+        return not row if self.names is None else row.count(None) == len(row)
+
+    def event_id(self, i: int):
+        if self.ids is not None:
+            return self.ids[i]
+        r = self.records[i]
+        return f"{r.stream}:{r.offset}"
+
+    def take(self, idx: list) -> "Batch":
+        """The rows `idx` (in that order) as a batch."""
+        pick = (lambda col: None if col is None else [col[i] for i in idx])
+        X = None if self.X is None else self.X[np.asarray(idx, dtype=np.intp)]
+        return Batch(self.names, pick(self.records), pick(self.rows), pick(self.ys), pick(self.ids),
+                     pick(self.keys), pick(self.timestamps), X)

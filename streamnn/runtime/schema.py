@@ -30,18 +30,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import json.scanner
 import math
 import re
 
 import numpy as np
 
+from .decoding import SCAN as _SCAN, decode_batch
 from .records import NO_TARGET, DecodeError, Event, Record
 
 __all__ = ["Decoder", "reason_class", "too_deep"]
 
-_SCAN = json.scanner.make_scanner(json.JSONDecoder())
-_PLAIN = frozenset((float, int, bool, type(None)))   # feature values a float matrix takes as decode does
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
 
 
@@ -184,123 +182,10 @@ class Decoder:
         ts = obj.get(self.timestamp) if self.timestamp else None
         return Event(x, y, eid, record, key, ts)
 
-    def decode_many(self, records):
-        """Records -> (events, [(record, reason), ...]) in order."""
-        events, errors = [], []
-        for r in records:
-            ev = self.decode(r)
-            if type(ev) is DecodeError:
-                errors.append((r, ev.reason))
-            else:
-                events.append(ev)
-        return events, errors
-
-    @property
-    def columnar(self) -> bool:
-        """Whether `decode_columns` applies: listed features and at most one target."""
-        return self.features != "*" and self.targets is None
-
-    def decode_columns(self, records):
-        """Records -> (`Columns`, [(record, reason), ...]): what `decode_many` gives, as columns.
-
-        Records whose values are plain (number, boolean or null features, a finite number or a label
-        target) are read here; any other record goes through `decode`, so every reason and every
-        conversion is the same as there. The range rule is checked on the feature matrix at once
-        (`Columns.X`), and the dead letters keep the records' order.
-        """
-        from .columns import Columns
-
-        feats, target, label = list(self.features), self.target, self.target_kind == "label"
-        eid_f, key_f, ts_f, required = self.event_id, self.key, self.timestamp, self._required
-        maxb, scan, fmt_json = self.max_bytes, _SCAN, self.format == "json"
-        hi, maxd = self.max_abs, self.max_depth
-        lo = -hi
-        cols = Columns(ids=[] if eid_f else None, keys=[] if key_f else None,
-                       timestamps=[] if ts_f else None)
-        recs, rows, ys, errors = cols.records, cols.rows, cols.ys, []
-        ids, keys, tss = cols.ids, cols.keys, cols.timestamps
-        plain_types, isfinite, no_target = _PLAIN.issuperset, math.isfinite, NO_TARGET
-        for r in records:
-            obj = None
-            v = r.value
-            if (fmt_json and type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123   # "{"
-                    and v.count(b"[") + v.count(b"{") <= maxd):
-                try:
-                    text = v.decode()
-                    obj, end = scan(text, 0)
-                    if end != len(text):
-                        obj = None
-                except (ValueError, StopIteration, RecursionError):
-                    obj = None
-            if type(obj) is dict:
-                get = obj.get
-                row = list(map(get, feats)) if feats else []
-                y = get(target, no_target) if target else no_target
-                ty = type(y)
-                if ((y is no_target or (label and (ty is str or ty is bool or ty is int
-                                                   or (ty is float and isfinite(y))))
-                        or (not label and (ty is float or ty is int) and lo <= y <= hi))
-                        and (not feats or plain_types(map(type, row)))
-                        and (not required or None not in list(map(get, required)))
-                        and (not eid_f or type(get(eid_f)) in (str, int))):
-                    if label and ty is float and y.is_integer():
-                        y = int(y)
-                    recs.append(r)
-                    rows.append(row)
-                    ys.append(y)
-                    if eid_f:
-                        ids.append(get(eid_f))
-                    if key_f:
-                        keys.append(get(key_f))
-                    if ts_f:
-                        tss.append(get(ts_f))
-                    continue
-            ev = self.decode(r)   # anything unusual: the reference path decides
-            if type(ev) is DecodeError:
-                errors.append((r, ev.reason))
-                continue
-            recs.append(r)
-            rows.append([ev.x.get(k) for k in feats])
-            ys.append(ev.y)
-            if eid_f:
-                ids.append(ev.event_id)
-            if key_f:
-                keys.append(ev.key)
-            if ts_f:
-                tss.append(ev.timestamp)
-        self._check_matrix(cols, feats, records, errors)
-        return cols, errors
-
-    def _check_matrix(self, cols, feats: list, records: list, errors: list) -> None:
-        """Build `cols.X` (n, F) and apply the range rule to it: rows with a value beyond
-        `max_abs` (or an integer too large for a float) leave the columns for the dead letters."""
-        n, F, hi = len(cols.rows), len(feats), self.max_abs
-        if not F:
-            cols.X = np.empty((n, 0))
-            return
-        try:
-            X = np.array(cols.rows, dtype=np.float64).reshape(n, F)
-            A = np.abs(X)
-            if not (A > hi).any():   # NaN compares False: missing values pass
-                cols.X = X
-                return
-            bad = (A > hi).any(axis=1)
-        except OverflowError:   # an integer too large for a float: find its rows one by one
-            X = None
-            bad = np.array([any(_beyond(v, hi) for v in row) for row in cols.rows], dtype=bool)
-        keep = ~bad
-        for i in bad.nonzero()[0].tolist():
-            row = cols.rows[i]
-            j = next(j for j, v in enumerate(row) if _beyond(v, hi))
-            errors.append((cols.records[i], self._range_reason("feature", feats[j], row[j])))
-        order = {id(r): i for i, r in enumerate(records)}
-        errors.sort(key=lambda e: order[id(e[0])])
-        idx = keep.nonzero()[0].tolist()
-        for name in ("records", "rows", "ys", "ids", "keys", "timestamps"):
-            col = getattr(cols, name)
-            if col is not None:
-                setattr(cols, name, [col[i] for i in idx])
-        cols.X = X[keep] if X is not None else np.array(cols.rows, dtype=np.float64).reshape(len(idx), F)
+    def decode_batch(self, records):
+        """Records -> (`Batch`, [(record, reason), ...]) in order: the runtime's decoder
+        (`streamnn.runtime.decoding`); `decode` is its fallback for unusual records."""
+        return decode_batch(self, records)
 
     def _range_reason(self, what: str, name, v) -> str:
         return (f"out of range: {what} {name!r} is {_short(v)}; |x| > max_abs={self.max_abs:g} "
@@ -391,11 +276,6 @@ def _cell(v: str):
         return float(v)
     except ValueError:
         return v
-
-
-def _beyond(v, hi: float) -> bool:
-    """Whether a plain feature value breaks the range rule (None, NaN and booleans never do)."""
-    return v is not None and v == v and not -hi <= v <= hi
 
 
 def too_deep(value: bytes, limit: int) -> bool:

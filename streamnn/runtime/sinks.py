@@ -1,11 +1,13 @@
 """Sinks: where predictions, scores and dead letters go.
 
-Output sinks follow `emit(outputs: list[dict])`, `flush()`, `close()`; the loop flushes them
+Output sinks follow `streamnn.runtime.contracts.Sink`: `emit(outputs)` (an `OutputBatch`; a
+list of dicts works too), `flush()`, `close()`; the loop flushes them
 before each checkpoint, so every event covered by a checkpoint has its output written
 (at-least-once: after a crash the events since the last checkpoint are emitted again, with the
 same `position` and `id`, so duplicates are easy to drop downstream).
 
-Dead-letter sinks follow `send(record, reason)`, `flush()` and `close()`. `send` returns once
+Dead-letter sinks follow `streamnn.runtime.contracts.DeadLetters`: `send(record, reason)`,
+`flush()` and `close()`. `send` returns once
 the letter is written (to the OS for a file: a crash of the process loses none; acknowledged by
 the broker for Kafka); `flush()` makes every letter sent so far durable (a file is fsynced),
 and the loop calls it at each checkpoint before writing the checkpoint and committing offsets,
@@ -20,33 +22,16 @@ so every dead letter of a record a checkpoint covers survives a power cut too.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 
-import numpy as np
-
+from .contracts import DeadLetters, Sink
+from .outputs import dumps, lines
 from .records import Record
 from .schema import reason_class
 
 __all__ = ["JsonlSink", "StdoutSink", "MemorySink", "DeadLetterSink", "MemoryDeadLetterSink",
            "dumps", "dead_letter"]
-
-
-def _default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
-    if isinstance(v, (set, tuple)):
-        return list(v)
-    return str(v)
-
-
-def lines(outputs) -> list:
-    """The outputs as JSON texts (an `OutputBatch` writes them without building the dicts)."""
-    fast = getattr(outputs, "lines", None)
-    return fast() if fast is not None else list(map(dumps, outputs))
 
 
 def open_lines(path, append: bool):
@@ -76,24 +61,6 @@ def _cut_torn_line(f) -> None:
     f.truncate(0)
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-if _C_ENCODER is not None:   # the C encoder called directly: ~2x faster than json.dumps(...)
-    _C_ENCODER = _C_ENCODER(None, _default, json.encoder.encode_basestring_ascii, None, ":", ",",
-                            False, False, True)
-
-
-def dumps(obj) -> str:
-    """Compact, deterministic JSON (numpy scalars and bytes converted).
-
-    >>> dumps({"a": [1, 2.5], "b": None, "c": True})
-    '{"a":[1,2.5],"b":null,"c":true}'
-    """
-    if _C_ENCODER is not None:
-        return "".join(_C_ENCODER(obj, 0))
-    return _ENCODER.encode(obj)
-
-
 class _LinesFile:
     """A JSON-lines file opened for appending (a torn last line cut off); `flush` fsyncs."""
 
@@ -111,7 +78,7 @@ class _LinesFile:
             self._f.close()
 
 
-class JsonlSink(_LinesFile):
+class JsonlSink(_LinesFile, Sink):
     """Append outputs as JSON lines to a file.
 
     Parameters
@@ -127,7 +94,7 @@ class JsonlSink(_LinesFile):
             self._f.write("\n".join(lines(outputs)) + "\n")
 
 
-class StdoutSink:
+class StdoutSink(Sink):
     """Write outputs as JSON lines to standard output."""
 
     def __init__(self, stream=None):
@@ -145,7 +112,7 @@ class StdoutSink:
         self.flush()
 
 
-class MemorySink:
+class MemorySink(Sink):
     """Keep outputs in a list (`outputs`), for tests and notebooks."""
 
     def __init__(self):
@@ -171,7 +138,7 @@ def dead_letter(record: Record, reason: str) -> dict:
             "stream": record.stream, "offset": record.offset, "value": value, "encoding": encoding}
 
 
-class DeadLetterSink(_LinesFile):
+class DeadLetterSink(_LinesFile, DeadLetters):
     """Dead letters as JSON lines in a file: `send` writes and flushes the line (a crash of the
     process loses none), `flush` fsyncs the file (the loop does it before each checkpoint)."""
 
@@ -180,7 +147,7 @@ class DeadLetterSink(_LinesFile):
         self._f.flush()
 
 
-class MemoryDeadLetterSink:
+class MemoryDeadLetterSink(DeadLetters):
     """Dead letters in a list (`letters`: dicts as written by `DeadLetterSink`)."""
 
     def __init__(self):

@@ -1,13 +1,6 @@
 """Sources: where records come from (replay of a JSONL/CSV file, a river dataset; Kafka elsewhere).
 
-The contract every source follows (`streamnn.runtime.kafka.KafkaSource` too):
-
-1. `poll(max_records, timeout_s) -> list[Record]`: the next records, in order within each stream;
-   an empty list means nothing right now, and `exhausted` turns True when a finite source is done.
-2. `seek(stream, next_offset)`: the next record of `stream` read is the one at `next_offset`.
-3. `assigned() -> set[str]`: the streams this source currently owns; `on_assign(cb)` and
-   `on_revoke(cb)` register callbacks called with a set of stream ids when that changes.
-4. `commit(offsets)`: called only after a checkpoint is on disk (a no-op for files); `close()`.
+Both follow the `streamnn.runtime.contracts.Source` contract (re-exported here).
 
 >>> import os, tempfile
 >>> path = os.path.join(tempfile.mkdtemp(), "s.jsonl")
@@ -27,41 +20,10 @@ import json
 import os
 import time
 
+from .contracts import Source
 from .records import Record
 
 __all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format"]
-
-
-class Source:
-    """Base class with the parts of the contract that most sources share."""
-
-    exhausted = False
-
-    def __init__(self):
-        self._assign_cbs, self._revoke_cbs, self._lost_cbs = [], [], []
-
-    def on_assign(self, callback):
-        self._assign_cbs.append(callback)
-
-    def on_revoke(self, callback):
-        self._revoke_cbs.append(callback)
-
-    def on_lost(self, callback):
-        """`callback(streams)` when streams are taken away without a revoke (a consumer evicted
-        from its group): their state must be dropped, not checkpointed."""
-        self._lost_cbs.append(callback)
-
-    def commit(self, offsets: dict) -> None:
-        """Sources with an external offset store (Kafka) record progress here; files need nothing."""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def file_format(path: str, format: str | None = None) -> str:
@@ -129,6 +91,16 @@ class FileSource(Source):
 
     def assigned(self) -> set:
         return {self.stream}
+
+    def progress(self):
+        """Bytes read / file size (None while following a growing file, or for a compressed one)."""
+        if self.follow or self._f is None:
+            return None
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            return min(1.0, self._f.tell() / size) if size else 1.0
+        except (OSError, ValueError):
+            return None
 
     def seek(self, stream: str, next_offset: int) -> None:
         if stream != self.stream:
@@ -199,6 +171,11 @@ class RiverDatasetSource(Source):
         if stream != self.stream:
             raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
         self._open(int(next_offset))
+
+    def progress(self):
+        """Samples read / `limit` (or the dataset's `n_samples`); None for an endless generator."""
+        n = self.limit if self.limit is not None else getattr(self._factory, "n_samples", None)
+        return min(1.0, self._index / n) if n else None
 
     def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
         out, name, target = [], self.dataset, self.target

@@ -196,8 +196,8 @@ class Lags:
     Windows are kept per key when the schema names a key (several sensors in one stream).
 
     >>> lags = Lags(["v"], 2)
-    >>> [lags.apply({}, {"v": v}) for v in (1.0, 2.0, 3.0)][-1]
-    {'v_lag1': 2.0, 'v_lag2': 1.0}
+    >>> lags.names, lags.apply_block(np.array([[1.0], [2.0], [3.0]])).tolist()
+    (['v_lag1', 'v_lag2'], [[nan, nan], [1.0, nan], [2.0, 1.0]])
     """
 
     def __init__(self, fields, n: int):
@@ -206,37 +206,20 @@ class Lags:
         self.windows: dict = {}   # key -> list of the last n value rows, newest first
         self._names = [[f"{f}_lag{i}" for f in self.fields] for i in range(1, self.n + 1)]
 
-    def apply(self, x: dict, values: dict, key=None) -> dict:
-        """Features `x` plus the lags (missing while the window fills); then remember `values`."""
-        k = "" if key is None else str(key)
-        window = self.windows.setdefault(k, [])
-        out = dict(x)
-        for names, row in zip(self._names, window):
-            for name, v in zip(names, row):
-                if v == v:   # not NaN
-                    out[name] = v
-        row = [_float(values.get(f)) for f in self.fields]
-        window.insert(0, row)
-        del window[self.n:]
-        return out
-
     @property
     def names(self) -> list:
         """The lag columns in order: every field's lag 1, then lag 2, ..."""
         return [name for names in self._names for name in names]
 
     def apply_block(self, values: np.ndarray, keys=None) -> np.ndarray:
-        """`apply` for a batch at once: `values` (m, len(fields)) in stream order (NaN = missing),
-        `keys` one per row (or None) -> the lag columns (m, n * len(fields)), NaN while a window
-        fills; the windows end as a loop of `apply` leaves them.
-
-        >>> lags = Lags(["v"], 2)
-        >>> lags.apply_block(np.array([[1.0], [2.0], [3.0]])).tolist()
-        [[nan, nan], [1.0, nan], [2.0, 1.0]]
-        """
+        """The lag columns of a batch: `values` (m, len(fields)) in stream order (NaN = missing),
+        `keys` one per row (or None) -> (m, n * len(fields)), NaN while a window fills; then the
+        batch's values join the windows (one window per key)."""
         m, nf = values.shape
         n = self.n
         out = np.full((m, n * nf), np.nan)
+        if m == 0:
+            return out
         k0 = None if keys is None else keys[0]
         if keys is None or ((k0 is None or type(k0) is str) and keys.count(k0) == m):   # one key
             groups = {"" if k0 is None else k0: np.arange(m)}
@@ -262,13 +245,6 @@ class Lags:
 
     def load_state_dict(self, s: dict) -> None:
         self.windows = {k: [list(r) for r in w] for k, w in s["windows"].items()}
-
-
-def _float(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 class ScoreThreshold:

@@ -3,8 +3,10 @@
 The loop dispatches on river's base classes: a classifier or regressor is predicted, then learns
 when the target is present; a multi-target regressor does the same with a dict of targets; an
 anomaly detector is scored, then learns from every event (its "target" is a label for reports).
-Batches go through `learn_many`/`predict_many` when the learner has them (a streamnn learner's
-`learn_many` follows exactly the schedule of a loop of `learn_one`), else one event at a time.
+A task is stateless: `predict` returns a `Predicted` (the output columns, plus what the losses
+need), and `losses` reads only that. Batches go through `learn_many`/`predict_many` (a streamnn
+learner's `learn_many` follows exactly the schedule of a loop of `learn_one`); a learner without
+them is called one event at a time, with the row's non-missing features as its dict.
 
 >>> import streamnn
 >>> task = task_for(streamnn.MLPRegressor())
@@ -15,12 +17,14 @@ Batches go through `learn_many`/`predict_many` when the learner has them (a stre
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from river import base
 
-__all__ = ["Task", "task_for", "frame"]
+__all__ = ["Task", "Predicted", "task_for", "frame"]
 
 
 _INDEXES: dict = {}
@@ -47,52 +51,73 @@ def frame(xs: list, columns=None) -> pd.DataFrame:
     columns = tuple(columns)
     nan = math.nan
     arr = np.array([[x.get(c, nan) for c in columns] for x in xs], dtype=np.float64).reshape(len(xs), len(columns))
-    return pd.DataFrame(arr, columns=_index(columns), copy=False)
+    return matrix_frame(arr, columns)
 
 
-class Task:
-    """Predict/learn/loss for one kind of learner; `kind` names it."""
+def matrix_frame(X: np.ndarray, columns) -> pd.DataFrame:
+    """A float matrix (n, F) as a DataFrame with the (cached) column index."""
+    return pd.DataFrame(X, columns=_index(tuple(columns)), copy=False)
 
-    kind = "regression"
+
+def _dicts(X: pd.DataFrame) -> list:
+    """Each row's non-missing features as a dict (for learners without the `*_many` methods)."""
+    cols = list(X.columns)
+    return [{c: v for c, v in zip(cols, row) if v == v} for row in X.to_numpy(dtype=float).tolist()]
+
+
+class Predicted(NamedTuple):
+    """A batch's predictions: `fields` (output name -> one value per row, in output order) and
+    what the losses read: `matrix` (predictions (n,), probabilities (n, C) or (n, T)) and
+    `columns` (class or target -> column of `matrix`)."""
+
+    fields: dict
+    matrix: np.ndarray | None = None
+    columns: dict | None = None
+
+
+class Task(ABC):
+    """Predict / learn / loss for one kind of learner (`kind` names it); stateless."""
+
+    kind: str
     target_kind = "number"
     supervised = True
 
     def __init__(self, learner):
         self.many = hasattr(learner, "learn_many") and hasattr(learner, "predict_many")
-        self.names: dict = {}   # feature names seen, for learners without a `features_` registry
 
-    def predict(self, learner, X: pd.DataFrame, xs: list) -> list:
-        """One output dict per row: at least "prediction" (or "score")."""
-        if self.many:
-            return [{"prediction": p} for p in learner.predict_many(X).to_numpy(dtype=float).tolist()]
-        return [{"prediction": float(learner.predict_one(x))} for x in xs]
+    @abstractmethod
+    def predict(self, learner, X: pd.DataFrame) -> Predicted:
+        """The outputs of the rows of `X`: at least a "prediction" (or "score") column."""
 
-    def learn(self, learner, X: pd.DataFrame, xs: list, ys: list) -> None:
+    def learn(self, learner, X: pd.DataFrame, ys: list) -> None:
         if self.many:
             learner.learn_many(X, pd.Series(ys, index=X.index))
         else:
-            for x, y in zip(xs, ys):
+            for x, y in zip(_dicts(X), ys):
                 learner.learn_one(x, y)
 
-    def loss(self, out: dict, y, row=None) -> float:
-        """The prequential loss of one output against its target (squared error here); a product,
-        not a power: an overflow gives inf instead of raising."""
-        d = out["prediction"] - y
-        return d * d
+    def losses(self, pred: Predicted, ys: list, rows) -> tuple:
+        """(losses, number correct) of the rows `rows` (targets `ys[row]`) of `pred`; rows the
+        model predicts nothing for yet (an untrained classifier) count no loss."""
+        return [], 0
 
-    # -- the columnar path (streamnn.runtime.columns) ----------------------------------------
 
-    def predict_columns(self, learner, X: pd.DataFrame) -> dict:
-        """`predict` as output columns: field name -> list of values, one per row."""
-        self._p = learner.predict_many(X).to_numpy(dtype=float)
-        return {"prediction": self._p.tolist()}
+class RegressionTask(Task):
+    kind = "regression"
 
-    def losses(self, fields: dict, ys: list, rows: list) -> tuple:
-        """(losses, number correct) of the rows `rows` (their targets `ys[row]`) of the batch
-        just predicted by `predict_columns`, each what `loss` gives for that row."""
-        p = self._p[rows] - np.array([ys[i] for i in rows], dtype=np.float64)
+    def predict(self, learner, X):
+        if self.many:
+            p = learner.predict_many(X).to_numpy(dtype=float)
+        else:
+            p = np.array([float(learner.predict_one(x)) for x in _dicts(X)], dtype=float)
+        return Predicted({"prediction": p.tolist()}, p)
+
+    def losses(self, pred, ys, rows):
+        """Squared errors (a product, not a power: an overflow gives inf instead of raising)."""
+        rows = list(rows)
+        d = pred.matrix[rows] - np.array([ys[i] for i in rows], dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            return (p * p).tolist(), 0
+            return (d * d).tolist(), 0
 
 
 class ClassificationTask(Task):
@@ -107,75 +132,81 @@ class ClassificationTask(Task):
         self._matrix = (isinstance(learner, TorchClassifier)
                         and type(learner).predict_proba_many is TorchClassifier.predict_proba_many)
 
-    def predict(self, learner, X, xs):
-        """Outputs carry the predicted class and its probability; the full rows stay for `loss`."""
-        if self.proba_many:
-            P = learner.predict_proba_many(X)
-            classes, M = list(P.columns), P.to_numpy(dtype=float)
-        else:
-            rows = [learner.predict_proba_one(x) for x in xs]
-            classes = list(dict.fromkeys(c for r in rows for c in r))
-            M = np.array([[r.get(c, 0.0) for c in classes] for r in rows], dtype=float).reshape(len(rows), len(classes))
-        self._index = {c: i for i, c in enumerate(classes)}
-        self._P = M
-        if not classes:
-            return [{"prediction": None, "proba": None} for _ in range(len(xs))]
-        best = M.argmax(axis=1)
-        return [{"prediction": classes[i], "proba": p} for i, p in zip(best.tolist(), M.max(axis=1).tolist())]
-
-    def loss(self, out, y, row=None):
-        """Log loss of the true class (its probability clipped at 1e-15); `row` indexes the batch."""
-        j = self._index.get(y)
-        p = 0.0 if j is None or row is None else self._P[row, j]
-        return -math.log(max(p, 1e-15))
-
-    def predict_columns(self, learner, X):
+    def predict(self, learner, X):
+        """Outputs carry the predicted class and its probability; the full rows stay for `losses`."""
         if self._matrix:   # a streamnn classifier: the probabilities without their DataFrame
             classes, M = list(learner.classes_), learner._proba_frame(X)
-        else:
+        elif self.proba_many:
             P = learner.predict_proba_many(X)
             classes, M = list(P.columns), P.to_numpy(dtype=float)
-        self._index, self._P = {c: i for i, c in enumerate(classes)}, M
+        else:
+            probas = [learner.predict_proba_one(x) for x in _dicts(X)]
+            classes = list(dict.fromkeys(c for p in probas for c in p))
+            M = np.array([[p.get(c, 0.0) for c in classes] for p in probas], dtype=float).reshape(len(X), len(classes))
+        index = {c: i for i, c in enumerate(classes)}
         if not classes:
-            return {"prediction": [None] * len(X), "proba": [None] * len(X)}
-        return {"prediction": [classes[i] for i in M.argmax(axis=1).tolist()], "proba": M.max(axis=1).tolist()}
+            return Predicted({"prediction": [None] * len(X), "proba": [None] * len(X)}, M, index)
+        return Predicted({"prediction": [classes[i] for i in M.argmax(axis=1).tolist()],
+                          "proba": M.max(axis=1).tolist()}, M, index)
 
-    def losses(self, fields, ys, rows):
-        pred, index, P, log = fields["prediction"], self._index, self._P, math.log
+    def losses(self, pred, ys, rows):
+        """Log loss of the true class (its probability clipped at 1e-15)."""
+        p, index, P, log = pred.fields["prediction"], pred.columns, pred.matrix, math.log
         out, correct = [], 0
         for i in rows:
-            y = ys[i]
-            if pred[i] is None:
+            if p[i] is None:
                 continue   # an untrained model predicts nothing yet: no loss to count
+            y = ys[i]
             j = index.get(y)
             out.append(-log(max(0.0 if j is None else P[i, j], 1e-15)))
-            correct += pred[i] == y
+            correct += p[i] == y
         return out, correct
 
 
 class MultiTargetTask(Task):
     kind = "multi_target"
 
-    def predict(self, learner, X, xs):
+    def predict(self, learner, X):
         if self.many:
             P = learner.predict_many(X)
-            cols = list(P.columns)
-            return [{"prediction": dict(zip(cols, row))} for row in P.to_numpy(dtype=float).tolist()]
-        return [{"prediction": {k: float(v) for k, v in learner.predict_one(x).items()}} for x in xs]
+            cols, M = list(P.columns), P.to_numpy(dtype=float)
+            preds = [dict(zip(cols, row)) for row in M.tolist()]
+        else:
+            preds = [{k: float(v) for k, v in learner.predict_one(x).items()} for x in _dicts(X)]
+            cols, M = None, None
+        return Predicted({"prediction": preds}, M, cols)
 
-    def learn(self, learner, X, xs, ys):
+    def learn(self, learner, X, ys):
         if self.many:   # every y has all the targets (the decoder sees to it), in one order
             cols = tuple(ys[0])
             Y = np.array([[y[c] for c in cols] for y in ys], dtype=np.float64)
-            learner.learn_many(X, pd.DataFrame(Y, columns=_index(cols), copy=False))
+            learner.learn_many(X, matrix_frame(Y, cols))
         else:
-            for x, y in zip(xs, ys):
+            for x, y in zip(_dicts(X), ys):
                 learner.learn_one(x, y)
 
-    def loss(self, out, y, row=None):
+    def losses(self, pred, ys, rows):
         """Mean squared error over the targets (a target never predicted counts its square)."""
-        p = out["prediction"]
-        return sum((p.get(k, 0.0) - v) * (p.get(k, 0.0) - v) for k, v in y.items()) / max(len(y), 1)
+        p, out = pred.fields["prediction"], []
+        cols = pred.columns
+        if cols and all(len(ys[i]) == len(cols) for i in rows):   # the usual case, as arrays
+            try:
+                Y = np.array([[ys[i][c] for c in cols] for i in rows], dtype=np.float64).reshape(len(rows), len(cols))
+            except KeyError:
+                Y = None
+            if Y is not None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    D = pred.matrix[list(rows)] - Y
+                    return ((D * D).sum(axis=1) / len(cols)).tolist(), 0
+        for i in rows:
+            if not p[i]:
+                continue   # an untrained model predicts nothing yet: no loss to count
+            out.append(_mse(p[i], ys[i]))
+        return out, 0
+
+
+def _mse(p: dict, y: dict) -> float:
+    return sum((p.get(k, 0.0) - v) * (p.get(k, 0.0) - v) for k, v in y.items()) / max(len(y), 1)
 
 
 class AnomalyTask(Task):
@@ -185,25 +216,20 @@ class AnomalyTask(Task):
 
     def __init__(self, learner):
         self.many = hasattr(learner, "score_many") and hasattr(learner, "learn_many")
-        self.names: dict = {}
 
-    def predict(self, learner, X, xs):
+    def predict(self, learner, X):
         if self.many:
-            return [{"score": float(s)} for s in np.asarray(learner.score_many(X), dtype=float)]
-        return [{"score": float(learner.score_one(x))} for x in xs]
+            s = np.asarray(learner.score_many(X), dtype=float)
+        else:
+            s = np.array([float(learner.score_one(x)) for x in _dicts(X)], dtype=float)
+        return Predicted({"score": s.tolist()}, s)
 
-    def learn(self, learner, X, xs, ys=None):
+    def learn(self, learner, X, ys=None):
         if self.many:
             learner.learn_many(X)
         else:
-            for x in xs:
+            for x in _dicts(X):
                 learner.learn_one(x)
-
-    def loss(self, out, y, row=None):
-        return math.nan
-
-    def predict_columns(self, learner, X):
-        return {"score": np.asarray(learner.score_many(X), dtype=float).tolist()}
 
 
 def task_for(learner) -> Task:
@@ -215,6 +241,6 @@ def task_for(learner) -> Task:
     if isinstance(learner, base.Classifier):
         return ClassificationTask(learner)
     if isinstance(learner, base.Regressor):
-        return Task(learner)
+        return RegressionTask(learner)
     raise TypeError(f"{type(learner).__name__} is not a river classifier, regressor, multi-target "
                     "regressor or anomaly detector; the runtime cannot run it")

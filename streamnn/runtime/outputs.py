@@ -1,11 +1,10 @@
-"""The loop's columnar batch path: decoded columns in, one `OutputBatch` of outputs out.
+"""The one output type: the outputs of a batch as columns, dicts built lazily, JSON lines direct.
 
-When the schema lists its features (not ``"*"``), has one target (or none), and no delayed
-labels, the loop keeps a batch as columns (a feature matrix, lists of targets, keys, ids) from
-the decoder to the learner's `predict_many`/`learn_many`, and hands the sinks an `OutputBatch`:
-a sequence of the same output dicts the per-event path builds, which can also write every
-output's JSON line directly (`lines()`), byte for byte what `dumps(output)` gives, without
-building the dicts. This is what makes `streamnn run` cost a few microseconds per event.
+Every output of the runtime is an `OutputBatch`: indexing or iterating gives the output dicts
+(``id``, ``position``, ``key``, ``timestamp``, then the task's fields), and `lines()` writes
+each output's JSON line directly, byte for byte what `dumps(output)` gives, without building the
+dicts; `output_keys()` and `source_headers` give the Kafka message keys and headers. Sinks receive
+nothing else.
 
 >>> from streamnn.runtime.records import Record
 >>> recs = [Record(b"{}", {"topic": "t", "partition": 0, "offset": i}, "t:0", i) for i in (7, 8)]
@@ -15,44 +14,62 @@ building the dicts. This is what makes `streamnn run` cost a few microseconds pe
 '{"id":"t:0:8","position":{"topic":"t","partition":0,"offset":8},"prediction":NaN}']
 >>> out[0]
 {'id': 't:0:7', 'position': {'topic': 't', 'partition': 0, 'offset': 7}, 'prediction': 0.5}
+>>> source_headers(out[0]["position"])
+[('source_topic', b't'), ('source_partition', b'0'), ('source_offset', b'7')]
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 from json.encoder import encode_basestring_ascii as _estr
 
+import json
+
 import numpy as np
-import pandas as pd
 
-from .records import NO_TARGET
-from .sinks import dumps
-from .tasks import _index
-
-__all__ = ["Columns", "ColumnarPath", "OutputBatch", "encode", "encode_floats"]
+__all__ = ["OutputBatch", "SKIP", "dumps", "encode", "encode_floats", "lines", "source_headers"]
 
 
-@dataclass
-class Columns:
-    """A decoded batch as columns; row i belongs to `records[i]`.
+def _default(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    return str(v)
 
-    `rows` holds each record's listed feature values (None = missing), `ys` its target
-    (`NO_TARGET` when absent), `ids` the event ids (None: the default ``"<stream>:<offset>"``),
-    `keys` and `timestamps` the schema's key and timestamp fields (None when not in the schema),
-    `X` the rows as a float matrix (n, F), range-checked by the decoder (None: build it).
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+if _C_ENCODER is not None:   # the C encoder called directly: ~2x faster than json.dumps(...)
+    _C_ENCODER = _C_ENCODER(None, _default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                            False, False, True)
+
+
+def dumps(obj) -> str:
+    """Compact, deterministic JSON (numpy scalars and bytes converted).
+
+    >>> dumps({"a": [1, 2.5], "b": None, "c": True})
+    '{"a":[1,2.5],"b":null,"c":true}'
     """
+    if _C_ENCODER is not None:
+        return "".join(_C_ENCODER(obj, 0))
+    return _ENCODER.encode(obj)
 
-    records: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
-    ys: list = field(default_factory=list)
-    ids: list | None = None
-    keys: list | None = None
-    timestamps: list | None = None
-    X: object = None
+
+def lines(outputs) -> list:
+    """Outputs as JSON texts: an `OutputBatch` writes them without building the dicts; any other
+    sequence of dicts (a user calling a sink directly) through `dumps`."""
+    fast = getattr(outputs, "lines", None)
+    return fast() if fast is not None else list(map(dumps, outputs))
+
+
+def source_headers(pos) -> list:
+    """Kafka headers naming where an output's (or dead letter's) record came from."""
+    pos = pos or {}
+    return [(f"source_{k}", str(pos[k]).encode()) for k in ("topic", "partition", "offset") if k in pos]
 
 
 def encode(v) -> str:
@@ -97,7 +114,7 @@ class OutputBatch(Sequence):
     records
         The events' records (ids, positions and, without a key field, keys come from them).
     fields
-        The output fields in order, name -> list of values (a value `_SKIP` leaves the field out).
+        The output fields in order, name -> list of values (a value `SKIP` leaves the field out).
     ids, keys, timestamps
         As in `Columns`; `keys=None` uses the records' message keys (when not None), and
         `timestamps=None` writes no timestamp.
@@ -119,13 +136,13 @@ class OutputBatch(Sequence):
         r = self.records[i]
         o = {"id": self.ids[i] if self.ids is not None else f"{r.stream}:{r.offset}", "position": r.position}
         k = self._key(i)
-        if k is not _SKIP:
+        if k is not SKIP:
             o["key"] = k
         if self.timestamps is not None:
             o["timestamp"] = self.timestamps[i]
         for name, col in self.fields.items():
             v = col[i]
-            if v is not _SKIP:
+            if v is not SKIP:
                 o[name] = v
         return o
 
@@ -134,7 +151,7 @@ class OutputBatch(Sequence):
             return self.keys[i]
         k = self.records[i].key
         if k is None:
-            return _SKIP
+            return SKIP
         return k.decode("utf-8", "replace") if isinstance(k, bytes) else k
 
     def output_keys(self) -> list:
@@ -160,7 +177,7 @@ class OutputBatch(Sequence):
             if _finite_floats(col):
                 parts.append((label, col, "%r"))
             else:
-                parts.append((label, [None if v is _SKIP else encode(v) for v in col]))
+                parts.append((label, [None if v is SKIP else encode(v) for v in col]))
         head = self._head(recs)
         if head is not None and not any(None in p[1] for p in parts):   # one format for every row
             fmt, offsets = head
@@ -210,7 +227,7 @@ class _Skip:
         return "SKIP"
 
 
-_SKIP = _Skip()   # a field this output does not carry
+SKIP = _Skip()   # a field this output does not carry
 
 
 def _cached(values: list, skip: bool = False) -> list:
@@ -260,122 +277,3 @@ def _prefix(pos, offset):
     head = dumps({k: v for k, v in pos.items() if k != last})
     text = (head[:-1] + "," if len(head) > 2 else "{") + _estr(last) + ":"
     return text, len(pos), last
-
-
-def targets_as_float(ys: list):
-    """Targets as floats for losses and lags (NO_TARGET and non-numbers: NaN)."""
-    try:
-        return np.array(ys, dtype=np.float64)
-    except (TypeError, ValueError):
-        pass
-    out = []
-    nan = math.nan
-    for y in ys:
-        t = type(y)
-        if t is float or t is int:
-            out.append(float(y))
-        elif y is NO_TARGET or y is None:
-            out.append(nan)
-        else:
-            try:
-                out.append(float(y))
-            except (TypeError, ValueError):
-                out.append(nan)
-    return out
-
-
-class ColumnarPath:
-    """The `Runner`'s batch steps 2-5 on columns (mixed into `streamnn.runtime.loop.Runner`)."""
-
-    def _columnar(self, unit) -> bool:
-        """Whether the unit's batches take the columnar path (`streamnn.runtime.columns`)."""
-        ok = unit.columnar
-        if ok is None:
-            task, dec = unit.task, self.decoder
-            ok = unit.columnar = (
-                dec.columnar and task.many and task.kind in ("regression", "classification", "anomaly")
-                and (task.kind != "classification" or task.proba_many)
-                and not (self.delayed_labels > 0 and dec.event_id))
-        return ok
-
-    def _process_columns(self, unit, records: list) -> None:
-        """Steps 2-5 for a batch kept as columns; the same outputs, losses, counters and learner
-        updates as the per-event path (tests/test_columns.py holds the two side by side)."""
-        c, task, dec = unit.counters, unit.task, self.decoder
-        cols, errors = dec.decode_columns(records)                     # 2. decode
-        for record, reason in errors:
-            self._dead_letter(unit, record, reason)
-        n = len(cols.records)
-        if n == 0:
-            if self.metrics is not None:
-                self.metrics.batch(self, unit, len(records), 0, 0, 0, [], math.nan, 0.0, 0.0)
-            return
-        names = list(dec.features)
-        F = len(names)
-        X = cols.X
-        if X is None:
-            X = np.array(cols.rows, dtype=np.float64).reshape(n, F) if F else np.empty((n, 0))
-        ys = cols.ys
-        if unit.lags is not None:
-            lags = unit.lags
-            V = np.empty((n, len(lags.fields)))
-            for j, f in enumerate(lags.fields):
-                if f in names:
-                    V[:, j] = X[:, names.index(f)]
-                elif f == dec.target:
-                    V[:, j] = targets_as_float(ys)
-                else:
-                    V[:, j] = np.nan
-            X = np.concatenate([X, lags.apply_block(V, cols.keys)], axis=1)
-            names += lags.names
-        X = pd.DataFrame(X, columns=_index(tuple(names)), copy=False)
-        t0 = time.perf_counter()
-        fields = task.predict_columns(unit.learner, X)                 # 4. predict, emit
-        t1 = time.perf_counter()
-        n_anom = c["anomalies"]
-        has = [i for i, y in enumerate(ys) if y is not NO_TARGET]
-        losses = self._column_outputs(unit, fields, ys, has)
-        rows = has if task.supervised else range(n)
-        outs = OutputBatch(cols.records, fields, cols.ids, cols.keys, cols.timestamps, bool(dec.key))
-        for sink in self.sinks:
-            sink.emit(outs)
-        c["events_out"] += n
-        learn_s, post = 0.0, math.nan
-        if rows:                                                       # 5. learn
-            XL = X if len(rows) == n else X.iloc[rows]
-            yl = ys if len(rows) == n else [ys[i] for i in rows]
-
-            def post_loss():
-                post_losses, _ = task.losses(task.predict_columns(unit.learner, XL), yl, range(len(yl)))
-                return sum(post_losses) / len(post_losses) if post_losses else math.nan
-
-            learn_s, post = self._learn(unit, XL, None, yl, post_loss)
-        if self.metrics is not None:
-            self.metrics.batch(self, unit, len(records), n, len(rows), c["anomalies"] - n_anom, losses,
-                               post, t1 - t0, learn_s)
-
-    def _column_outputs(self, unit, fields: dict, ys: list, rows: list) -> list:
-        """The columnar `_outputs`: target / label and anomaly fields, losses and counters;
-        `rows` are the rows with a target."""
-        c, thr, n = unit.counters, unit.threshold, len(ys)
-        if unit.task.kind == "anomaly":
-            flags, thresholds = [], []
-            for s in fields["score"]:
-                flag, t = thr.check(s)
-                flags.append(flag)
-                thresholds.append(t if math.isfinite(t) else None)
-                c["anomalies"] += flag
-            fields["anomaly"], fields["threshold"] = flags, thresholds
-            fields["label"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
-            return []
-        fields["y"] = ys if len(rows) == n else [_SKIP if y is NO_TARGET else y for y in ys]
-        if not rows:
-            return []
-        losses, correct = unit.task.losses(fields, ys, rows)
-        s = c["loss_sum"]
-        for v in losses:
-            s += v
-        c["loss_sum"] = s
-        c["loss_n"] += len(losses)
-        c["correct"] += correct
-        return losses
