@@ -30,6 +30,8 @@ def _train(model, stream, use_kernel):
     dict(optimizer="sgd", lr=0.05),
     dict(activation="tanh", hidden=(16, 8), replay=0.0, update_every=1, batch_size=4),
     dict(activation="sigmoid"),
+    dict(members=1, batch_size=64, replay=1.0),                      # one network (the old default)
+    dict(members=4, hidden=(8, 8), activation="tanh", update_every=2),   # block-diagonal hidden layer
 ])
 @pytest.mark.parametrize("task", ["clf", "reg"])
 def test_kernel_matches_torch_step(kw, task):
