@@ -336,6 +336,14 @@ class MLPClassifier(TorchClassifier):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
                    dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
 
+    def _extra_state(self):
+        return {**super()._extra_state(), "members": self.members}
+
+    def load_state_dict(self, s: dict):
+        if s.get("built") and "members" not in s.get("extra", {}):
+            self.members = 1   # saved before `members` existed (default 3 since issue 15): one network
+        return super().load_state_dict(s)
+
 
 class _TestNet(torch.nn.Module):
     def __init__(self, n_features, n_outputs, width=8):

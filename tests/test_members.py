@@ -64,3 +64,18 @@ def test_members_are_a_constructor_parameter_that_clone_and_checkpoints_keep(mak
     back = make.load(tmp_path / "m.ckpt")
     x = {"a": 3.0, "b": 1.0}
     assert back.members == 2 and back.predict_one(x) == model.predict_one(x)
+
+
+def test_a_checkpoint_from_before_members_loads_as_one_network():
+    """State written when MLPClassifier was one network (no "members" in it) still loads into the
+    default MLPClassifier() (members=3 now), as one network, with the same predictions."""
+    one = _train(streamnn.MLPClassifier(seed=0, members=1), _stream(120))
+    state = one.state_dict()
+    del state["extra"]["members"]
+    back = streamnn.MLPClassifier(seed=0).load_state_dict(state)
+    assert back.members == 1 and members_of(back.module_) == 1
+    for x, _ in _stream(20, seed=4):
+        assert back.predict_proba_one(x) == one.predict_proba_one(x)
+    with pytest.raises(RuntimeError):   # a state that says 3 members does not fit one network
+        streamnn.MLPClassifier(seed=0, members=1).load_state_dict(
+            _train(streamnn.MLPClassifier(seed=0), _stream(60)).state_dict())
