@@ -95,6 +95,10 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         return Y.astype(np.float32)
 
     def _loss_per_sample(self, out, target):
+        if out.dim() == 3:   # (B, 1, K): K member networks, each on its own loss; their mean
+            B, _, K = out.shape
+            per = self._loss_per_sample(out[:, 0].reshape(B * K, 1), target.repeat_interleave(K))
+            return per.view(B, K).mean(dim=1)
         out = out[:, 0]
         if callable(self.loss):
             per = self.loss(out, target)
@@ -152,6 +156,9 @@ class MLPRegressor(TorchRegressor):
     ----------
     hidden, dropout, norm, init
         As in `streamnn.MLPClassifier`.
+    members
+        Train this many networks as one batched network and average their predictions (as in
+        `streamnn.MLPClassifier`); 1 (one network) by default.
     activation
         "tanh" by default (TrumpApproval MAE and Friedman: benchmarks/results/core_lr.md).
     lr_control
@@ -170,7 +177,7 @@ class MLPRegressor(TorchRegressor):
     """
 
     def __init__(self, hidden: tuple = (32,), activation: str = "tanh", dropout: float = 0.0,
-                 norm: str | None = None, init: str = "default", loss="mse", scale_target: bool = True,
+                 norm: str | None = None, init: str = "default", members: int = 1, loss="mse", scale_target: bool = True,
                  optimizer="adam", lr: float = REG_DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
                  update_every: int = DEFAULTS["update_every"], warmup: int = DEFAULTS["warmup"],
                  replay: float = DEFAULTS["replay"],
@@ -182,6 +189,7 @@ class MLPRegressor(TorchRegressor):
         self.dropout = dropout
         self.norm = norm
         self.init = init
+        self.members = members
         super().__init__(MLP, None, loss=loss, scale_target=scale_target, optimizer=optimizer, lr=lr,
                          batch_size=batch_size, update_every=update_every, warmup=warmup, replay=replay,
                          weight_decay=weight_decay, grad_clip=grad_clip, scale_inputs=scale_inputs,
@@ -201,7 +209,7 @@ class MLPRegressor(TorchRegressor):
 
     def _make_module(self, n_in, n_out):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
-                   dropout=self.dropout, norm=self.norm, init=self.init)
+                   dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
 
 
 def _finite_array(y) -> np.ndarray:

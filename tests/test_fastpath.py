@@ -31,6 +31,8 @@ def _train(model, stream, use_kernel):
     dict(activation="tanh", hidden=(16, 8), replay=0.0, update_every=1, batch_size=4),
     dict(activation="sigmoid"),
     dict(grad_clip=0.05, update_every=1, batch_size=4),
+    dict(members=3, batch_size=128, replay=0.5),                     # the accuracy-first recipe
+    dict(members=4, hidden=(8, 8), activation="tanh", update_every=2),   # block-diagonal hidden layer
 ])
 @pytest.mark.parametrize("task", ["clf", "reg"])
 def test_kernel_matches_torch_step(kw, task):

@@ -1,0 +1,81 @@
+"""`members=K`: K networks trained as one batched network (issue 15's accuracy-first recipe)."""
+
+import numpy as np
+import pytest
+import torch
+
+import streamnn
+from streamnn.modules import members_of
+
+
+def _stream(n=300, seed=0):
+    """Three classes; the third appears only after 100 events (the output layer grows)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = int(rng.integers(0, 3 if i >= 100 else 2))
+        x = rng.normal(size=3) + 2.0 * np.eye(3)[c]
+        out.append(({f"x{j}": float(v) for j, v in enumerate(x)}, f"c{c}"))
+    return out
+
+
+def _train(model, stream, use_kernel=True):
+    if not use_kernel:
+        model._make_kernel = lambda: None
+    for x, y in stream:
+        model.learn_one(x, y)
+    return model
+
+
+def test_a_new_class_grows_every_member_and_the_kernel_matches_torch():
+    stream = _stream()
+    fast = _train(streamnn.MLPClassifier(seed=1, members=3, hidden=(8,), update_every=4), stream)
+    slow = _train(streamnn.MLPClassifier(seed=1, members=3, hidden=(8,), update_every=4), stream, False)
+    assert fast._kernel and slow._kernel is False
+    assert members_of(fast.module_) == 3 and fast.module_.net[-2].out_features == 3 * 3
+    for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-4)
+    proba = fast.predict_proba_one(stream[-1][0])
+    assert sorted(proba) == ["c0", "c1", "c2"] and abs(sum(proba.values()) - 1.0) < 1e-9
+    acc = np.mean([fast.predict_one(x) == y for x, y in _stream(200, seed=5)])
+    assert acc > 0.8
+
+
+def test_the_prediction_is_the_mean_of_the_members_outputs():
+    model = _train(streamnn.MLPClassifier(seed=0, members=3, hidden=(8,)), _stream(150))
+    Z = model._scale(model.features_.frame(
+        __import__("pandas").DataFrame([x for x, _ in _stream(20, seed=3)]), grow=False))
+    net = model.module_
+    with torch.no_grad():
+        per_member = net.train()(torch.as_tensor(Z))   # (B, O, K)
+        net.eval()
+    np.testing.assert_allclose(model._forward(Z), per_member.mean(dim=2).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(per_member[..., 0].numpy(), per_member[..., 1].numpy())   # distinct members
+
+
+@pytest.mark.parametrize("make", [streamnn.MLPClassifier, streamnn.MLPRegressor])
+def test_members_are_a_constructor_parameter_that_clone_and_checkpoints_keep(make, tmp_path):
+    model = make(seed=0, members=2, hidden=(4,))
+    data = [({"a": float(i % 7), "b": float(i % 3)}, (i % 2 == 0) if make is streamnn.MLPClassifier else
+             float(i % 7)) for i in range(60)]
+    _train(model, data)
+    assert model.clone().members == 2
+    model.save(tmp_path / "m.ckpt")
+    back = make.load(tmp_path / "m.ckpt")
+    x = {"a": 3.0, "b": 1.0}
+    assert back.members == 2 and back.predict_one(x) == model.predict_one(x)
+
+
+def test_a_checkpoint_from_before_members_loads_as_one_network():
+    """State written when MLPClassifier was one network (no "members" in it) still loads into the
+    learner built with members=3, as one network, with the same predictions."""
+    one = _train(streamnn.MLPClassifier(seed=0, members=1), _stream(120))
+    state = one.state_dict()
+    del state["extra"]["members"]
+    back = streamnn.MLPClassifier(seed=0, members=3).load_state_dict(state)
+    assert back.members == 1 and members_of(back.module_) == 1
+    for x, _ in _stream(20, seed=4):
+        assert back.predict_proba_one(x) == one.predict_proba_one(x)
+    with pytest.raises(RuntimeError):   # a state that says 3 members does not fit one network
+        streamnn.MLPClassifier(seed=0, members=1).load_state_dict(
+            _train(streamnn.MLPClassifier(seed=0, members=3), _stream(60)).state_dict())
