@@ -257,10 +257,11 @@ def test_growth_invalidates_and_rebuilds_the_numpy_backend():
         stream.append((x, "abc"[i % 3] if i >= 150 else "ab"[i % 2]))
     fast, slow = streamnn.MLPClassifier(seed=0, hidden=(6,)), streamnn.MLPClassifier(seed=0, hidden=(6,))
     slow._make_kernel = lambda: None
-    kernels = set()
+    kernels = []   # the objects themselves: an id() of a dropped kernel can be reused by the next
     for x, y in stream:
         fast.learn_one(x, y)
         slow.learn_one(x, y)
-        kernels.add(id(fast._kernel))
+        if fast._kernel is not None and not any(k is fast._kernel for k in kernels):
+            kernels.append(fast._kernel)
     assert len(kernels) >= 3 and fast.backend_.startswith("numpy: MLP of Linear(3->6)")
     _assert_same_module(fast, slow)
