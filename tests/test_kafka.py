@@ -298,3 +298,41 @@ def test_source_waits_for_a_topic_that_does_not_exist_yet(kafka_broker, kafka_to
         assert [r.offset for r in _drain(src, 3)] == [0, 1, 2]
     finally:
         src.close()
+
+
+def test_a_consumer_left_without_partitions_says_so(kafka_broker, kafka_topic, caplog, monkeypatch):
+    """A subscribed consumer that owns no partition for a while (here: one of two members of a group
+    with one partition) warns, naming the topic, the group and the likely causes, instead of
+    looking like an idle stream; the member that owns the partition keeps no such state."""
+    import streamnn.runtime.kafka_consumer as kc
+
+    monkeypatch.setattr(kc, "UNASSIGNED_WARN_S", 2.0)
+    topic = kafka_topic(1)
+    _send(kafka_broker.bootstrap, topic, [b'{"a": 1}'] * 3)
+    group = f"g-{topic}"
+    a = kafka_source(topic, group_id=group, bootstrap=kafka_broker.bootstrap)
+    b = None
+    try:
+        assert len(_drain(a, 3)) == 3
+        b = kafka_source(topic, group_id=group, bootstrap=kafka_broker.bootstrap)
+        deadline = time.monotonic() + 90
+        with caplog.at_level("WARNING", logger="streamnn.runtime.kafka"):
+            while time.monotonic() < deadline and "no partition of" not in caplog.text:
+                for src in (a, b):   # both keep polling, as two running consumers would
+                    src.poll(10, 0.2)
+            stable_since, owners = time.monotonic(), None
+            while time.monotonic() < deadline and time.monotonic() - stable_since < 3.0:
+                for src in (a, b):   # until the group has settled (a rebalance may move the partition)
+                    src.poll(10, 0.2)
+                now = (frozenset(a.assigned()), frozenset(b.assigned()))
+                if now != owners:
+                    stable_since, owners = time.monotonic(), now
+        warned = [r.getMessage() for r in caplog.records if "no partition of" in r.getMessage()]
+        assert warned and repr(group) in warned[0] and topic in warned[0]
+        owner, idle = (a, b) if a.assigned() else (b, a)
+        assert owner.assigned() == {stream_id(topic, 0)} and idle.assigned() == set()
+        assert idle._unassigned_since is not None and owner._unassigned_since is None
+    finally:
+        a.close()
+        if b is not None:
+            b.close()

@@ -25,6 +25,7 @@ from .records import Record
 __all__ = ["KafkaSource"]
 
 log = logging.getLogger("streamnn.runtime.kafka")
+UNASSIGNED_WARN_S = 60.0   # a subscribed consumer with no partition for this long is said so
 
 StreamCallback = Callable[[set], None]
 
@@ -96,6 +97,8 @@ class KafkaSource(Source):
         self._closing = False
         self._next_open = 0.0
         self._next_warning = 0.0
+        self._unassigned_since: Optional[float] = None
+        self._next_unassigned_warning = 0.0
 
     # -- the source contract (on_assign / on_revoke come from Source) --------
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list:
@@ -115,6 +118,8 @@ class KafkaSource(Source):
             time.sleep(min(timeout_s, 0.5))
             return []
         self._raise_listener_error()
+        if not batches:
+            self._watch_assignment(consumer)
         out = []
         for tp, messages in batches.items():
             sid, topic, part = stream_id(tp.topic, tp.partition), tp.topic, tp.partition
@@ -213,6 +218,24 @@ class KafkaSource(Source):
             return None
         self._consumer = consumer
         return consumer
+
+    def _watch_assignment(self, consumer) -> None:
+        """Say so (after `UNASSIGNED_WARN_S`, then every 5x that) while the consumer owns no partition:
+        a group it cannot join (e.g. a broker whose group coordinator did not survive a crash
+        answers NOT_COORDINATOR to every client until it is restarted) looks like an idle stream."""
+        now = time.monotonic()
+        if consumer.assignment():
+            self._unassigned_since = None
+            return
+        if self._unassigned_since is None:
+            self._unassigned_since, self._next_unassigned_warning = now, now + UNASSIGNED_WARN_S
+        elif now >= self._next_unassigned_warning:
+            self._next_unassigned_warning = now + 5 * UNASSIGNED_WARN_S
+            log.warning("no partition of %s assigned to group %r for %.0f s: other members may own them "
+                        "all, or the group cannot be joined (if the broker restarted after a crash, its "
+                        "group coordinator may need a clean broker restart); still waiting",
+                        self.topics if isinstance(self.topics, str) else ",".join(self.topics),
+                        self.group_id, now - self._unassigned_since)
 
     def _unreachable(self, exc) -> None:
         """One warning per 10 s while polls fail on a broker that is away (the run keeps going)."""
