@@ -199,13 +199,20 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
 
     # -- learning ----------------------------------------------------------------------------
 
-    def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
+    def _ready_for(self, row: np.ndarray) -> bool:
+        """Build the network for `row`'s width, or grow its inputs to it; False for an empty first
+        row (nothing to build on yet)."""
         if self.module_ is None:
             if len(row) == 0:
-                return
+                return False
             self._build(len(row))
         elif len(row) > self.n_in_:
             self._grow_inputs(len(row))
+        return True
+
+    def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
+        if not self._ready_for(row):
+            return
         self.buffer_.append(row, target, w)
         self.n_seen_ += 1
         self._pending += 1

@@ -21,19 +21,14 @@ from .base import TorchLearner
 from .features import _sort_key
 from .modules import MLP, first_linear, grow_input, grow_output
 from .normalization import RunningStats
+from .regression import _LOSSES
 
 __all__ = ["SharedTrunkNet", "KINDS"]
 
 KINDS = ("regression", "binary", "classification")
-_TORCH_LOSSES = {
-    "mse": lambda o, t: F.mse_loss(o, t, reduction="none"),
-    "l1": lambda o, t: F.l1_loss(o, t, reduction="none"),
-    "mae": lambda o, t: F.l1_loss(o, t, reduction="none"),
-    "huber": lambda o, t: F.huber_loss(o, t, reduction="none"),
-    "smooth_l1": lambda o, t: F.smooth_l1_loss(o, t, reduction="none"),
-    "bce": lambda o, t: F.binary_cross_entropy_with_logits(o, t, reduction="none"),
-}
-_REG_LOSSES = ("mse", "l1", "mae", "huber", "smooth_l1")
+_TORCH_LOSSES = {   # the regressors' per-sample losses, plus binary cross-entropy for binary heads
+    **_LOSSES, "bce": lambda o, t: F.binary_cross_entropy_with_logits(o, t, reduction="none")}
+_REG_LOSSES = tuple(_LOSSES)
 
 
 class SharedTrunkNet(nn.Module):

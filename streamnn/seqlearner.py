@@ -149,12 +149,8 @@ class SequenceLearner(FrameLearning):
 
     def _learn_event(self, key, row: np.ndarray, target: float, w: float, state=None):
         """Record one event (target NaN = no label: the state advances, no loss)."""
-        if self.module_ is None:
-            if len(row) == 0:
-                return
-            self._build(len(row))
-        elif len(row) > self.n_in_:
-            self._grow_inputs(len(row))
+        if not self._ready_for(row):
+            return
         st = self.keys_
         st.ensure_features(len(row))
         s = st.slot(key)
