@@ -131,11 +131,12 @@ class SeriesContext:
             self._base.append(self._base[-1] + (1 << (self.bits * k)))
         self.seen = bytearray(self._base[-1])
         self._memo = None
+        self._tables()
 
-    def _patterns(self, code: int, length: int):
-        bits = self.bits
-        base = self._base
-        return [base[k] + (code & ((1 << (bits * k)) - 1)) for k in range(2, length + 1)]
+    def _tables(self):
+        """The per-length (base, mask) pairs of the pattern flags, and the top level."""
+        self._bm = [(self._base[k], (1 << (self.bits * k)) - 1) if k >= 2 else (0, 0) for k in range(self.order + 1)]
+        self._top = (1 << self.bits) - 1
 
     def signals(self, v: float) -> tuple[float, float]:
         """(log change size, share of new patterns) of the next value `v`; NaN for a non-finite
@@ -143,22 +144,29 @@ class SeriesContext:
         memo = self._memo
         if memo is not None and memo[0] == v:
             return memo[1]
-        if not math.isfinite(v):
+        if v - v != 0.0:                                      # NaN or infinite
             return math.nan, math.nan
-        change = math.log(abs(v - self.last) + self._EPS * (1.0 + self.amax)) if math.isfinite(self.last) else math.nan
+        last = self.last
+        change = math.log(abs(v - last) + self._EPS * (1.0 + self.amax)) if last - last == 0.0 else math.nan
         if not self.context:
             self._memo = (v, (change,), 0, 0, 0)
             return self._memo[1]
-        seen, bits, r = self.seen, self.bits, self.hi - self.lo
-        level = min((1 << bits) - 1, max(0, int((v - self.lo) / r * (1 << bits)))) if r > 0.0 else 0
-        code = ((self.code << bits) | level) & self._mask
+        r, top = self.hi - self.lo, self._top
+        if r > 0.0:
+            level = int((v - self.lo) / r * (top + 1))
+            level = top if level > top else (0 if level < 0 else level)
+        else:
+            level = 0
+        code = ((self.code << self.bits) | level) & self._mask
         length = self.length + 1 if self.length < self.order else self.order
         # `seen` holds every suffix (of length >= 2) of a pattern it holds: the new patterns are
         # those of length first..length, and `first` is found by bisection
+        seen, bm = self.seen, self._bm
         first, top = 2, length + 1
         while first < top:
-            k = (first + top) // 2
-            if seen[self._base[k] + (code & ((1 << (bits * k)) - 1))]:
+            k = (first + top) >> 1
+            base, mask = bm[k]
+            if seen[base + (code & mask)]:
                 first = k + 1
             else:
                 top = k
@@ -168,32 +176,28 @@ class SeriesContext:
 
     def update(self, v: float) -> None:
         """Add the value `v` (non-finite values are skipped)."""
-        if not math.isfinite(v):
+        if v - v != 0.0:
             return
-        self._add(v)
-
-    def _add(self, v: float) -> list:
-        """Add the finite value `v`; returns the patterns it added to `seen`."""
         memo = self._memo
         if memo is None or memo[0] != v:
             self.signals(v)
             memo = self._memo
         self._memo = None
-        fresh = []
         if self.context:
-            self.code, self.length = memo[2], memo[3]
-            fresh = self._patterns(self.code, self.length)[memo[4] - 2:]
-            seen = self.seen
-            for p in fresh:
-                seen[p] = 1
+            self.code = code = memo[2]
+            self.length = length = memo[3]
+            seen, bm = self.seen, self._bm
+            for k in range(memo[4], length + 1):             # the patterns never seen before
+                base, mask = bm[k]
+                seen[base + (code & mask)] = 1
         self.last = v
         if v < self.lo:
             self.lo = v
         if v > self.hi:
             self.hi = v
-        if abs(v) > self.amax:
-            self.amax = abs(v)
-        return fresh
+        a = v if v >= 0.0 else -v
+        if a > self.amax:
+            self.amax = a
 
     def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signals` of each finite value of `values` (N,) in order, each value added after it is
@@ -255,3 +259,4 @@ class SeriesContext:
         self.seen = bytearray(self._base[-1])
         np.frombuffer(self.seen, np.uint8)[s["seen"].numpy()] = 1
         self._memo = None
+        self._tables()

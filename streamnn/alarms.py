@@ -51,11 +51,15 @@ __all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher", "fisher_
 _LOG10 = math.log(10.0)
 
 
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
 def _log10_tail(z: float) -> float:
     """-log10 of the Gaussian upper tail probability P(Z > z), without underflow."""
     if z < 30.0:
-        return -math.log10(max(0.5 * math.erfc(z / math.sqrt(2.0)), 1e-300))
-    return (0.5 * z * z + math.log(z * math.sqrt(2.0 * math.pi))) / _LOG10
+        return -math.log10(max(0.5 * math.erfc(z / _SQRT2), 1e-300))
+    return (0.5 * z * z + math.log(z * _SQRT_2PI)) / _LOG10
 
 
 def _log10_tail_many(z: np.ndarray) -> np.ndarray:
@@ -63,9 +67,9 @@ def _log10_tail_many(z: np.ndarray) -> np.ndarray:
     from scipy.special import erfc
     out = np.empty_like(z)
     lo = z < 30.0
-    out[lo] = -np.log10(np.maximum(0.5 * erfc(z[lo] / math.sqrt(2.0)), 1e-300))
+    out[lo] = -np.log10(np.maximum(0.5 * erfc(z[lo] / _SQRT2), 1e-300))
     hi = z[~lo]
-    out[~lo] = (0.5 * hi * hi + np.log(hi * math.sqrt(2.0 * math.pi))) / _LOG10
+    out[~lo] = (0.5 * hi * hi + np.log(hi * _SQRT_2PI)) / _LOG10
     return out
 
 
@@ -90,23 +94,25 @@ class _Tail:
     def u(self, raw: float, min_std: float) -> float:
         """-log10 of the Gaussian upper tail of the short mean with `raw` (0.0 without history)."""
         k = len(self.means)
-        if k < 2 or not math.isfinite(raw):
+        if k < 2 or raw - raw != 0.0:                         # no history, or raw not finite
             return 0.0
         mu = self.s1 / k
         var = self.s2 / k - mu * mu
         sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
-        n = len(self.recent)
-        m = (self.s_recent - self.recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
+        recent = self.recent
+        n = len(recent)
+        m = (self.s_recent - recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
         return _log10_tail((m - mu) / sd)
 
     def add(self, raw: float):
         recent, means = self.recent, self.means
-        if len(recent) == self.short:
+        n = len(recent)
+        if n == self.short:
             old = recent.popleft()
-            m = (self.s_recent - old + raw) / self.short
+            m = (self.s_recent - old + raw) / n
             self.s_recent -= old
         else:
-            m = (self.s_recent + raw) / (len(recent) + 1)
+            m = (self.s_recent + raw) / (n + 1)
         recent.append(raw)
         self.s_recent += raw
         if len(means) == self.long:
@@ -144,13 +150,11 @@ class _Tail:
             sd = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), min_std * np.abs(mu)), 1e-12)
             u = _log10_tail_many((m - mu) / sd)
         u[k < 2] = 0.0
-        # the state after the N adds
-        self.recent.extend(raw.tolist())
-        while len(self.recent) > short:
-            self.recent.popleft()
-        self.means.extend(m.tolist())
-        while len(self.means) > self.long:
-            self.means.popleft()
+        # the state after the N adds: the last `short` raw scores, the last `long` short means
+        self.recent = deque(allr[-short:].tolist())
+        keep = self.long - N                                          # old means that stay
+        self.means = deque(itertools.chain(itertools.islice(self.means, max(0, K0 - keep), K0), m.tolist())
+                           if keep > 0 else m[-self.long:].tolist())
         self.s_recent = math.fsum(self.recent)
         self.s1 += float(d1[-1] + (m[-1] - gone[-1]))
         self.s2 += float(d2[-1] + (m[-1] ** 2 - gone[-1] ** 2))
@@ -191,11 +195,15 @@ def fisher(us) -> float:
     if k == 1:
         return us[0]
     t = sum(us) * _LOG10
-    acc = term = 1.0
-    for i in range(1, k):
-        term *= t / i
-        acc += term
-    return max(0.0, (t - math.log(acc)) / _LOG10)
+    if k == 3:                       # the loop below, unrolled for the usual case (same rounding)
+        acc = 1.0 + t + t * (t / 2)
+    else:
+        acc = term = 1.0
+        for i in range(1, k):
+            term *= t / i
+            acc += term
+    v = (t - math.log(acc)) / _LOG10
+    return v if v > 0.0 else 0.0
 
 
 def fisher_many(us) -> np.ndarray:
@@ -290,14 +298,13 @@ class Likelihood:
         elif novel:
             s = self.quiet if self.hold > 0 else 1.0
         else:
-            min_std = self.min_std
-            u = self.tails[0].u(raw, min_std)
+            min_std, tails = self.min_std, self.tails
+            u = tails[0].u(raw, min_std)
             if extra:
-                us = [u]
-                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
-                    us.append(t.u(e, min_std))
-                u = fisher(us)
-            s = _scale(u)
+                if len(tails) <= len(extra):
+                    tails = self._tails(len(extra) + 1)
+                u = fisher([u] + [tails[i].u(e, min_std) for i, e in enumerate(extra, 1)])
+            s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
         self._memo = (raw, novel, extra, s)
@@ -312,9 +319,10 @@ class Likelihood:
         if math.isfinite(raw):
             self.tails[0].add(raw)
             if extra:
-                for t, e in zip(self._tails(len(extra) + 1)[1:], extra):
-                    if math.isfinite(e):
-                        t.add(e)
+                tails = self.tails if len(self.tails) > len(extra) else self._tails(len(extra) + 1)
+                for i, e in enumerate(extra, 1):
+                    if e - e == 0.0:                            # finite
+                        tails[i].add(e)
             self.n += 1
         if alarm:
             self.hold, self.since = self.suppress, 0

@@ -322,7 +322,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
             if self.range_ is not None:
                 self.range_.update(xs)
             if extra:
-                self.series_.update(win[0, -1].item())
+                self.series_.update(float(win[0, -1]))
             if win.shape[1] > 1:
                 self.windows_[k] = win[:, 1:]     # win is a fresh array, never written again
             if lk.since < self._protect:        # lk.protects(self._protect), inlined

@@ -72,7 +72,7 @@ class WindowsMixin:
         value on a single value stream (one feature, no key), else () (`SeriesContext`)."""
         if self.series_ is None or self.key is not None or win.shape[0] != 1:
             return ()
-        return self.series_.signals(win[0, -1].item())
+        return self.series_.signals(float(win[0, -1]))
 
     def _assess(self, x: dict):
         """(key, (C, W) window, raw error, calibrated score, novel, extra evidence) of `x`; pure apart from a
@@ -87,7 +87,7 @@ class WindowsMixin:
         novel = self.range_ is not None and self.range_.novel(xs)
         out = (k, win, raw, self._calibrate(raw), novel, self._extra(win))
         index = self.features_.index
-        if len(xs) == len(index) and all(n in index for n in xs):   # learn_one would not grow anything
+        if len(xs) == len(index) and xs.keys() <= index.keys():   # learn_one would not grow anything
             self._memo = ((self._version, self._n_events), items, out)
         return out
 
