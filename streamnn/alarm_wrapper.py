@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from river import anomaly, base
 
-from .alarm_signals import RangeNovelty
+from .alarm_signals import RangeNovelty, SeriesContext
 from .alarms import Likelihood
 
 __all__ = ["AnomalyLikelihood"]
@@ -15,8 +15,11 @@ class AnomalyLikelihood(base.AnomalyDetector):
 
     `score_one` returns the `Likelihood` score in [0, 1]; `predict_one` is True at an alarm;
     `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
-    `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); the other
-    parameters are those of `Likelihood`.
+    `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); `context`:
+    on a stream of events with one numeric feature, the change size and context novelty of that
+    value join the raw score's evidence (`SeriesContext`; "change": the change size only; False:
+    off), as in `AutoencoderDetector`'s `alarm_params`; the other parameters are those of
+    `Likelihood`.
 
     >>> from river import anomaly, preprocessing
     >>> model = AnomalyLikelihood(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0))
@@ -28,14 +31,18 @@ class AnomalyLikelihood(base.AnomalyDetector):
 
     def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
                  learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
-                 min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10):
+                 min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10,
+                 context: bool | str = False):
+        if context not in (True, False, "change"):
+            raise ValueError(f"context={context!r}: use True, 'change' or False")
         self.detector = detector
         self.short, self.long, self.learning, self.alarm = short, long, learning, alarm
         self.suppress, self.quiet, self.min_std, self.protect = suppress, quiet, min_std, protect
-        self.novelty = novelty
+        self.novelty, self.context = novelty, context
         self.detector_ = detector.clone() if detector is not None else anomaly.HalfSpaceTrees()
         self.likelihood_ = Likelihood(short, long, learning, alarm, suppress, quiet, min_std)
         self.range_ = RangeNovelty(novelty) if novelty is not None else None
+        self.series_ = SeriesContext(context=context is True) if context else None
         self._memo = None
 
     @property
@@ -54,16 +61,27 @@ class AnomalyLikelihood(base.AnomalyDetector):
         self._memo = (key, raw)
         return raw
 
+    def _extra(self, x: dict) -> tuple:
+        """The series evidence of `x` (one numeric feature), else ()."""
+        if self.series_ is None or len(x) != 1:
+            return ()
+        (v,) = x.values()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return ()
+        return self.series_.signals(float(v))
+
     def score_one(self, x: dict) -> float:
-        return self.likelihood_.score(self._raw(x), self.range_ is not None and self.range_.novel(x))
+        return self.likelihood_.score(self._raw(x), self.range_ is not None and self.range_.novel(x), self._extra(x))
 
     def predict_one(self, x: dict) -> bool:
         return self.score_one(x) >= self.alarm
 
     def learn_one(self, x: dict) -> None:
-        raw = self._raw(x)
-        self.likelihood_.update(raw, self.range_ is not None and self.range_.novel(x))
+        raw, extra = self._raw(x), self._extra(x)
+        self.likelihood_.update(raw, self.range_ is not None and self.range_.novel(x), extra)
         if self.range_ is not None:
             self.range_.update(x)
+        if extra:
+            self.series_.update(float(next(iter(x.values()))))
         if not self.likelihood_.protects(self.protect):
             self.detector_.learn_one(x)
