@@ -3,6 +3,8 @@
 import math
 import random
 
+import numpy as np
+
 import pytest
 from river import anomaly, base, checks, datasets, preprocessing
 
@@ -91,3 +93,35 @@ def test_clone_keeps_params():
     c = m.clone()
     assert c.suppress == 50 and isinstance(c.detector, anomaly.HalfSpaceTrees)
     assert isinstance(c, base.AnomalyDetector)
+
+
+def test_wrapper_series_evidence_one_value_stream_only():
+    """context=True: on a one-value stream the change size and context novelty join the wrapped
+    detector's raw score (a cycle broken by jumps inside its range scores higher there than without);
+    with two features it has no effect; a wrong value is refused at construction."""
+    def stream(n_features):
+        for i in range(3000):
+            v = math.sin(2 * math.pi * i / 50)
+            if 2500 <= i < 2520:                                         # jumps inside the range
+                v = 0.9 if i % 2 else -0.9
+            yield {f"v{j}": v for j in range(n_features)}
+
+    def scores(context, n_features):
+        m = AnomalyLikelihood(anomaly.HalfSpaceTrees(seed=1), context=context)
+        out = []
+        for x in stream(n_features):
+            out.append(m.score_one(x))
+            m.learn_one(x)
+        return np.array(out), m
+
+    off, _ = scores(False, 1)
+    on, m = scores(True, 1)
+    assert m.series_ is not None and m.series_.length > 0          # the evidence was fed
+    assert on[2500:2600].max() > off[2500:2600].max()
+    assert not np.array_equal(on, off)
+    off2, _ = scores(False, 2)
+    on2, _ = scores(True, 2)
+    np.testing.assert_array_equal(on2, off2)
+    with pytest.raises(ValueError, match="context"):
+        AnomalyLikelihood(context="yes")
+    assert AnomalyLikelihood(context="change").clone().context == "change"
