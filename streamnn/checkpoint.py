@@ -40,6 +40,7 @@ import re
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 from .errors import CheckpointError, UnsafeCheckpointError
@@ -85,14 +86,15 @@ def previous_path(path) -> str:
 def save_checkpoint(state: dict, path, keep_previous: bool = True) -> None:
     """Write `state` to `path` atomically: a crash leaves either the old or the new file.
 
-    Steps: 1 refuse a non-finite learner state; 2 serialize and checksum; 3 write a locked temp
+    Steps: 1 numpy scalars become Python numbers (a learner fed numpy values keeps some; pickled,
+    the loader would refuse them) and a non-finite learner state is refused; 2 serialize and checksum; 3 write a locked temp
     file and fsync it; 4 keep the current file as ``<name>.prev.pt`` (a hard link: `path`
     exists at every moment); 5 rename the temp file over `path`; 6 fsync the folder.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    payload = {"format": FORMAT, **{k: v for k, v in state.items() if k != "format"}}
+    payload = _plain({"format": FORMAT, **{k: v for k, v in state.items() if k != "format"}})
     bad = _nonfinite(payload)                                          # 1
     if bad:
         raise CheckpointError(f"{path}: not written, the state to save has non-finite values in {bad}; "
@@ -275,6 +277,19 @@ def _what_it_is(data: bytes) -> str:
         return f"it starts with binary bytes {data[:8]!r}"
     first = text.splitlines()[0] if text.strip() else ""
     return f"it is text, starting with {first[:40]!r}"
+
+
+def _plain(v):
+    """`v` with every numpy scalar in its dicts, lists and tuples replaced by the Python number
+    of the same value (float64, int64 and bool_ convert exactly); the rest as it is."""
+    if isinstance(v, dict):
+        return {k: _plain(i) for k, i in v.items()}
+    if type(v) in (list, tuple):
+        out = [_plain(i) for i in v]
+        return out if type(v) is list else tuple(out)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _nonfinite(state, where: str = "") -> str:
