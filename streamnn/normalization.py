@@ -60,6 +60,7 @@ except ImportError:  # pragma: no cover - older numpy
 
 _FEW = 8   # up to this many columns, `RunningStats.update` merges in Python floats
 _BIG = 1e300   # statistics are kept within +-_BIG (finite, with room for a square's sum)
+_TINY = 1e-30  # a deviation at or below this is a constant column (its scaled values stay float32)
 
 
 class RunningStats:
@@ -72,7 +73,10 @@ class RunningStats:
     alpha
         Weight of a new sample in "ewm" mode (after a Welford warm-up of 1/alpha samples).
     eps
-        Standard deviations below this scale by 1 (constant columns are only centered).
+        A column whose standard deviation is at most `eps * min(|mean|, 1)` (float noise around
+        its mean: a constant column) scales by 1, i.e. is only centered. Relative to the mean, so
+        that a column on a scale of 1e-9 is scaled like any other (an absolute floor of 1e-8
+        made it a constant, and the network never saw it vary).
     clip
         Winsorise at this many (robust) standard deviations, at least `clip` raw units (see the
         module docstring); None: plain statistics, no clipping.
@@ -108,7 +112,8 @@ class RunningStats:
 
     def _refresh(self):
         std = np.sqrt(self.var)
-        self.inv_std = np.where(std > self.eps, 1.0 / np.maximum(std, self.eps), 1.0)
+        floor = np.maximum(self.eps * np.minimum(np.abs(self.mean), 1.0), _TINY)
+        self.inv_std = np.where(std > floor, 1.0 / np.maximum(std, floor), 1.0)
         self.std = 1.0 / self.inv_std
         self._window()
 
@@ -230,7 +235,10 @@ class RunningStats:
             v1 = (1.0 - w) * (v0 + w * (delta * delta)) + w * vb
             std = math.sqrt(v1) if v1 >= 0.0 else math.nan
             m1 = m0 + w * delta
-            inv = 1.0 / std if std > eps else 1.0
+            floor = eps * min(abs(m1), 1.0)   # `_refresh`'s floor, in the same operations
+            if floor < _TINY:
+                floor = _TINY
+            inv = 1.0 / std if std > floor else 1.0
             ns.append(n1)
             means.append(m1)
             vs.append(v1)

@@ -1,0 +1,58 @@
+"""The default learners on streams nobody tuned them on: scales, tiny columns, empty rows, ...
+
+Each test here was written against a fault found by running the defaults prequentially on river's
+generators next to river's own learners (see the helper report of session 6, `qa-streams`)."""
+
+import itertools
+
+import numpy as np
+import torch
+from river import metrics
+from river.datasets import synth
+
+import streamnn
+from streamnn.normalization import RunningStats
+
+
+def prequential_accuracy(model, stream, n):
+    acc = metrics.Accuracy()
+    for x, y in itertools.islice(stream, n):
+        acc.update(y, model.predict_one(x))
+        model.learn_one(x, y)
+    return acc.get()
+
+
+def scaled_hyperplane(scale, seed=0):
+    for x, y in synth.Hyperplane(seed=seed, n_features=10):
+        yield {k: v * scale for k, v in x.items()}, y
+
+
+def test_a_column_on_a_scale_of_1e_minus_9_is_scaled_not_taken_for_a_constant():
+    rng = np.random.default_rng(0)
+    s = RunningStats(3)
+    for _ in range(50):
+        X = np.column_stack([rng.normal(size=32) * 1e-9, np.full(32, 0.1), np.zeros(32)])
+        s.update(X)
+    Z = s.transform(rng.normal(size=(2000, 3)) * np.array([1e-9, 0.0, 0.0]) + np.array([0.0, 0.1, 0.0]))
+    assert 0.8 < Z[:, 0].std() < 1.2          # the tiny column comes out at unit scale
+    assert np.abs(Z[:, 1:]).max() < 1e-6      # the constants (0.1 carries float noise) stay constants
+    assert s.inv_std[1] == 1.0 and s.inv_std[2] == 1.0
+
+
+def test_tiny_features_learn_as_well_as_unit_ones():
+    n = 3000
+    unit = prequential_accuracy(streamnn.MLPClassifier(seed=0), scaled_hyperplane(1.0), n)
+    tiny = prequential_accuracy(streamnn.MLPClassifier(seed=0), scaled_hyperplane(1e-9), n)
+    assert unit > 0.8
+    assert tiny > unit - 0.02, (tiny, unit)   # was 0.49 (chance): every column taken for a constant
+
+
+def test_an_outlier_in_a_tiny_column_does_not_poison_the_model():
+    model = streamnn.MLPClassifier(seed=0)
+    stream = scaled_hyperplane(1e-9)
+    for i, (x, y) in enumerate(itertools.islice(stream, 1500)):
+        if i == 1000:
+            x = {**x, "0": 1e30}
+        model.learn_one(x, y)
+    assert all(torch.isfinite(p).all() for p in model.module_.parameters())
+    assert prequential_accuracy(model, stream, 1000) > 0.75
