@@ -212,6 +212,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
 
     def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
         if not self._ready_for(row):
+            self._learn_unbuilt(target)
             return
         self.buffer_.append(row, target, w)
         self.n_seen_ += 1
@@ -261,6 +262,9 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
 
     def _absorb_targets(self, Y: np.ndarray):
         """Hook: regressors update their target scaler with the new targets here."""
+
+    def _learn_unbuilt(self, target):
+        """Hook: the target of a featureless row before the network exists (regressors' prior)."""
 
     def _train_forward(self, Z, T):
         """Forward and per-sample loss in training mode, with the learner's own RNG stream."""

@@ -290,7 +290,7 @@ class _MultiOutput(TorchLearner):
             if kind == "regression":
                 v = out[:, cols[0]].astype(np.float64) if out is not None else np.zeros(n)
                 if getattr(self, "scale_target", False):
-                    v = v * self.target_scaler_.std[s] + self.target_scaler_.mean[s]
+                    v = v * self.target_scaler_.out_std[s] + self.target_scaler_.mean[s]   # as `inverse`
                 res[name] = v
             elif kind == "binary":
                 res[name] = _sigmoid(out[:, cols[0]].astype(np.float64)) if out is not None else np.full(n, 0.5)

@@ -113,8 +113,10 @@ class RunningStats:
     def _refresh(self):
         std = np.sqrt(self.var)
         floor = np.maximum(self.eps * np.minimum(np.abs(self.mean), 1.0), _TINY)
-        self.inv_std = np.where(std > floor, 1.0 / np.maximum(std, floor), 1.0)
+        varying = std > floor
+        self.inv_std = np.where(varying, 1.0 / np.maximum(std, floor), 1.0)
         self.std = 1.0 / self.inv_std
+        self.out_std = np.where(varying | (self.n == 0), self.std, 0.0)   # see `inverse`
         self._window()
 
     def _window(self):
@@ -225,7 +227,7 @@ class RunningStats:
         IEEE operations in the same order as the array expressions, without their overhead."""
         c = 1.0 - (1.0 - self.alpha) ** nb if self.mode == "ewm" else -1.0
         eps, clip = self.eps, self.clip
-        ns, means, vs, invs, los, his, zs = [], [], [], [], [], [], []
+        ns, means, vs, invs, outs, los, his, zs = [], [], [], [], [], [], [], []
         for mb, vb, m0, v0, n0 in zip(mean_b, var_b, self.mean.tolist(), self.var.tolist(), self.n.tolist()):
             delta = mb - m0
             n1 = n0 + nb
@@ -238,11 +240,13 @@ class RunningStats:
             floor = eps * min(abs(m1), 1.0)   # `_refresh`'s floor, in the same operations
             if floor < _TINY:
                 floor = _TINY
-            inv = 1.0 / std if std > floor else 1.0
+            varying = std > floor
+            inv = 1.0 / std if varying else 1.0
             ns.append(n1)
             means.append(m1)
             vs.append(v1)
             invs.append(inv)
+            outs.append(1.0 / inv if varying else 0.0)   # n1 >= 1 here
             if clip is not None:   # the window of `_window`, in the same operations
                 h = clip * max(1.0 / inv, 1.0)
                 los.append(m1 - h)
@@ -251,6 +255,7 @@ class RunningStats:
         self.n, self.mean, self.var = np.array(ns), np.array(means), np.array(vs)
         self.inv_std = np.array(invs)
         self.std = 1.0 / self.inv_std
+        self.out_std = np.array(outs)
         if clip is not None:
             self._lo, self._hi, self._zlim = np.array(los), np.array(his), np.array(zs)
             self._nzlim = -self._zlim
@@ -268,7 +273,11 @@ class RunningStats:
         return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
-        return Z * self.std + self.mean
+        """Scaled values (..., F) -> original units. A column that has been constant so far
+        comes back as that constant: its scaled values are all 0, so a network's output there is
+        only its untrained offset, which `std` (1 for a constant) would pass on in raw units. A
+        column with no value yet has no constant: its values pass as `Z * 1 + 0`."""
+        return Z * self.out_std + self.mean
 
     def state_dict(self) -> dict:
         return {"mode": self.mode, "alpha": self.alpha, "eps": self.eps, "clip": self.clip,

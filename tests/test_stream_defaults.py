@@ -56,3 +56,56 @@ def test_an_outlier_in_a_tiny_column_does_not_poison_the_model():
         model.learn_one(x, y)
     assert all(torch.isfinite(p).all() for p in model.module_.parameters())
     assert prequential_accuracy(model, stream, 1000) > 0.75
+
+
+def test_a_constant_column_comes_back_as_its_constant():
+    s = RunningStats(2)
+    s.update(np.array([[3e-6, 1.0]]))
+    s.update(np.array([[3e-6, 2.0]]))
+    # column 0 is constant so far: whatever the network outputs there, the value is the constant
+    assert s.inverse(np.array([[0.7, 0.0]]))[0, 0] == 3e-6
+    assert s.inverse(np.array([[0.0, 2.0]]))[0, 1] == 1.5 + 2.0 * s.std[1]
+
+
+def friedman(scale, n, seed=0):
+    return [(x, y * scale) for x, y in itertools.islice(synth.Friedman(seed=seed), n)]
+
+
+def test_a_regressor_on_tiny_targets_beats_the_running_mean():
+    data = friedman(1e-6, 1500)
+    model, mean = streamnn.MLPRegressor(seed=0), metrics.MAE()
+    mae, running = metrics.MAE(), 0.0
+    for i, (x, y) in enumerate(data):
+        mae.update(y, model.predict_one(x))
+        mean.update(y, running)
+        model.learn_one(x, y)
+        running += (y - running) / (i + 1)
+    # was 0.0876 on the second event alone (the untrained output times a "std" of 1 raw unit):
+    # an MAE of 4.5x the running mean's over 5,000 events
+    assert mae.get() < 0.6 * mean.get(), (mae.get(), mean.get())
+
+
+def test_multi_target_regressors_return_a_constant_target_as_it_is():
+    model = streamnn.MultiTargetRegressor(seed=0)
+    model.learn_one({"a": 1.0, "b": 2.0}, {"t": 5e-7, "u": 3.0})
+    pred = model.predict_one({"a": 0.5, "b": -1.0})
+    assert pred == {"t": 5e-7, "u": 3.0}
+
+
+def test_a_regressor_without_features_predicts_the_running_mean_of_its_targets():
+    import pandas as pd
+
+    ys = [112.0, 118.0, 132.0, 129.0]
+    one, many = streamnn.MLPRegressor(seed=0), streamnn.MLPRegressor(seed=0)
+    assert one.predict_one({}) == 0.0                 # nothing seen yet
+    for y in ys:
+        one.learn_one({}, y)
+    many.learn_many(pd.DataFrame(index=range(4)), pd.Series(ys))
+    assert one.module_ is None and abs(one.predict_one({}) - np.mean(ys)) < 1e-9   # was 0.0 forever
+    assert many.predict_many(pd.DataFrame(index=range(2))).tolist() == [one.predict_one({})] * 2
+    one.learn_one({"x": 1.0}, 130.0)                  # a feature arrives: the network is built
+    assert one.module_ is not None and abs(one.predict_one({"x": 1.0}) - 130.0) < 30.0
+    seq = streamnn.LSTMRegressor(seed=0)
+    for y in ys:
+        seq.learn_one({}, y)
+    assert abs(seq.predict_one({}) - np.mean(ys)) < 1e-9
