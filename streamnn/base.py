@@ -72,6 +72,9 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
     """
 
     _TARGET_NAN_SKIPS = True
+    # Restart a scaler column after this many values in a row beyond its window (a lasting shift,
+    # `RunningStats(shift_after=...)`); None: off. The classifiers and regressors set it.
+    _SHIFT_AFTER = None
 
     def _init_common(self, optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
                      grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs, warmup=0):
@@ -105,7 +108,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         self.optimizer_ = None
         self.lr_control_ = None
         self.features_ = FeatureRegistry()
-        self.scaler_ = RunningStats(mode=self.scale_inputs or "welford")
+        self.scaler_ = RunningStats(mode=self.scale_inputs or "welford", shift_after=self._SHIFT_AFTER)
         cap = max(self.batch_size, self.update_every)
         self.buffer_ = RingBuffer(cap)
         self.reservoir_ = Reservoir(max(1, 8 * self.batch_size), seed=self.seed) if self.replay else None

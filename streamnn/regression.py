@@ -77,7 +77,9 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
 
     def _reset(self):
         super()._reset()
-        self.target_scaler_ = RunningStats(1)
+        self.target_scaler_ = RunningStats(1, shift_after=self._SHIFT_AFTER)
+
+    _SHIFT_AFTER = 16   # inputs and targets follow a lasting level shift (`RunningStats.shift_after`)
 
     def _n_outputs(self) -> int:
         return 1
