@@ -103,6 +103,7 @@ class RunningStats:
         self.clip, self.warmup = clip, int(warmup) if clip is not None else 0
         self.shift_after = shift_after if clip is not None else None
         self.run = np.zeros(n_features)   # values in a row beyond the window: + above, - below
+        self._running = False             # self.run.any()
         self.n = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.var = np.zeros(n_features)
@@ -123,11 +124,15 @@ class RunningStats:
 
     def _refresh(self):
         std = np.sqrt(self.var)
-        floor = np.maximum(self.eps * np.minimum(np.abs(self.mean), 1.0), _TINY)
-        varying = std > floor
-        self.inv_std = np.where(varying, 1.0 / np.maximum(std, floor), 1.0)
-        self.std = 1.0 / self.inv_std
-        self.out_std = np.where(varying | (self.n == 0), self.std, 0.0)   # see `inverse`
+        if (std > max(self.eps, _TINY)).all():   # every column varies (its floor is at most that)
+            self.inv_std = 1.0 / std
+            self.std = self.out_std = 1.0 / self.inv_std
+        else:   # the constant floor eps * min(|mean|, 1), at least _TINY
+            floor = np.maximum(self.eps * np.minimum(np.abs(self.mean), 1.0), _TINY)
+            varying = std > floor
+            self.inv_std = np.where(varying, 1.0 / np.maximum(std, floor), 1.0)
+            self.std = 1.0 / self.inv_std
+            self.out_std = np.where(varying | (self.n == 0), self.std, 0.0)   # see `inverse`
         self._window()
 
     def _window(self):
@@ -149,18 +154,26 @@ class RunningStats:
         if len(X) == 0:
             return
         if self.clip is not None:
-            if self._cold or (self.shift_after and self._shifted(X)):
+            if self._cold:
                 return self._update_cold(X)
-            X = _clip(X, self._lo, self._hi)
+            Xc = _clip(X, self._lo, self._hi)
+            if self.shift_after:   # a value clipped (or NaN): count the runs beyond the window
+                if (Xc != X).any():
+                    if self._shifted(X):
+                        return self._update_cold(X)
+                elif self._running:
+                    self.run[:] = 0.0
+                    self._running = False
+            X = Xc
         self._update(X)
 
     def _shifted(self, X: np.ndarray) -> bool:
         """Count each column's run of values beyond the window (one side); restart the columns
         whose run reached `shift_after` (cold again: `update` takes them through the warm-up)."""
         up, down = (X > self._hi).all(0), (X < self._lo).all(0)
-        if not (up.any() or down.any()):
-            if self.run.any():
-                self.run[:] = 0.0
+        self._running = bool(up.any() or down.any())
+        if not self._running:
+            self.run[:] = 0.0
             return False
         B = float(len(X))
         self.run = np.where(up, np.maximum(self.run, 0.0) + B, np.where(down, np.minimum(self.run, 0.0) - B, 0.0))
@@ -168,6 +181,7 @@ class RunningStats:
         if not restart.any():
             return False
         self.n[restart] = self.run[restart] = 0.0
+        self._running = bool(self.run.any())
         self._refresh()
         return True
 
@@ -255,6 +269,7 @@ class RunningStats:
         IEEE operations in the same order as the array expressions, without their overhead."""
         c = 1.0 - (1.0 - self.alpha) ** nb if self.mode == "ewm" else -1.0
         eps, clip = self.eps, self.clip
+        top = max(eps, _TINY)
         ns, means, vs, invs, outs, los, his, zs = [], [], [], [], [], [], [], []
         for mb, vb, m0, v0, n0 in zip(mean_b, var_b, self.mean.tolist(), self.var.tolist(), self.n.tolist()):
             delta = mb - m0
@@ -265,16 +280,16 @@ class RunningStats:
             v1 = (1.0 - w) * (v0 + w * (delta * delta)) + w * vb
             std = math.sqrt(v1) if v1 >= 0.0 else math.nan
             m1 = m0 + w * delta
-            floor = eps * min(abs(m1), 1.0)   # `_refresh`'s floor, in the same operations
-            if floor < _TINY:
-                floor = _TINY
-            varying = std > floor
-            inv = 1.0 / std if varying else 1.0
+            if std > top or std > max(eps * min(abs(m1), 1.0), _TINY):   # `_refresh`'s floor
+                inv = 1.0 / std
+                out = 1.0 / inv
+            else:   # a constant so far (n1 >= 1 here)
+                inv, out = 1.0, 0.0
             ns.append(n1)
             means.append(m1)
             vs.append(v1)
             invs.append(inv)
-            outs.append(1.0 / inv if varying else 0.0)   # n1 >= 1 here
+            outs.append(out)
             if clip is not None:   # the window of `_window`, in the same operations
                 h = clip * max(1.0 / inv, 1.0)
                 los.append(m1 - h)
@@ -319,6 +334,7 @@ class RunningStats:
         self.n, self.mean, self.var = (state[k].numpy().astype(np.float64).copy() for k in ("n", "mean", "var"))
         self.shift_after = state.get("shift_after", self.shift_after)
         self.run = state["run"].numpy().astype(np.float64).copy() if "run" in state else np.zeros(len(self.n))
+        self._running = bool(self.run.any())
         if "buf" in state:
             self.clip, self.warmup = state["clip"], state["warmup"]
             self.buf = state["buf"].numpy().astype(np.float64).copy()
