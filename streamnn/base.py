@@ -72,9 +72,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
     """
 
     _TARGET_NAN_SKIPS = True
-    # Restart a scaler column after this many values in a row beyond its window (a lasting shift,
-    # `RunningStats(shift_after=...)`); None: off. The classifiers and regressors set it.
-    _SHIFT_AFTER = None
+    _SHIFT_AFTER = None   # the scalers' `RunningStats(shift_after=...)`; supervised learners: 16
 
     def _init_common(self, optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
                      grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs, warmup=0):

@@ -11,8 +11,9 @@ max(1.4826 * MAD, 1); after them, a value enters the running statistics winsoris
 clip * max(std, 1), and `transform` clips the same way. So one value of 1e308 moves a mean by at
 most clip standard deviations' worth, never makes a variance inf or NaN, and leaves the column
 useful; Gaussian data is never clipped (10 standard deviations). The floor of 1 (raw units) lets a
-column that was constant so far start to vary; a lasting change of scale is followed with the
-clipped values (the window widens as the variance grows).
+column that was constant so far start to vary; a gradual change of scale is followed with the
+clipped values (the window widens as the variance grows), and with `shift_after` a lasting jump
+(that many values in a row beyond the window on one side) restarts the column's statistics.
 
 >>> s = RunningStats(1)
 >>> for v in range(100):
@@ -84,12 +85,10 @@ class RunningStats:
         Values of each column whose statistics are computed robustly (median and MAD) before the
         running update takes over.
     shift_after
-        A column whose last `shift_after` values all fell beyond the window on the same side has
-        shifted for good (outliers do not come in such runs): its statistics restart from its
-        next values, with a new warm-up. Without it (None), such a column's new values are all
-        clipped to the same edge, so the model loses the column, and the statistics, once they
-        reach the new level, keep mixing both levels (Friedman with every feature shifted by
-        1,000: MLPRegressor's MAE stayed at the running mean's for 7,000 events).
+        A column whose last `shift_after` values all fell beyond the window on one side has
+        shifted for good (outliers do not come in such runs): its statistics restart, with a new
+        warm-up. None: never (a shifted column's values are then all clipped to one edge, and the
+        model loses the column until the statistics, mixing both levels, catch up).
     """
 
     def __init__(self, n_features: int = 0, mode: str = "welford", alpha: float = 0.001,
@@ -251,7 +250,7 @@ class RunningStats:
         Xz = np.where(mask, X, 0.0)
         mean_b = Xz.sum(0) / nb_safe
         var_b = (np.where(mask, X - mean_b, 0.0) ** 2).sum(0) / nb_safe
-        delta = mean_b - self.mean
+        delta = np.where(seen, mean_b - self.mean, 0.0)   # a column not seen keeps its statistics
         n_new = self.n + nb
         if self.mode == "welford":
             w = np.where(seen, nb / np.maximum(n_new, 1.0), 0.0)

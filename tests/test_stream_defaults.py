@@ -52,7 +52,7 @@ def test_an_outlier_in_a_tiny_column_does_not_poison_the_model():
     stream = scaled_hyperplane(1e-9)
     for i, (x, y) in enumerate(itertools.islice(stream, 1500)):
         if i == 1000:
-            x = {**x, "0": 1e30}
+            x = {**x, 0: 1e30}
         model.learn_one(x, y)
     assert all(torch.isfinite(p).all() for p in model.module_.parameters())
     assert prequential_accuracy(model, stream, 1000) > 0.75
@@ -173,3 +173,23 @@ def test_a_classifier_recovers_from_a_lasting_shift_of_its_features():
             after.update(y, model.predict_one(x))
         model.learn_one(x, y)
     assert after.get() > 0.8, after.get()   # was 0.48 to 0.52 (chance) for 5,000 events
+
+
+def test_extreme_values_in_a_cold_or_restarted_column_warn_nothing_and_do_not_stick():
+    import warnings
+
+    model, acc = streamnn.MLPClassifier(seed=0), metrics.Accuracy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # was "overflow encountered in square" (statistics of a
+        for i, (x, y) in enumerate(itertools.islice(scaled_hyperplane(1.0), 3000)):   # cold column)
+            if i >= 1000:
+                x = {**x, "late": 1e300 if i < 1040 else 0.5}   # a new feature, 40 extreme values
+            if 1500 <= i < 1540:
+                x = {**x, 0: 1e300}                             # a burst in a warm column
+            if i >= 2500:
+                acc.update(y, model.predict_one(x))
+            model.learn_one(x, y)
+    assert all(torch.isfinite(p).all() for p in model.module_.parameters())
+    for name in (0, "late"):                    # the bursts did not stay in the statistics
+        assert abs(model.scaler_.mean[model.features_.index[name]] - 0.5) < 0.1
+    assert acc.get() > 0.85, acc.get()
