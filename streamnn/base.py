@@ -72,6 +72,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
     """
 
     _TARGET_NAN_SKIPS = True
+    _SHIFT_AFTER = None   # the scalers' `RunningStats(shift_after=...)`; supervised learners: 16
 
     def _init_common(self, optimizer, lr, batch_size, update_every, replay, loss, weight_decay,
                      grad_clip, scale_inputs, lr_control, device, seed, optimizer_kwargs, warmup=0):
@@ -105,7 +106,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         self.optimizer_ = None
         self.lr_control_ = None
         self.features_ = FeatureRegistry()
-        self.scaler_ = RunningStats(mode=self.scale_inputs or "welford")
+        self.scaler_ = RunningStats(mode=self.scale_inputs or "welford", shift_after=self._SHIFT_AFTER)
         cap = max(self.batch_size, self.update_every)
         self.buffer_ = RingBuffer(cap)
         self.reservoir_ = Reservoir(max(1, 8 * self.batch_size), seed=self.seed) if self.replay else None
@@ -212,6 +213,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
 
     def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
         if not self._ready_for(row):
+            self._learn_unbuilt(target)
             return
         self.buffer_.append(row, target, w)
         self.n_seen_ += 1
@@ -261,6 +263,9 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
 
     def _absorb_targets(self, Y: np.ndarray):
         """Hook: regressors update their target scaler with the new targets here."""
+
+    def _learn_unbuilt(self, target):
+        """Hook: the target of a featureless row before the network exists (regressors' prior)."""
 
     def _train_forward(self, Z, T):
         """Forward and per-sample loss in training mode, with the learner's own RNG stream."""

@@ -95,6 +95,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     """
 
     _multiclass = True
+    _SHIFT_AFTER = 16   # inputs follow a lasting level shift (`RunningStats.shift_after`)
 
     def __init__(self, module, module_kwargs: dict | None = None, loss="cross_entropy",
                  optimizer="adam", lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],

@@ -53,6 +53,8 @@ class SharedTrunkNet(nn.Module):
 class _MultiOutput(TorchLearner):
     """Target registry, masked per-head losses, growth and state shared by the three learners."""
 
+    _SHIFT_AFTER = 16   # inputs and targets follow a lasting level shift (`RunningStats.shift_after`)
+
     def _setup(self, params: dict):
         params = {k: v for k, v in params.items() if k not in ("self", "__class__")}
         for k, v in params.items():
@@ -82,7 +84,7 @@ class _MultiOutput(TorchLearner):
         self.targets_, self.kinds_, self.cols_, self.classes_ = [], [], [], []
         self._slot, self._class_index = {}, []
         self.n_out_ = 0
-        self.target_scaler_ = RunningStats()
+        self.target_scaler_ = RunningStats(shift_after=self._SHIFT_AFTER)
         self.history_ = None        # window mode: the last window - 1 learned rows (T - 1, F)
         self._loss_plan = self._col0 = None
         for name, kind in (getattr(self, "heads", None) or {}).items():
@@ -290,7 +292,7 @@ class _MultiOutput(TorchLearner):
             if kind == "regression":
                 v = out[:, cols[0]].astype(np.float64) if out is not None else np.zeros(n)
                 if getattr(self, "scale_target", False):
-                    v = v * self.target_scaler_.std[s] + self.target_scaler_.mean[s]
+                    v = v * self.target_scaler_.out_std[s] + self.target_scaler_.mean[s]   # as `inverse`
                 res[name] = v
             elif kind == "binary":
                 res[name] = _sigmoid(out[:, cols[0]].astype(np.float64)) if out is not None else np.full(n, 0.5)

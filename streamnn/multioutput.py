@@ -150,7 +150,7 @@ class MultiTargetRegressor(_MultiOutput, base.MultiTargetRegressor):
         if v is None:
             return {n: 0.0 for n in self.targets_}
         if self.scale_target:
-            v = v * self.target_scaler_.std[:K] + self.target_scaler_.mean[:K]
+            v = v * self.target_scaler_.out_std[:K] + self.target_scaler_.mean[:K]   # as `inverse`
         return dict(zip(self.targets_, v.tolist()))
 
     def predict_many(self, X: pd.DataFrame) -> pd.DataFrame:

@@ -11,8 +11,9 @@ max(1.4826 * MAD, 1); after them, a value enters the running statistics winsoris
 clip * max(std, 1), and `transform` clips the same way. So one value of 1e308 moves a mean by at
 most clip standard deviations' worth, never makes a variance inf or NaN, and leaves the column
 useful; Gaussian data is never clipped (10 standard deviations). The floor of 1 (raw units) lets a
-column that was constant so far start to vary; a lasting change of scale is followed with the
-clipped values (the window widens as the variance grows).
+column that was constant so far start to vary; a gradual change of scale is followed with the
+clipped values (the window widens as the variance grows), and with `shift_after` a lasting jump
+(that many values in a row beyond the window on one side) restarts the column's statistics.
 
 >>> s = RunningStats(1)
 >>> for v in range(100):
@@ -60,6 +61,7 @@ except ImportError:  # pragma: no cover - older numpy
 
 _FEW = 8   # up to this many columns, `RunningStats.update` merges in Python floats
 _BIG = 1e300   # statistics are kept within +-_BIG (finite, with room for a square's sum)
+_TINY = 1e-30  # a deviation at or below this is a constant column (its scaled values stay float32)
 
 
 class RunningStats:
@@ -72,23 +74,35 @@ class RunningStats:
     alpha
         Weight of a new sample in "ewm" mode (after a Welford warm-up of 1/alpha samples).
     eps
-        Standard deviations below this scale by 1 (constant columns are only centered).
+        A column whose standard deviation is at most `eps * min(|mean|, 1)` (float noise around
+        its mean: a constant column) scales by 1, i.e. is only centered. Relative to the mean, so
+        that a column on a scale of 1e-9 is scaled like any other (an absolute floor of 1e-8
+        made it a constant, and the network never saw it vary).
     clip
         Winsorise at this many (robust) standard deviations, at least `clip` raw units (see the
         module docstring); None: plain statistics, no clipping.
     warmup
         Values of each column whose statistics are computed robustly (median and MAD) before the
         running update takes over.
+    shift_after
+        A column whose last `shift_after` values all fell beyond the window on one side has
+        shifted for good (outliers do not come in such runs): its statistics restart, with a new
+        warm-up. None: never (a shifted column's values are then all clipped to one edge, and the
+        model loses the column until the statistics, mixing both levels, catch up).
     """
 
     def __init__(self, n_features: int = 0, mode: str = "welford", alpha: float = 0.001,
-                 eps: float = 1e-8, clip: float | None = 10.0, warmup: int = 16):
+                 eps: float = 1e-8, clip: float | None = 10.0, warmup: int = 16,
+                 shift_after: int | None = None):
         if mode not in ("welford", "ewm"):
             raise ValueError(f"mode={mode!r}: use 'welford' or 'ewm'")
         if clip is not None and not clip > 0:
             raise ValueError(f"clip={clip!r}: use a positive number of standard deviations, or None")
         self.mode, self.alpha, self.eps = mode, alpha, eps
         self.clip, self.warmup = clip, int(warmup) if clip is not None else 0
+        self.shift_after = shift_after if clip is not None else None
+        self.run = np.zeros(n_features)   # values in a row beyond the window: + above, - below
+        self._running = False             # self.run.any()
         self.n = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.var = np.zeros(n_features)
@@ -102,14 +116,22 @@ class RunningStats:
         extra = n_features - len(self.n)
         if extra > 0:
             pad = np.zeros(extra)
-            self.n, self.mean, self.var = (np.concatenate([a, pad]) for a in (self.n, self.mean, self.var))
+            self.n, self.mean, self.var, self.run = (np.concatenate([a, pad]) for a in
+                                                     (self.n, self.mean, self.var, self.run))
             self.buf = np.concatenate([self.buf, np.zeros((self.warmup, extra))], axis=1)
             self._refresh()
 
     def _refresh(self):
         std = np.sqrt(self.var)
-        self.inv_std = np.where(std > self.eps, 1.0 / np.maximum(std, self.eps), 1.0)
-        self.std = 1.0 / self.inv_std
+        if (std > max(self.eps, _TINY)).all():   # every column varies (its floor is at most that)
+            self.inv_std = 1.0 / std
+            self.std = self.out_std = 1.0 / self.inv_std
+        else:   # the constant floor eps * min(|mean|, 1), at least _TINY
+            floor = np.maximum(self.eps * np.minimum(np.abs(self.mean), 1.0), _TINY)
+            varying = std > floor
+            self.inv_std = np.where(varying, 1.0 / np.maximum(std, floor), 1.0)
+            self.std = 1.0 / self.inv_std
+            self.out_std = np.where(varying | (self.n == 0), self.std, 0.0)   # see `inverse`
         self._window()
 
     def _window(self):
@@ -133,8 +155,34 @@ class RunningStats:
         if self.clip is not None:
             if self._cold:
                 return self._update_cold(X)
-            X = _clip(X, self._lo, self._hi)
+            Xc = _clip(X, self._lo, self._hi)
+            if self.shift_after:   # a value clipped (or NaN): count the runs beyond the window
+                if (Xc != X).any():
+                    if self._shifted(X):
+                        return self._update_cold(X)
+                elif self._running:
+                    self.run[:] = 0.0
+                    self._running = False
+            X = Xc
         self._update(X)
+
+    def _shifted(self, X: np.ndarray) -> bool:
+        """Count each column's run of values beyond the window (one side); restart the columns
+        whose run reached `shift_after` (cold again: `update` takes them through the warm-up)."""
+        up, down = (X > self._hi).all(0), (X < self._lo).all(0)
+        self._running = bool(up.any() or down.any())
+        if not self._running:
+            self.run[:] = 0.0
+            return False
+        B = float(len(X))
+        self.run = np.where(up, np.maximum(self.run, 0.0) + B, np.where(down, np.minimum(self.run, 0.0) - B, 0.0))
+        restart = np.abs(self.run) >= self.shift_after
+        if not restart.any():
+            return False
+        self.n[restart] = self.run[restart] = 0.0
+        self._running = bool(self.run.any())
+        self._refresh()
+        return True
 
     def _update_cold(self, X: np.ndarray):
         """`update` while some columns are in their warm-up: those columns keep their first
@@ -202,7 +250,7 @@ class RunningStats:
         Xz = np.where(mask, X, 0.0)
         mean_b = Xz.sum(0) / nb_safe
         var_b = (np.where(mask, X - mean_b, 0.0) ** 2).sum(0) / nb_safe
-        delta = mean_b - self.mean
+        delta = np.where(seen, mean_b - self.mean, 0.0)   # a column not seen keeps its statistics
         n_new = self.n + nb
         if self.mode == "welford":
             w = np.where(seen, nb / np.maximum(n_new, 1.0), 0.0)
@@ -220,7 +268,8 @@ class RunningStats:
         IEEE operations in the same order as the array expressions, without their overhead."""
         c = 1.0 - (1.0 - self.alpha) ** nb if self.mode == "ewm" else -1.0
         eps, clip = self.eps, self.clip
-        ns, means, vs, invs, los, his, zs = [], [], [], [], [], [], []
+        top = max(eps, _TINY)
+        ns, means, vs, invs, outs, los, his, zs = [], [], [], [], [], [], [], []
         for mb, vb, m0, v0, n0 in zip(mean_b, var_b, self.mean.tolist(), self.var.tolist(), self.n.tolist()):
             delta = mb - m0
             n1 = n0 + nb
@@ -230,11 +279,16 @@ class RunningStats:
             v1 = (1.0 - w) * (v0 + w * (delta * delta)) + w * vb
             std = math.sqrt(v1) if v1 >= 0.0 else math.nan
             m1 = m0 + w * delta
-            inv = 1.0 / std if std > eps else 1.0
+            if std > top or std > max(eps * min(abs(m1), 1.0), _TINY):   # `_refresh`'s floor
+                inv = 1.0 / std
+                out = 1.0 / inv
+            else:   # a constant so far (n1 >= 1 here)
+                inv, out = 1.0, 0.0
             ns.append(n1)
             means.append(m1)
             vs.append(v1)
             invs.append(inv)
+            outs.append(out)
             if clip is not None:   # the window of `_window`, in the same operations
                 h = clip * max(1.0 / inv, 1.0)
                 los.append(m1 - h)
@@ -243,6 +297,7 @@ class RunningStats:
         self.n, self.mean, self.var = np.array(ns), np.array(means), np.array(vs)
         self.inv_std = np.array(invs)
         self.std = 1.0 / self.inv_std
+        self.out_std = np.array(outs)
         if clip is not None:
             self._lo, self._hi, self._zlim = np.array(los), np.array(his), np.array(zs)
             self._nzlim = -self._zlim
@@ -260,17 +315,25 @@ class RunningStats:
         return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
-        return Z * self.std + self.mean
+        """Scaled values (..., F) -> original units. A column that has been constant so far
+        comes back as that constant: its scaled values are all 0, so a network's output there is
+        only its untrained offset, which `std` (1 for a constant) would pass on in raw units. A
+        column with no value yet has no constant: its values pass as `Z * 1 + 0`."""
+        return Z * self.out_std + self.mean
 
     def state_dict(self) -> dict:
         return {"mode": self.mode, "alpha": self.alpha, "eps": self.eps, "clip": self.clip,
-                "warmup": self.warmup, "n": torch.from_numpy(self.n.copy()),
+                "warmup": self.warmup, "shift_after": self.shift_after, "run": torch.from_numpy(self.run.copy()),
+                "n": torch.from_numpy(self.n.copy()),
                 "mean": torch.from_numpy(self.mean.copy()), "var": torch.from_numpy(self.var.copy()),
                 "buf": torch.from_numpy(self.buf.copy())}
 
     def load_state_dict(self, state: dict):
         self.mode, self.alpha, self.eps = state["mode"], state["alpha"], state["eps"]
         self.n, self.mean, self.var = (state[k].numpy().astype(np.float64).copy() for k in ("n", "mean", "var"))
+        self.shift_after = state.get("shift_after", self.shift_after)
+        self.run = state["run"].numpy().astype(np.float64).copy() if "run" in state else np.zeros(len(self.n))
+        self._running = bool(self.run.any())
         if "buf" in state:
             self.clip, self.warmup = state["clip"], state["warmup"]
             self.buf = state["buf"].numpy().astype(np.float64).copy()

@@ -77,7 +77,9 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
 
     def _reset(self):
         super()._reset()
-        self.target_scaler_ = RunningStats(1)
+        self.target_scaler_ = RunningStats(1, shift_after=self._SHIFT_AFTER)
+
+    _SHIFT_AFTER = 16   # inputs and targets follow a lasting level shift (`RunningStats.shift_after`)
 
     def _n_outputs(self) -> int:
         return 1
@@ -88,6 +90,15 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
     def _absorb_targets(self, Y):
         if self.scale_target:
             self.target_scaler_.update(Y.reshape(-1, 1))
+
+    def _learn_unbuilt(self, target):
+        if target == target:   # NaN: an event without a label
+            self._absorb_targets(np.array([float(target)]))
+
+    def _prior(self, n: int) -> np.ndarray:
+        """The prediction before the network exists (no feature seen yet): the running mean of
+        the targets (0 before any, or with `scale_target=False`)."""
+        return np.full(n, float(self.target_scaler_.mean[0]))
 
     def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:
         if self.scale_target:   # scaled and clipped like inputs: one extreme target never overflows
@@ -113,7 +124,7 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
 
     def _unscale(self, out: np.ndarray) -> np.ndarray:
         if self.scale_target:
-            return out * self.target_scaler_.std[0] + self.target_scaler_.mean[0]
+            return out * self.target_scaler_.out_std[0] + self.target_scaler_.mean[0]   # as `inverse`
         return out
 
     def _extra_state(self):
@@ -138,13 +149,13 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
 
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
-            return 0.0
+            return float(self._prior(1)[0])
         out = self._forward(self._scale(self.features_.row(x, grow=False)))
         return float(self._unscale(out[0]))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
-            return pd.Series(np.zeros(len(X)), index=X.index)
+            return pd.Series(self._prior(len(X)), index=X.index)
         out = self._forward(self._scale(self.features_.frame(X, grow=False)))
         return pd.Series(self._unscale(out[:, 0]), index=X.index)
 

@@ -150,6 +150,7 @@ class SequenceLearner(FrameLearning):
     def _learn_event(self, key, row: np.ndarray, target: float, w: float, state=None):
         """Record one event (target NaN = no label: the state advances, no loss)."""
         if not self._ready_for(row):
+            self._learn_unbuilt(target)
             return
         st = self.keys_
         st.ensure_features(len(row))

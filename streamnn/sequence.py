@@ -180,10 +180,10 @@ class LSTMRegressor(SequenceLearner, TorchRegressor):
 
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
-            return 0.0
+            return float(self._prior(1)[0])
         return float(self._unscale(self._out_one(x)[0]))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
-            return pd.Series(np.zeros(len(X)), index=X.index)
+            return pd.Series(self._prior(len(X)), index=X.index)
         return pd.Series(self._unscale(self._out_many(X)[:, 0]), index=X.index)

@@ -250,7 +250,7 @@ def test_few_column_path_equals_the_array_path_with_clipping():
             X[0, :] = 1e300
         few.update(X[:, :3])
         wide.update(X)
-        for k in ("n", "mean", "var", "inv_std", "std"):
+        for k in ("n", "mean", "var", "inv_std", "std", "out_std"):
             assert getattr(few, k).tobytes() == getattr(wide, k)[:3].tobytes(), k
 
 

@@ -125,8 +125,9 @@ def test_learn_many_before_any_feature_and_after_a_reload():
     kw = dict(hidden=(4,), seed=0, update_every=4, warmup=5)
     one, many = streamnn.MLPRegressor(**kw), streamnn.MLPRegressor(**kw)
     empty = pd.DataFrame(index=range(3))
-    one.learn_many(empty, pd.Series([1.0, 2.0, 3.0]))   # no feature yet: nothing to learn from
-    assert one.module_ is None and one.n_seen_ == 0
+    for m in (one, many):   # no feature yet: no network, only the targets' prior
+        m.learn_many(empty, pd.Series([1.0, 2.0, 3.0]))
+        assert m.module_ is None and m.n_seen_ == 0 and m.predict_one({}) == 2.0
     for x, t in zip(rows[:200], y.iloc[:200]):
         one.learn_one(x, t)
     many.learn_many(X.iloc[:120], y.iloc[:120])
@@ -239,7 +240,7 @@ def test_running_stats_few_columns_equal_the_array_expressions(mode, alpha, F):
             X[:] = 2.0                        # constant columns
         _update_reference(a, X)
         b.update(X)
-        for k in ("n", "mean", "var", "inv_std", "std"):
+        for k in ("n", "mean", "var", "inv_std", "std", "out_std"):
             assert getattr(a, k).tobytes() == getattr(b, k).tobytes(), k
         Z = rng.normal(size=(5, F))
         Z[0, 0] = np.nan
