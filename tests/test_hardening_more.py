@@ -63,3 +63,30 @@ def test_a_detector_run_resumes_after_a_new_field_appeared(tmp_path):
     assert summary["dead_letters"] == 0
     assert len(lines(tmp_path / "r" / "predictions.jsonl")) == 110
     assert p.runner.units[str(src)].learner.n_seen_ == 110
+
+
+def test_a_checkpoint_whose_state_does_not_fit_stops_the_run_with_one_line(tmp_path, capsys):
+    """A well-formed checkpoint (valid checksum, same class and parameters) whose learner state
+    does not fit (another version wrote it, or a hand edit): a one-line error naming the file
+    and the fix, not a RuntimeError traceback."""
+    from streamnn.checkpoint import load_checkpoint, save_checkpoint
+    from streamnn.runtime.cli import main
+    from test_hardening_state import _toml
+
+    write_stream(tmp_path / "s.jsonl", n=120)
+    raw = config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")})
+    p, _ = run(raw)
+    (path,) = p.store.paths()
+    ck = load_checkpoint(path)
+    w = ck["state"]["module"]
+    first = next(k for k in w if k.endswith("weight"))
+    w[first] = torch.zeros(w[first].shape[0] + 1, w[first].shape[1])   # a shape this learner never has
+    save_checkpoint(ck, path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_toml(raw))
+    assert main(["run", str(cfg), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if not x.startswith('{"ts"')]
+    assert line.startswith("streamnn: error: ") and path in line and "Traceback" not in err, err
+    assert "does not fit" in line and "--fresh" in line
+    assert main(["run", str(cfg), "--quiet", "--fresh"]) == 0

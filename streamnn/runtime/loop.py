@@ -235,7 +235,7 @@ class Runner(BatchPath):
         ck = self._stored(name)
         if ck is not None:
             check_compatible(ck, learner, self.store.path(name))
-            restore_unit(unit, ck)
+            restore_unit(unit, ck, self.store.path(name))
         return unit
 
     def _stored(self, name: str):
