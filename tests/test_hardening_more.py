@@ -90,3 +90,33 @@ def test_a_checkpoint_whose_state_does_not_fit_stops_the_run_with_one_line(tmp_p
     assert line.startswith("streamnn: error: ") and path in line and "Traceback" not in err, err
     assert "does not fit" in line and "--fresh" in line
     assert main(["run", str(cfg), "--quiet", "--fresh"]) == 0
+
+
+# -- a field named like a lag column -------------------------------------------------------------
+
+def test_a_field_named_like_a_lag_column_is_not_a_feature_with_star(tmp_path):
+    """`features = "*"` with lags on "a": a record carrying a field "a_lag1" made two columns of
+    one name, and the learner raised (a misleading "is a str") on every restart: the consumer
+    stopped for good. The lag column names are the runtime's, like the target's."""
+    src = tmp_path / "s.jsonl"
+    rows = write_stream(src, n=60)
+    with open(src, "w") as f:
+        for i, r in enumerate(rows):
+            if i >= 20:
+                r["a_lag1"] = 123.0
+            f.write(json.dumps(r) + "\n")
+    p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)},
+                            schema={"features": "*", "lags": 2, "lag_fields": ["a"]}))
+    assert summary["dead_letters"] == 0 and len(lines(tmp_path / "r" / "predictions.jsonl")) == 60
+    learner = p.runner.units[str(src)].learner
+    assert learner.features_.names.count("a_lag1") == 1
+    assert learner.n_seen_ == 60
+
+
+def test_a_listed_feature_named_like_a_lag_column_is_a_config_error(tmp_path):
+    from streamnn.runtime.config import ConfigError, parse
+
+    raw = config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")},
+                 schema={"features": ["a", "b", "a_lag2"], "lags": 2, "lag_fields": ["a"]})
+    with pytest.raises(ConfigError, match=r"\[schema\] features: 'a_lag2' is also the name of a lag column"):
+        parse(raw)

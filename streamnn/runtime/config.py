@@ -262,6 +262,13 @@ def _check_values(sec: dict) -> None:
         raise ConfigError("[schema] lags: must be 0 (off) or a positive number of past values")
     if sch["lags"] and not (sch["lag_fields"] or isinstance(sch["features"], list)):
         raise ConfigError("[schema] lag_fields: lags need the fields to lag; list them in lag_fields")
+    if sch["lags"] and isinstance(sch["features"], list):
+        from .schema import lag_names
+
+        clash = [f for f in lag_names(sch["lag_fields"] or sch["features"], sch["lags"]) if f in sch["features"]]
+        if clash:
+            raise ConfigError(f"[schema] features: {clash[0]!r} is also the name of a lag column ([schema] lags "
+                              f"adds <field>_lag1 .. _lag{sch['lags']}); rename the field or drop it from features")
 
 
 def _table(raw: dict, name: str) -> dict:

@@ -38,9 +38,18 @@ import numpy as np
 from .decoding import SCAN as _SCAN, decode_batch
 from .records import NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "reason_class", "too_deep"]
+__all__ = ["Decoder", "lag_names", "reason_class", "too_deep"]
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
+
+
+def lag_names(fields, n: int) -> list:
+    """The lag columns of `fields` in order (every field's lag 1, then lag 2, ...).
+
+    >>> lag_names(["v", "w"], 2)
+    ['v_lag1', 'w_lag1', 'v_lag2', 'w_lag2']
+    """
+    return [f"{f}_lag{i}" for i in range(1, int(n) + 1) for f in fields]
 
 
 def reason_class(reason: str) -> str:
@@ -55,7 +64,7 @@ class Decoder:
     ----------
     features
         Field names of the features, or "*" for every numeric field except the target(s), key,
-        event id and timestamp (other fields are then ignored). A listed feature that is absent or
+        event id, timestamp and `reserve`d names (other fields are then ignored). A listed feature that is absent or
         null is missing (the learner imputes it) unless it is also in `required`; a listed feature
         that is not a number (or a boolean) is a wrong type.
     target
@@ -181,6 +190,11 @@ class Decoder:
         key = obj.get(self.key) if self.key else None
         ts = obj.get(self.timestamp) if self.timestamp else None
         return Event(x, y, eid, record, key, ts)
+
+    def reserve(self, names) -> None:
+        """With ``features="*"``: fields of these names are never features (the runtime's lag
+        columns: a field of that name would make a second column of the name), like the target."""
+        self._reserved = self._reserved | set(names)
 
     def decode_batch(self, records):
         """Records -> (`Batch`, [(record, reason), ...]) in order: the runtime's decoder
