@@ -120,3 +120,46 @@ def test_a_listed_feature_named_like_a_lag_column_is_a_config_error(tmp_path):
                  schema={"features": ["a", "b", "a_lag2"], "lags": 2, "lag_fields": ["a"]})
     with pytest.raises(ConfigError, match=r"\[schema\] features: 'a_lag2' is also the name of a lag column"):
         parse(raw)
+
+
+# -- the learners' own input handling ------------------------------------------------------------
+
+def _fed(learner, n=30):
+    for i in range(n):
+        x = {"a": (i % 7) / 7, "b": (i % 3) / 3}
+        learner.learn_one(x) if isinstance(learner, streamnn.AutoencoderDetector) else learner.learn_one(x, i % 3 / 3)
+    return learner
+
+
+@pytest.mark.parametrize("make", [lambda: streamnn.MLPRegressor(hidden=[4], seed=0),
+                                  lambda: streamnn.AutoencoderDetector(seed=0)], ids=["reg", "ae"])
+def test_an_integer_beyond_the_float_range_is_a_missing_value_like_inf(make):
+    """`learn_one({"a": 10**400})` raised a bare OverflowError ("int too large to convert to
+    float") naming no feature; inf is a missing value, and so is an integer beyond it."""
+    import pandas as pd
+
+    big, inf = _fed(make()), _fed(make())
+    for model, v in ((big, 10**400), (inf, float("inf"))):
+        if isinstance(model, streamnn.AutoencoderDetector):
+            model.learn_one({"a": v, "b": 0.5})
+            model.learn_many(pd.DataFrame({"a": np.array([v, 0.1], dtype=object), "b": [0.5, 0.2]}))
+        else:
+            model.learn_one({"a": v, "b": 0.5}, 0.3)
+            model.learn_many(pd.DataFrame({"a": np.array([v, 0.1], dtype=object), "b": [0.5, 0.2]}),
+                             pd.Series([0.3, 0.1]))
+    probe = {"a": -(10**400), "b": 0.5}
+    score = (lambda m, x: m.raw_score_one(x)) if isinstance(big, streamnn.AutoencoderDetector) else \
+        (lambda m, x: m.predict_one(x))
+    assert score(big, probe) == score(inf, {"a": float("-inf"), "b": 0.5})
+    for name, t in big.module_.state_dict().items():
+        assert torch.equal(t, inf.module_.state_dict()[name]), name
+
+
+def test_a_frame_with_a_repeated_column_name_says_so():
+    import pandas as pd
+
+    X = pd.DataFrame([[1.0, 2.0, 3.0]] * 3, columns=["a", "a", "b"])
+    for model in (streamnn.MLPRegressor(seed=0), streamnn.MLPClassifier(seed=0)):
+        with pytest.raises(ValueError, match=r"columns \['a'\] appear more than once"):
+            model.learn_many(X, pd.Series([1, 0, 1]))   # was: "feature 'a' is a str ('a')"
+        assert model.module_ is None
