@@ -93,6 +93,20 @@ def test_unknown_format_or_extension(tmp_path, capsys, source, needle):
     _refused(cfg, capsys, needle, "jsonl")
 
 
+@pytest.mark.parametrize("header, needle", [
+    ("a,b,noise", "[schema] target: 'y' is not a column of"),          # nothing would ever be learned
+    ("a,noise,y", "[schema] features: 'b' is not a column of"),       # 'b' would always be missing
+    ("a,b,b,noise,y", "the CSV header names 'b' more than once"),     # the last 'b' silently won
+    ("", "a CSV source needs a header row on line 1"),                # was a traceback-free ValueError in run only
+])
+def test_csv_header_against_the_schema(tmp_path, capsys, header, needle):
+    """A CSV's header is known before the first event: the schema's fields must be in it."""
+    data = tmp_path / "s.csv"
+    data.write_text(header + "\n" + ",".join(["1"] * max(1, len(header.split(",")))) + "\n")
+    cfg = _config(tmp_path, source=f'type = "file"\npath = "{data}"')
+    _refused(cfg, capsys, needle)
+
+
 def test_unknown_river_dataset(tmp_path, capsys):
     cfg = _config(tmp_path, source='type = "river"\ndataset = "Phishingg"')
     _refused(cfg, capsys, "[source] dataset = 'Phishingg'", "not found")
