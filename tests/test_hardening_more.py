@@ -163,3 +163,71 @@ def test_a_frame_with_a_repeated_column_name_says_so():
         with pytest.raises(ValueError, match=r"columns \['a'\] appear more than once"):
             model.learn_many(X, pd.Series([1, 0, 1]))   # was: "feature 'a' is a str ('a')"
         assert model.module_ is None
+
+
+# -- compressed replay files -------------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_a_gzipped_file_replays_like_the_plain_one(tmp_path, ext):
+    """`check` accepted .jsonl.gz / .csv.gz (".gz too"), but the source read the compressed bytes:
+    every line was a "binary" dead letter (a CSV's header was garbage) and nothing was learned."""
+    import gzip
+
+    rows = write_stream(tmp_path / "s.jsonl", n=80)
+    plain = tmp_path / f"p.{ext}"
+    if ext == "csv":
+        plain.write_text("id,a,b,noise,y\n" + "".join(f"{r['id']},{r['a']},{r['b']},{r['noise']},{r['y']}\n"
+                                                      for r in rows))
+    else:
+        plain.write_bytes((tmp_path / "s.jsonl").read_bytes())
+    packed = tmp_path / f"z.{ext}.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    outs = {}
+    for name, path in (("plain", plain), ("gz", packed)):
+        _, summary = run(config(tmp_path / name, {"type": "file", "path": str(path)}))
+        assert summary["dead_letters"] == 0
+        outs[name] = [(o["id"], o["prediction"]) for o in lines(tmp_path / name / "predictions.jsonl")]
+    assert len(outs["gz"]) == 80 and outs["gz"] == outs["plain"]
+    with open(packed, "ab") as f:   # resume: the source seeks past the lines already learned
+        f.write(gzip.compress(b""))
+    _, summary = run(config(tmp_path / "gz", {"type": "file", "path": str(packed)}))
+    assert summary["events_out"] == 80 and len(lines(tmp_path / "gz" / "predictions.jsonl")) == 80
+
+
+def test_a_damaged_gzipped_file_stops_with_one_line_and_a_misnamed_one_is_a_config_error(tmp_path, capsys):
+    """A truncated .gz raised EOFError (a traceback) mid-run; a plain file named .gz a
+    BadGzipFile traceback at the first poll."""
+    import gzip
+
+    from streamnn.runtime.cli import main
+    from test_hardening_state import _toml
+
+    write_stream(tmp_path / "s.jsonl", n=400)
+    data = gzip.compress((tmp_path / "s.jsonl").read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_toml(config(tmp_path / "r", {"type": "file", "path": str(cut)})))
+    assert main(["run", str(cfg), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if not x.startswith('{"ts"')]
+    assert line.startswith("streamnn: error: ") and str(cut) in line and "Traceback" not in err, err
+    assert "damaged or cut short after line" in line and "gzip -t" in line
+
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_bytes((tmp_path / "s.jsonl").read_bytes())
+    cfg.write_text(_toml(config(tmp_path / "r2", {"type": "file", "path": str(plain)})))
+    assert main(["check", str(cfg)]) == 2
+    assert "not gzip-compressed, but named .gz" in capsys.readouterr().err
+
+
+def test_produce_reads_a_gzipped_jsonl_file_as_its_lines(tmp_path):
+    """`streamnn produce x.jsonl.gz` sent the compressed bytes, cut at newline bytes."""
+    import gzip
+
+    from streamnn.runtime.kafka_replay import _read_messages
+
+    rows = write_stream(tmp_path / "s.jsonl", n=30)
+    (tmp_path / "s.jsonl.gz").write_bytes(gzip.compress((tmp_path / "s.jsonl").read_bytes()))
+    got = [obj for _, obj in _read_messages(tmp_path / "s.jsonl.gz")]
+    assert got == rows

@@ -15,15 +15,22 @@ Both follow the `streamnn.runtime.contracts.Source` contract (re-exported here).
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 import json
 import os
 import time
+import zlib
 
 from .contracts import Source
 from .records import Record
 
-__all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format"]
+__all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format", "open_file"]
+
+
+def open_file(path: str):
+    """`path` opened for reading bytes, decompressed when its name ends in ".gz"."""
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
 
 def file_format(path: str, format: str | None = None) -> str:
@@ -75,7 +82,7 @@ class FileSource(Source):
     def _open(self, next_offset: int):
         if self._f is not None:
             self._f.close()
-        self._f = open(self.path, "rb")
+        self._f = open_file(self.path)
         self._line = 0          # number of the last line read
         self._partial = b""
         self.exhausted = False
@@ -94,7 +101,7 @@ class FileSource(Source):
 
     def progress(self):
         """Bytes read / file size (None while following a growing file, or for a compressed one)."""
-        if self.follow or self._f is None:
+        if self.follow or self._f is None or isinstance(self._f, gzip.GzipFile):
             return None
         try:
             size = os.fstat(self._f.fileno()).st_size
@@ -108,7 +115,13 @@ class FileSource(Source):
         self._open(int(next_offset))
 
     def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
-        lines = list(itertools.islice(self._f, max_records))
+        try:
+            lines = list(itertools.islice(self._f, max_records))
+        except (EOFError, OSError, zlib.error) as e:
+            if not isinstance(self._f, gzip.GzipFile):
+                raise
+            raise ValueError(f"{self.path}: the compressed data is damaged or cut short after line {self._line} "
+                             f"({e}); check it with gzip -t, then repair or re-create it") from None
         if self._partial and lines:
             lines[0] = self._partial + lines[0]
             self._partial = b""

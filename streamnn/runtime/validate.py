@@ -105,6 +105,10 @@ def _file_problems(field: str, path: str, fmt, shown: str | None = None, schema:
         return [f"{field} = {shown!r}: is a folder, not a file; name a JSONL or CSV file"]
     if not os.access(path, os.R_OK):
         return [f"{field} = {shown!r}: cannot be read (permissions); make it readable (chmod +r)"]
+    if path.lower().endswith(".gz"):
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                return [f"{field} = {shown!r}: not gzip-compressed, but named .gz; rename it without .gz"]
     try:
         fmt = file_format(path, fmt)
     except ValueError:
