@@ -231,3 +231,26 @@ def test_produce_reads_a_gzipped_jsonl_file_as_its_lines(tmp_path):
     (tmp_path / "s.jsonl.gz").write_bytes(gzip.compress((tmp_path / "s.jsonl").read_bytes()))
     got = [obj for _, obj in _read_messages(tmp_path / "s.jsonl.gz")]
     assert got == rows
+
+
+# -- following a file that is rotated -------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["truncate", "replace"])
+def test_a_followed_file_truncated_or_replaced_is_an_error_not_a_hang(tmp_path, how):
+    """Truncated: the source read on from the old position (a cut line as a dead letter, the
+    first new lines lost); replaced (rename + new file): it waited on the old file forever."""
+    from streamnn.runtime.sources import FileSource
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    src = FileSource(path, follow=True)
+    assert len(src.poll(10)) == 3 and src.poll(10) == []   # at the end, waiting: the same file
+    with open(path, "a") as f:
+        f.write('{"a": 4}\n')
+    assert [r.offset for r in src.poll(10)] == [4]
+    if how == "replace":
+        os.rename(path, tmp_path / "s.jsonl.1")
+        assert src.poll(10) == []                  # moved away, no new file yet: wait for it
+    path.write_text('{"a": 10}\n')                  # "w": truncates, or creates the new file
+    with pytest.raises(ValueError, match="truncated" if how == "truncate" else "replaced by another file"):
+        src.poll(10)

@@ -129,8 +129,10 @@ class FileSource(Source):
             if self.follow:
                 if lines and not lines[-1].endswith(b"\n"):   # a line still being written
                     self._partial = lines.pop()
-                if not lines and timeout_s:
-                    time.sleep(timeout_s)
+                if not lines:
+                    self._check_same_file()
+                    if timeout_s:
+                        time.sleep(timeout_s)
             else:
                 self.exhausted = True
         out, path, stream, n = [], self.name or self.path, self.stream, self._line
@@ -141,6 +143,21 @@ class FileSource(Source):
             out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))
         self._line = n
         return out
+
+    def _check_same_file(self) -> None:
+        """While following: raise if the path now names another file, or the file shrank (log
+        rotation, truncation); reading on would wait forever or read the new lines from the old
+        position, and line numbers would no longer match the checkpoint."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:   # moved away, the new one not created yet: wait for it
+            return
+        mine = os.fstat(self._f.fileno())
+        other = (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev)
+        if other or (not isinstance(self._f, gzip.GzipFile) and now.st_size < self._f.tell()):
+            raise ValueError(f"{self.path}: {'replaced by another file' if other else 'truncated'} while "
+                             f"following it, after line {self._line} (log rotation?); its line numbers no "
+                             "longer match the checkpoint: start over on the new file with --fresh")
 
     def close(self) -> None:
         if self._f is not None:
