@@ -254,3 +254,37 @@ def test_a_followed_file_truncated_or_replaced_is_an_error_not_a_hang(tmp_path, 
     path.write_text('{"a": 10}\n')                  # "w": truncates, or creates the new file
     with pytest.raises(ValueError, match="truncated" if how == "truncate" else "replaced by another file"):
         src.poll(10)
+
+
+# -- a full disk mid-run ---------------------------------------------------------------------------
+
+def test_a_full_disk_mid_run_stops_with_one_line_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing a checkpoint was a traceback; now one line that says the last
+    checkpoint is intact, and the next run resumes from it to the same end."""
+    import errno
+
+    import streamnn.runtime.state
+    from streamnn.runtime.cli import main
+    from test_hardening_state import _toml
+
+    write_stream(tmp_path / "s.jsonl", n=300)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_toml(config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")})))
+    real, calls = streamnn.runtime.state.save_checkpoint, []
+
+    def full_after_one(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(streamnn.runtime.state, "save_checkpoint", full_after_one)
+    assert main(["run", str(cfg), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if not x.startswith('{"ts"')]
+    assert "Traceback" not in err and line.startswith("streamnn: error: ") and "No space left" in line, err
+    assert "run again to resume" in line
+    monkeypatch.undo()
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    ids = [o["id"] for o in lines(tmp_path / "r" / "predictions.jsonl")]
+    assert set(ids) == {f"e{i}" for i in range(300)}   # at-least-once: each event, some twice
