@@ -198,6 +198,22 @@ def test_sink_keys_headers_and_topic_template(kafka_broker, kafka_topic, client)
     assert h["source_offset"] == b"3"
 
 
+
+def test_sink_keys_of_any_json_value_never_stop_the_sink(kafka_broker, kafka_topic, client):
+    """A schema key field holding an object or a list (unhashable) raised TypeError in the sink,
+    a string with a lone surrogate (valid JSON: "\\ud800") UnicodeEncodeError: the consumer
+    stopped at that record on every restart."""
+    src_topic = kafka_topic(1)
+    sink = KafkaSink(topic="{topic}.out", bootstrap=kafka_broker.bootstrap, client=client)
+    keys = [{"m": 1}, [1, "a"], "\ud800x", "m", 2.5]
+    outs = [{"position": {"topic": src_topic, "partition": 0, "offset": i}, "key": k} for i, k in enumerate(keys)]
+    sink.emit(outs)
+    sink.flush()
+    sink.close()
+    got = _read_all(kafka_broker.bootstrap, f"{src_topic}.out", len(keys))
+    assert [m.key for m in got] == [b'{"m":1}', b'[1,"a"]', "\ud800x".encode("utf-8", "surrogatepass"), b"m", b"2.5"]
+    assert [json.loads(m.value)["key"] for m in got] == keys
+
 POISON = {
     "not JSON": b'{"temperature": 71.2',
     "wrong type": b'{"temperature": "hot", "id": 1}',
