@@ -20,7 +20,18 @@ import numbers
 
 import numpy as np
 
-__all__ = ["FeatureRegistry", "FeatureTypeError"]
+__all__ = ["FeatureRegistry", "FeatureTypeError", "series_key"]
+
+
+def series_key(v):
+    """The series a key value names: NaN (how a frame or the runtime shows a null or absent
+    key) is the missing key None, like an absent one; NaN != NaN would make every such event a
+    series of its own.
+
+    >>> series_key(float("nan")), series_key(3.0), series_key("m1")
+    (None, 3.0, 'm1')
+    """
+    return None if v != v else v
 
 
 class FeatureTypeError(TypeError):

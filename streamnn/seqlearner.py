@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from . import backends
+from .features import series_key
 from .keystore import KeyStore, WindowBuffer
 from .recurrent import CELLS, SeqNet, np_run, numpy_plan
 from .seqframes import FrameLearning
@@ -95,12 +96,12 @@ class SequenceLearner(FrameLearning):
     def _split(self, x: dict):
         if self.key is None:
             return None, x
-        return x.get(self.key), {f: v for f, v in x.items() if f != self.key}
+        return series_key(x.get(self.key)), {f: v for f, v in x.items() if f != self.key}
 
     def _split_frame(self, X: pd.DataFrame):
         if self.key is None:
             return [None] * len(X), X
-        keys = X[self.key].tolist() if self.key in X.columns else [None] * len(X)
+        keys = list(map(series_key, X[self.key].tolist())) if self.key in X.columns else [None] * len(X)
         return keys, X.drop(columns=[self.key], errors="ignore")
 
     def _run(self, Z: np.ndarray, S: np.ndarray | None):

@@ -288,3 +288,28 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_run_resumes(tmp_path, c
     assert main(["run", str(cfg), "--quiet"]) == 0
     ids = [o["id"] for o in lines(tmp_path / "r" / "predictions.jsonl")]
     assert set(ids) == {f"e{i}" for i in range(300)}   # at-least-once: each event, some twice
+
+
+# -- a missing series key ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: streamnn.LSTMRegressor(seed=0, key="k", hidden_size=4),
+                                  lambda: streamnn.AutoencoderDetector(seed=0, key="k", window=4)],
+                         ids=["lstm", "ae"])
+def test_a_nan_key_is_a_missing_key_not_a_new_series_per_event(make):
+    """A keyed learner in the runtime sees a null or absent key field as NaN; NaN != NaN, so each
+    such event opened a series of its own: state and memory grew per event, and no event had a
+    history. Now NaN is the missing key, like an absent one: one series."""
+    import pandas as pd
+
+    model = make()
+    learn = (lambda x: model.learn_one(x)) if isinstance(model, streamnn.AutoencoderDetector) else \
+        (lambda x: model.learn_one(x, 0.5))
+    for i in range(200):
+        learn({"a": (i % 7) / 7, "k": float("nan") if i % 2 else None} if i % 3 else {"a": 0.1})
+    X = pd.DataFrame({"a": [0.1, 0.2, 0.3], "k": [np.nan, np.nan, np.nan]})
+    if isinstance(model, streamnn.AutoencoderDetector):
+        model.learn_many(X)
+        assert len(model.windows_) == 1
+    else:
+        model.learn_many(X, pd.Series([0.5, 0.5, 0.5]))
+        assert len(model.keys_.slots) == 1
