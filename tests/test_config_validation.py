@@ -203,6 +203,25 @@ def test_negative_run_limits(tmp_path, capsys, run, needle):
     _refused(cfg, capsys, needle)
 
 
+@pytest.mark.parametrize("section, value, needle", [
+    # each ran: the first crashed at the first poll, the next at the first learn, the rest ran silently wrong
+    ("run", {"batch_size": 10**30}, "[run] batch_size = 1000000000000000000000000000000: must be <= 1000000"),
+    ("schema", {"features": ["a", "a", "b"]}, "[schema] features: 'a' is listed twice"),
+    ("schema", {"target": ["y", "y"]}, "[schema] target: 'y' is listed twice"),
+    ("schema", {"features": ["a", "y"]}, "[schema] features: 'y' is also the target"),   # a leak
+    ("schema", {"lags": 10**30}, "[schema] lags: 1000000000000000000000000000000 lags of 3 field(s) make more"),
+    ("checkpoint", {"every_seconds": float("nan")}, "[checkpoint] every_seconds = nan: must be positive"),
+])
+def test_schema_and_limits_that_ran_wrong(tmp_path, section, value, needle):
+    """The lags case allocated one name per lag (1e30 of them) when the run started."""
+    from test_runtime_helpers import config
+
+    raw = config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")}, **{section: value})
+    with pytest.raises(ConfigError) as e:
+        parse(raw)
+    assert needle in str(e.value)
+
+
 @pytest.mark.parametrize("flag, needle", [
     (["--max-events", "-5"], "--max-events = -5: must be >= 0"),
     (["--rate", "-1"], "--rate = -1.0: must be > 0"),

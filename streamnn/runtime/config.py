@@ -196,6 +196,7 @@ def parse(raw: dict, learner: bool = True) -> Config:
 
 # (section, key) -> (lowest, lowest allowed itself?, highest, what it means; the fix); None passes
 RANGES = {
+    ("run", "batch_size"): (1, True, 1_000_000, "1 to 1,000,000 records per poll, e.g. 256"),
     ("run", "max_events"): (0, True, None, "0 or more events (leave it out for no limit)"),
     ("run", "rate"): (0, False, None, "records per second, more than 0 (leave it out for no limit)"),
     ("run", "delayed_labels"): (0, True, None, "0 (no delayed labels) or more cached events"),
@@ -249,27 +250,17 @@ def _check_values(sec: dict) -> None:
     if not 0 < sch["max_abs"] < float("inf"):
         raise ConfigError(f"[schema] max_abs: must be a positive finite number (got {sch['max_abs']!r}); "
                           "values beyond it are dead letters (default 1e30)")
-    if ck["every_seconds"] <= 0:
-        raise ConfigError("[checkpoint] every_seconds: must be positive")
-    if isinstance(sch["features"], str) and sch["features"] != "*":
-        raise ConfigError(f"[schema] features: {sch['features']!r}; use \"*\" (all numeric fields) "
-                          "or a list of field names")
+    if not ck["every_seconds"] > 0:   # NaN too: no time-based checkpoint would ever be due
+        raise ConfigError(f"[checkpoint] every_seconds = {ck['every_seconds']!r}: must be positive (e.g. 60)")
+    from .schema import schema_problem
+
+    problem = schema_problem(sch)
+    if problem:
+        raise ConfigError(problem)
     thr = sec["anomaly"]["threshold"]
     if isinstance(thr, str) and thr not in ("auto", "sigma"):
         raise ConfigError(f"[anomaly] threshold: {thr!r}; use \"auto\" (the detector's own threshold, "
                           "else \"sigma\"), \"sigma\" (mean + sigma * std of past scores) or a number")
-    if sch["lags"] < 0:
-        raise ConfigError("[schema] lags: must be 0 (off) or a positive number of past values")
-    if sch["lags"] and not (sch["lag_fields"] or isinstance(sch["features"], list)):
-        raise ConfigError("[schema] lag_fields: lags need the fields to lag; list them in lag_fields")
-    if sch["lags"] and isinstance(sch["features"], list):
-        from .schema import lag_names
-
-        clash = [f for f in lag_names(sch["lag_fields"] or sch["features"], sch["lags"]) if f in sch["features"]]
-        if clash:
-            raise ConfigError(f"[schema] features: {clash[0]!r} is also the name of a lag column ([schema] lags "
-                              f"adds <field>_lag1 .. _lag{sch['lags']}); rename the field or drop it from features")
-
 
 def _table(raw: dict, name: str) -> dict:
     t = raw.get(name, {})

@@ -38,7 +38,7 @@ import numpy as np
 from .decoding import SCAN as _SCAN, decode_batch
 from .records import NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "lag_names", "reason_class", "too_deep"]
+__all__ = ["Decoder", "lag_names", "reason_class", "schema_problem", "too_deep"]
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
 
@@ -50,6 +50,40 @@ def lag_names(fields, n: int) -> list:
     ['v_lag1', 'w_lag1', 'v_lag2', 'w_lag2']
     """
     return [f"{f}_lag{i}" for i in range(1, int(n) + 1) for f in fields]
+
+
+def schema_problem(sch: dict) -> str | None:
+    """The first problem of a config's ``[schema]`` section that its types do not show (None: none).
+
+    >>> schema_problem({"features": ["a", "y"], "target": "y", "lags": 0, "lag_fields": None,
+    ...                 "max_features": 256})
+    "[schema] features: 'y' is also the target; a feature must not be the answer it predicts (drop it from features)"
+    """
+    feats, lags = sch["features"], sch["lags"]
+    if isinstance(feats, str) and feats != "*":
+        return f"[schema] features: {feats!r}; use \"*\" (all numeric fields) or a list of field names"
+    targets = sch["target"] if isinstance(sch["target"], list) else [sch["target"]] if sch["target"] else []
+    for key, names in (("features", feats if isinstance(feats, list) else []), ("target", targets)):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"[schema] {key}: {twice[0]!r} is listed twice; list each field once"
+    leak = [t for t in targets if isinstance(feats, list) and t in feats]
+    if leak:
+        return (f"[schema] features: {leak[0]!r} is also the target; a feature must not be the answer it "
+                "predicts (drop it from features)")
+    if lags < 0:
+        return "[schema] lags: must be 0 (off) or a positive number of past values"
+    if lags and not (sch["lag_fields"] or isinstance(feats, list)):
+        return "[schema] lag_fields: lags need the fields to lag; list them in lag_fields"
+    fields = sch["lag_fields"] or (feats if isinstance(feats, list) else [])
+    if lags * max(1, len(fields)) > sch["max_features"]:
+        return (f"[schema] lags: {lags} lags of {len(fields)} field(s) make more columns than max_features = "
+                f"{sch['max_features']}; use fewer lags, or raise [schema] max_features")
+    clash = [f for f in lag_names(fields, lags) if isinstance(feats, list) and f in feats]
+    if clash:
+        return (f"[schema] features: {clash[0]!r} is also the name of a lag column ([schema] lags adds "
+                f"<field>_lag1 .. _lag{lags}); rename the field or drop it from features")
+    return None
 
 
 def reason_class(reason: str) -> str:
