@@ -313,3 +313,29 @@ def test_a_nan_key_is_a_missing_key_not_a_new_series_per_event(make):
     else:
         model.learn_many(X, pd.Series([0.5, 0.5, 0.5]))
         assert len(model.keys_.slots) == 1
+
+
+# -- a NaN class label -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: streamnn.MLPClassifier(hidden=[4], seed=0),
+                                  lambda: streamnn.LSTMClassifier(seed=0, hidden_size=4)], ids=["mlp", "lstm"])
+def test_a_nan_label_is_a_missing_label_not_a_new_class_each_time(make):
+    """NaN is how pandas shows an unlabelled row (`pd.Series(["a", None])` holds NaN); NaN != NaN,
+    so every such row added a class (the output layer grew per row, and "nan" was predicted).
+    Now it is the missing label, like None: nothing is learned from the row."""
+    import pandas as pd
+
+    model, twin = make(), make()
+    for i in range(30):
+        model.learn_one({"a": i / 30}, "ab"[i % 2])
+        twin.learn_one({"a": i / 30}, "ab"[i % 2])
+    for _ in range(5):
+        model.learn_one({"a": 0.5}, float("nan"))
+        twin.learn_one({"a": 0.5}, None)
+    y = pd.Series(["a", None, "b", None])
+    assert y.isna().sum() == 2
+    X = pd.DataFrame({"a": [0.1, 0.2, 0.3, 0.4]})
+    model.learn_many(X, y.astype(object).where(y.notna(), float("nan")))
+    twin.learn_many(X, pd.Series(["a", None, "b", None], dtype=object))
+    assert list(model.classes_) == ["a", "b"] == list(twin.classes_)
+    assert model.predict_proba_one({"a": 0.3}) == twin.predict_proba_one({"a": 0.3})
