@@ -339,3 +339,24 @@ def test_a_nan_label_is_a_missing_label_not_a_new_class_each_time(make):
     twin.learn_many(X, pd.Series(["a", None, "b", None], dtype=object))
     assert list(model.classes_) == ["a", "b"] == list(twin.classes_)
     assert model.predict_proba_one({"a": 0.3}) == twin.predict_proba_one({"a": 0.3})
+
+
+# -- hostile event times in the report -------------------------------------------------------------
+
+@pytest.mark.parametrize("stamp", [lambda i: "9999-12-31T23:59:59" if i % 2 else "0001-01-01",
+                                   lambda i: -(10**12) + i], ids=["far", "negative-epoch"])
+def test_event_times_the_plots_cannot_draw_fall_back_to_the_event_count(tmp_path, stamp):
+    """The end-of-run report raised ("Matplotlib dates must be between year 0001 and 9999",
+    "year -29719 is out of range"): `streamnn run` ended with an error and no report."""
+    from streamnn.runtime.report import write_report
+
+    src = tmp_path / "s.jsonl"
+    rows = write_stream(src, n=120)
+    with open(src, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({**r, "ts": stamp(i)}) + "\n")
+    _, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, schema={"timestamp": "ts"},
+                            metrics={"every": 20}))
+    assert summary["events_out"] == 120
+    names = {f.rsplit("/", 1)[-1] for f in write_report(tmp_path / "r")}
+    assert "prequential.png" in names
