@@ -360,3 +360,32 @@ def test_event_times_the_plots_cannot_draw_fall_back_to_the_event_count(tmp_path
     assert summary["events_out"] == 120
     names = {f.rsplit("/", 1)[-1] for f in write_report(tmp_path / "r")}
     assert "prequential.png" in names
+
+
+# -- fields copied into every output ---------------------------------------------------------------
+
+@pytest.mark.parametrize("field, kind", [("k", "number"), ("ts", "number"), ("id", "number"), ("y", "label")])
+def test_a_huge_id_key_timestamp_or_label_is_a_dead_letter(field, kind):
+    """A 900 kB key in a 1 MB record (within max_bytes) made a 1.8 MB output message (the key is
+    the message key and is in the JSON too): the Kafka sink raised MessageSizeTooLargeError and
+    the consumer stopped at that record on every restart. Fields copied into every output are
+    short identifiers: past MAX_TEXT characters the record is a dead letter naming the field."""
+    from streamnn.runtime.records import DecodeError, Record
+    from streamnn.runtime.schema import MAX_TEXT, Decoder
+
+    dec = Decoder(features=["a"], target="y", key="k", event_id="id", timestamp="ts", target_kind=kind)
+    base = {"id": "e1", "a": 1.0, "k": "m1", "ts": "2024-01-01", "y": 1.0 if kind == "number" else "c"}
+    ok = json.dumps({**base, field: "z" * MAX_TEXT}).encode()
+    bad = json.dumps({**base, field: "z" * (MAX_TEXT + 1)}).encode()
+    nested = json.dumps({**base, field: {"z": ["z" * MAX_TEXT]}}).encode()
+    recs = [Record(v, {}, "s", i) for i, v in enumerate([ok, bad, nested])]
+    assert not isinstance(dec.decode(recs[0]), DecodeError)
+    for r in recs[1:]:
+        out = dec.decode(r)
+        if field in ("id", "y") and r is recs[2]:
+            assert out.reason.startswith("wrong type"), out   # an object is no id or label anyway
+            continue
+        assert out.reason.startswith(f"too long: ") and repr(field) in out.reason, out
+    batch, errors = dec.decode_batch(recs)
+    assert [r.offset for r in batch.records] == [0]
+    assert [why for _, why in errors] == [dec.decode(r).reason for r in recs[1:]]

@@ -4,6 +4,7 @@ Every way a record can be bad has its own reason, which the dead-letter sink sto
 record and the metrics count by class (the text before the first colon): ``oversized``,
 ``empty``, ``binary``, ``too deep``, ``not JSON``, ``not an object``, ``bad CSV row``,
 ``missing field``, ``wrong type``, ``non-finite target``, ``out of range``, ``too many features``,
+``too long`` (an id, key, timestamp or label past `MAX_TEXT` characters: each output copies it),
 and ``undecodable`` (any other exception while decoding one record: decoding never raises).
 
 The range rule: a feature or numeric target with ``|x| > max_abs`` (default 1e30, beyond which
@@ -36,9 +37,9 @@ import re
 import numpy as np
 
 from .decoding import SCAN as _SCAN, decode_batch
-from .records import NO_TARGET, DecodeError, Event, Record
+from .records import MAX_TEXT, NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "lag_names", "reason_class", "schema_problem", "too_deep"]
+__all__ = ["Decoder", "MAX_TEXT", "lag_names", "reason_class", "schema_problem", "too_deep"]
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
 
@@ -223,6 +224,10 @@ class Decoder:
             eid = f"{record.stream}:{record.offset}"
         key = obj.get(self.key) if self.key else None
         ts = obj.get(self.timestamp) if self.timestamp else None
+        for what, name, v in (("event id", self.event_id, eid), ("key", self.key, key),
+                              ("timestamp", self.timestamp, ts)):
+            if name and _text_len(v) > MAX_TEXT:
+                return _too_long(what, name, v)
         return Event(x, y, eid, record, key, ts)
 
     def reserve(self, names) -> None:
@@ -308,12 +313,27 @@ class Decoder:
                 return float(v)
             return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                                "this learner needs a number")
+        if t is str and len(v) > MAX_TEXT:
+            return _too_long("target", name, v)
         if t is str or t is int or t is bool:
             return v
         if t is float:
             return int(v) if v.is_integer() else v
         return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                            "a class label is a string, an integer or a boolean")
+
+
+def _text_len(v) -> int:
+    """Characters of `v` in an output (a string's own; an object or list's JSON)."""
+    t = type(v)
+    if t is str:
+        return len(v)
+    return len(json.dumps(v, default=str)) if t is dict or t is list else 0
+
+
+def _too_long(what: str, name, v) -> DecodeError:
+    return DecodeError(f"too long: {what} {name!r} is {_text_len(v)} characters; at most MAX_TEXT={MAX_TEXT} "
+                       "(every output copies it: send a short identifier)")
 
 
 def _cell(v: str):
