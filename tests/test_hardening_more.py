@@ -389,3 +389,43 @@ def test_a_huge_id_key_timestamp_or_label_is_a_dead_letter(field, kind):
     batch, errors = dec.decode_batch(recs)
     assert [r.offset for r in batch.records] == [0]
     assert [why for _, why in errors] == [dec.decode(r).reason for r in recs[1:]]
+
+
+# -- missing and out-of-range targets through the library ------------------------------------------
+
+@pytest.mark.parametrize("make, y", [
+    (lambda: streamnn.MLPRegressor(hidden=[4], seed=0), lambda i: float(i % 3)),
+    (lambda: streamnn.LSTMRegressor(seed=0, hidden_size=4), lambda i: float(i % 3)),
+    (lambda: streamnn.MultiTargetRegressor(seed=0), lambda i: {"p": float(i % 3), "q": 1.0}),
+    (lambda: streamnn.MLPForecaster(seed=0), None),
+    (lambda: streamnn.LSTMForecaster(seed=0), None),
+], ids=["mlp", "lstm", "multi", "mlp-forecaster", "lstm-forecaster"])
+def test_a_none_or_huge_integer_target_is_skipped_like_inf(make, y):
+    """`learn_one(x, 10**400)` raised a bare OverflowError; MLPRegressor and the forecasters
+    raised on a None target (TypeError) where LSTMRegressor and MultiTargetRegressor skip it.
+    Now NaN, inf and an integer beyond the float range are all skipped, and None too (a sequence
+    learner keeps its None: an unlabelled event that still moves the hidden state)."""
+    import math
+
+    clean = object()
+
+    def learn(model, i, target=clean):
+        if y is None:
+            model.learn_one(math.sin(i / 5) if target is clean else target)
+        else:
+            t = y(i) if target is clean else ({"p": target, "q": 1.0} if isinstance(y(i), dict) else target)
+            model.learn_one({"a": i / 30}, t)
+
+    models = {}
+    for bad in (math.inf, None, 10**400):
+        m = make()
+        for i in range(30):
+            learn(m, i)
+        learn(m, 30, bad)
+        for i in range(31, 50):
+            learn(m, i)
+        models[repr(bad)[:5]] = m
+    out = {k: (m.forecast(2) if y is None else m.predict_one({"a": 0.4})) for k, m in models.items()}
+    assert out["10000"] == out["inf"], out
+    if not isinstance(models["inf"], streamnn.LSTMRegressor):   # there None is an unlabelled step
+        assert out["None"] == out["inf"], out
