@@ -429,3 +429,26 @@ def test_a_none_or_huge_integer_target_is_skipped_like_inf(make, y):
     assert out["10000"] == out["inf"], out
     if not isinstance(models["inf"], streamnn.LSTMRegressor):   # there None is an unlabelled step
         assert out["None"] == out["inf"], out
+
+
+# -- a label per event -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("delayed", [0, 100])
+def test_labels_past_max_classes_are_dead_letters(tmp_path, delayed):
+    """A producer that sends a new label with each event (an id in the label field, say) grew
+    the classifier's output layer by one class per event, without end, like an unbounded input
+    layer before max_features. Past `[schema] max_classes` the record is a dead letter."""
+    src = tmp_path / "s.jsonl"
+    rows = write_stream(src, n=60, classes=True)
+    with open(src, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({**r, "y": ["a", "b", "c"][i % 3] if i < 30 else f"id-{i}"}) + "\n")
+    learner = {"class": "MLPClassifier", "params": {"hidden": [4], "seed": 0}}
+    p, summary = run(config(tmp_path / "r", {"type": "file", "path": str(src)}, learner,
+                            schema={"max_classes": 5}, run={"delayed_labels": delayed, "batch_size": 16}))
+    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
+    assert len(dead) == 28 and summary["dead_letters"] == 28
+    assert {d["class"] for d in dead} == {"too many classes"} and "max_classes=5" in dead[0]["reason"]
+    assert [d["offset"] for d in dead] == list(range(33, 61))
+    assert list(p.runner.units[str(src)].learner.classes_) == ["a", "b", "c", "id-30", "id-31"]
+    assert len(lines(tmp_path / "r" / "predictions.jsonl")) == 32

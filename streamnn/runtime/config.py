@@ -6,7 +6,7 @@ A config is a TOML file (YAML too when PyYAML is installed) with these sections;
     name = "sensor_anomaly"
     [source]      type = "file" | "river" | "kafka", and its parameters
     [schema]      features, target, key, event_id, timestamp, required, max_bytes, lags, lag_fields,
-                  max_abs, max_depth, max_features
+                  max_abs, max_depth, max_features, max_classes
     [learner]     class = "MLPClassifier", [learner.params]
     [run]         dir, batch_size, state_per, delayed_labels, max_events, rate, post_update_every,
                   poll_timeout_s, strict, dead_letter_limit, feature_check_events
@@ -53,7 +53,8 @@ SPEC = {
                "key": ((str, type(None)), None), "event_id": ((str, type(None)), None),
                "timestamp": ((str, type(None)), None), "required": ("list", []),
                "max_bytes": (int, 1_000_000), "lags": (int, 0), "lag_fields": ("list", None),
-               "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256)},
+               "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256),
+               "max_classes": (int, 10_000)},
     "learner": {"class": (str, REQUIRED), "params": (dict, {})},
     "run": {"dir": (str, None), "batch_size": (int, 256), "state_per": (str, "stream"),
             "delayed_labels": (int, 10_000), "max_events": ((int, type(None)), None),
@@ -244,7 +245,7 @@ def _check_values(sec: dict) -> None:
         raise ConfigError(f"[run] state_per: {run['state_per']!r} is not valid; use \"stream\" "
                           "(one learner per stream/partition) or \"global\" (one shared learner)")
     for section, key in (("run", "batch_size"), ("checkpoint", "every_events"), ("schema", "max_bytes"),
-                         ("schema", "max_depth"), ("schema", "max_features")):
+                         ("schema", "max_depth"), ("schema", "max_features"), ("schema", "max_classes")):
         if sec[section][key] < 1:
             raise ConfigError(f"[{section}] {key}: must be at least 1 (got {sec[section][key]})")
     if not 0 < sch["max_abs"] < float("inf"):

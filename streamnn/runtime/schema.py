@@ -121,6 +121,9 @@ class Decoder:
     max_features
         With ``features="*"``: a record with more numeric fields is a dead letter ("too many
         features"); the loop applies the same cap to the features a learner has seen in total.
+    max_classes
+        Used by the loop: a label that would make a classifier's class count pass it is a dead
+        letter ("too many classes"; a label per event cannot grow the output layer without end).
     target_kind
         "number" (regression, detectors' labels) or "label" (classification: str, int or bool).
     format
@@ -130,7 +133,7 @@ class Decoder:
     def __init__(self, features="*", target=None, key=None, event_id=None, timestamp=None,
                  required=(), max_bytes: int = 1_000_000, target_kind: str = "number",
                  format: str = "json", columns=None, max_abs: float = 1e30, max_depth: int = 64,
-                 max_features: int = 256):
+                 max_features: int = 256, max_classes: int = 10_000):
         self.features = features
         self.target = target
         self.key = key
@@ -139,6 +142,7 @@ class Decoder:
         self.required = tuple(required or ())
         self.max_bytes = max_bytes
         self.max_abs, self.max_depth, self.max_features = float(max_abs), int(max_depth), int(max_features)
+        self.max_classes = int(max_classes)
         if not self.max_abs > 0 or self.max_depth < 1 or self.max_features < 1:
             raise ValueError(f"max_abs={max_abs!r}, max_depth={max_depth!r}, max_features={max_features!r}: "
                              "each must be positive")
