@@ -452,3 +452,15 @@ def test_labels_past_max_classes_are_dead_letters(tmp_path, delayed):
     assert [d["offset"] for d in dead] == list(range(33, 61))
     assert list(p.runner.units[str(src)].learner.classes_) == ["a", "b", "c", "id-30", "id-31"]
     assert len(lines(tmp_path / "r" / "predictions.jsonl")) == 32
+
+
+def test_an_event_id_sent_twice_counts_the_replaced_waiting_event_as_expired():
+    """The second event with a waiting id replaced the first in the delayed-label cache without a
+    trace: that event was never learned and not counted anywhere."""
+    from streamnn.runtime.state import DelayedLabels
+
+    cache = DelayedLabels(size=10)
+    cache.put("e1", {"a": 0.1})
+    cache.put("e2", {"a": 0.2})
+    cache.put("e1", {"a": 0.9})
+    assert cache.expired == 1 and cache.pop("e1") == {"a": 0.9} and list(cache.items) == ["e2"]

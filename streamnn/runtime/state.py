@@ -170,10 +170,12 @@ class DelayedLabels:
     def __init__(self, size: int = 10_000):
         self.size = size
         self.items: OrderedDict = OrderedDict()
-        self.expired = 0       # evicted before their label came
+        self.expired = 0       # evicted (or replaced by an event of the same id) before their label came
 
     def put(self, event_id, x: dict) -> None:
         items = self.items
+        if event_id in items:   # an id sent twice: the waiting event is replaced, never learned
+            self.expired += 1
         items[event_id] = x
         items.move_to_end(event_id)
         while len(items) > self.size:
