@@ -36,7 +36,7 @@ from .features import FeatureRegistry
 from .lr import check_control, make_control
 from .modules import first_linear, grow_input
 from .normalization import RunningStats
-from .schedule import FrameSchedule
+from .schedule import FrameSchedule, check_weight
 from .serialization import (_from_plain, _load, _plain_params, _qualified, _to_cpu,  # noqa: F401 (their old home)
                             _to_plain, load, save)
 
@@ -211,6 +211,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         return True
 
     def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
+        check_weight(w)
         if not self._ready_for(row):
             return
         self.buffer_.append(row, target, w)

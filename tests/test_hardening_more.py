@@ -492,3 +492,32 @@ def test_a_detector_stopped_after_its_inputs_grew_resumes_exactly(tmp_path):
     a, b = (p.runner.units[str(src)].learner for p in (p_all, p_cut))
     assert a.n_in_ == b.n_in_ == 16 and b.n_seen_ == 300   # a, b, y, then noise: 4 x window 4
     assert_same_state(a.state_dict(), b.state_dict())
+
+
+# -- sample weights --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("w", [float("nan"), float("inf"), -1.0, None], ids=["nan", "inf", "negative", "none"])
+@pytest.mark.parametrize("make, y", [(lambda: streamnn.MLPRegressor(hidden=[4], seed=0, batch_size=4, update_every=2),
+                                      lambda i: float(i % 3)),
+                                     (lambda: streamnn.MLPClassifier(hidden=[4], seed=0, batch_size=4, update_every=2),
+                                      lambda i: bool(i % 2))], ids=["reg", "clf"])
+def test_a_bad_sample_weight_is_refused_before_it_poisons_the_model(make, y, w):
+    """`learn_one(x, y, w=nan)` (or inf, a negative weight, None) was accepted and made every
+    weight of the network NaN for good (a negative one made it diverge): predictions NaN ever
+    after. Now it raises, naming the weight, before anything is learned."""
+    import pandas as pd
+
+    model, twin = make(), make()
+    for i in range(20):
+        model.learn_one({"a": i / 20}, y(i))
+        twin.learn_one({"a": i / 20}, y(i))
+    with pytest.raises(ValueError, match="sample weight"):
+        model.learn_one({"a": 0.5}, y(1), w=w)
+    with pytest.raises(ValueError, match="sample weight"):
+        model.learn_many(pd.DataFrame({"a": [0.1, 0.2]}), pd.Series([y(1), y(2)]), w=pd.Series([1.0, w]))
+    for i in range(20, 40):
+        model.learn_one({"a": i / 40}, y(i))
+        twin.learn_one({"a": i / 40}, y(i))
+    assert model.n_seen_ == twin.n_seen_ == 40
+    for name, t in model.module_.state_dict().items():
+        assert torch.equal(t, twin.module_.state_dict()[name]), name
