@@ -14,6 +14,7 @@ from . import backends
 from .features import series_key
 from .keystore import KeyStore, WindowBuffer
 from .recurrent import CELLS, SeqNet, np_run, numpy_plan
+from .schedule import check_weight, checked_weights
 from .seqframes import FrameLearning
 
 __all__ = ["SequenceLearner"]
@@ -253,13 +254,14 @@ class SequenceLearner(FrameLearning):
     # -- shared river API pieces --------------------------------------------------------------
 
     def _learn_x(self, x: dict, target, w):
+        check_weight(w)
         key, x = self._split(x)
         self._learn_event(key, self.features_.row(x), target, w)
 
     def _learn_frame_seq(self, X: pd.DataFrame, targets, w, encode=float):
+        weights = np.ones(len(X)) if w is None else checked_weights(w)   # before anything is learned
         keys, X = self._split_frame(X)
         M = self.features_.frame(X)
-        weights = np.ones(len(M)) if w is None else np.asarray(w, dtype=float)
         self._learn_rows(keys, M, targets, weights, encode)
 
     def _out_one(self, x: dict):

@@ -500,7 +500,9 @@ def test_a_detector_stopped_after_its_inputs_grew_resumes_exactly(tmp_path):
 @pytest.mark.parametrize("make, y", [(lambda: streamnn.MLPRegressor(hidden=[4], seed=0, batch_size=4, update_every=2),
                                       lambda i: float(i % 3)),
                                      (lambda: streamnn.MLPClassifier(hidden=[4], seed=0, batch_size=4, update_every=2),
-                                      lambda i: bool(i % 2))], ids=["reg", "clf"])
+                                      lambda i: bool(i % 2)),
+                                     (lambda: streamnn.LSTMClassifier(seed=0, hidden_size=4),   # negative: accepted
+                                      lambda i: bool(i % 2))], ids=["reg", "clf", "lstm"])
 def test_a_bad_sample_weight_is_refused_before_it_poisons_the_model(make, y, w):
     """`learn_one(x, y, w=nan)` (or inf, a negative weight, None) was accepted and made every
     weight of the network NaN for good (a negative one made it diverge): predictions NaN ever
