@@ -64,7 +64,7 @@ class RangeNovelty:
     def update(self, x: dict) -> None:
         lo, hi = self.lo, self.hi
         for k, v in x.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1.7976931348623157e308:   # not NaN, inf, a huge int
                 if k in lo:
                     if v < lo[k]:
                         lo[k] = v

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .features import series_key
+
 __all__ = ["WindowsMixin"]
 
 _PLAIN_KEYS = (str, int, float, bool, type(None))
@@ -27,7 +29,7 @@ class WindowsMixin:
         """x -> (key, the (C, W) raw window ending with x); the key's history is not changed."""
         k = None
         if self.key is not None:
-            k = x.get(self.key)
+            k = series_key(x.get(self.key))   # NaN: the missing key, not a new series per event
             x = {n: v for n, v in x.items() if n != self.key}
         r = self._values(x, grow)                                                 # (C,)
         W = self.window_

@@ -36,7 +36,7 @@ from .features import FeatureRegistry
 from .lr import check_control, make_control
 from .modules import first_linear, grow_input
 from .normalization import RunningStats
-from .schedule import FrameSchedule
+from .schedule import FrameSchedule, check_weight
 from .serialization import (_from_plain, _load, _plain_params, _qualified, _to_cpu,  # noqa: F401 (their old home)
                             _to_plain, load, save)
 
@@ -160,7 +160,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         self.lr_control_ = make_control(self.lr_control)
         if self.lr_control_ is not None:
             self.lr_control_.attach(self.optimizer_)
-        self.n_in_ = n_in
+        self.n_in_ = self._n_in_built = n_in   # widths inside may be sized from the first width
         self._invalidate()
 
     def _grow_inputs(self, n_in: int):
@@ -212,6 +212,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         return True
 
     def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
+        check_weight(w)
         if not self._ready_for(row):
             self._learn_unbuilt(target)
             return
@@ -342,7 +343,7 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         if self.reservoir_ is not None:
             s["reservoir"] = self.reservoir_.state_dict()
         if self.module_ is not None:
-            s.update(n_in=self.n_in_, module=_to_cpu(dict(self.module_.state_dict())),
+            s.update(n_in=self.n_in_, n_in_built=self._n_in_built, module=_to_cpu(dict(self.module_.state_dict())),
                      optimizer=_to_cpu(self.optimizer_.state_dict()), rng=self._rng_state.clone())
             if self.lr_control_ is not None:
                 s["lr_control"] = self.lr_control_.state_dict()
@@ -363,8 +364,10 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         self.n_nonfinite_, self._pending, self.last_loss_ = c["n_nonfinite"], c["pending"], c["last_loss"]
         self._warm_until = c.get("warm_until", 0)
         self._load_extra_state(s["extra"])
-        if s["built"]:
-            self._build(s["n_in"])
+        if s["built"]:   # as it was built, then grown: the widths sized from the first width match
+            self._build(s.get("n_in_built", s["n_in"]))
+            if s["n_in"] > self.n_in_:
+                self._grow_inputs(s["n_in"])
             self.module_.load_state_dict(s["module"])
             self.optimizer_.load_state_dict(s["optimizer"])
             self._rng_state = s["rng"].clone()

@@ -30,6 +30,12 @@ _LOSSES = {"cross_entropy", "ce", "log_loss"}
 DEFAULTS = dict(optimizer="adam", lr=0.007, batch_size=64, update_every=16, warmup=5000, replay=1.0)
 
 
+def no_label(y) -> bool:
+    """Whether `y` is a missing label: None, or NaN (how pandas shows a missing value; NaN != NaN
+    would make every such row a class of its own)."""
+    return y is None or (isinstance(y, float) and y != y)
+
+
 class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     """A streaming classifier around your own `nn.Module`.
 
@@ -177,7 +183,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
     # -- river API ---------------------------------------------------------------------------
 
     def learn_one(self, x: dict, y, w: float = 1.0) -> None:
-        if y is None:
+        if no_label(y):
             return
         i = self._index.get(y)
         if i is None:
@@ -192,6 +198,10 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         i = self._index.get(label)
         return self._add_class(label) if i is None else i
 
+    def _code(self, label) -> float:
+        """The class index of `label` (added if new), NaN for a missing label (`no_label`)."""
+        return math.nan if no_label(label) else self._encode(label)
+
     def _codes(self, labels: list):
         """Labels -> (class indices as floats, NaN for None; {row: label} where a label is first
         seen), without side effects: the classes are added by `_encode` at those rows' turn."""
@@ -201,7 +211,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
             return np.array(codes, dtype=np.float64), None
         new, fresh = {}, {}
         for r, t in enumerate(labels):
-            if codes[r] is None and t is not None:
+            if codes[r] is None and not no_label(t):
                 i = new.get(t)
                 if i is None:
                     i = new[t] = len(self.classes_) + len(new)

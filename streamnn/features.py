@@ -20,7 +20,18 @@ import numbers
 
 import numpy as np
 
-__all__ = ["FeatureRegistry", "FeatureTypeError"]
+__all__ = ["FeatureRegistry", "FeatureTypeError", "series_key"]
+
+
+def series_key(v):
+    """The series a key value names: NaN (how a frame or the runtime shows a null or absent
+    key) is the missing key None, like an absent one; NaN != NaN would make every such event a
+    series of its own.
+
+    >>> series_key(float("nan")), series_key(3.0), series_key("m1")
+    (None, 3.0, 'm1')
+    """
+    return None if v != v else v
 
 
 class FeatureTypeError(TypeError):
@@ -76,6 +87,8 @@ class FeatureRegistry:
                 raise _type_error(k, v)
             try:
                 out[col] = v
+            except OverflowError:   # an integer beyond the float range: like inf, missing
+                pass
             except (TypeError, ValueError):
                 raise _type_error(k, v) from None
         if np.isinf(out).any():   # inf is treated as missing, like NaN
@@ -90,6 +103,7 @@ class FeatureRegistry:
 
     def frame(self, X, grow: bool = True) -> np.ndarray:
         """A pandas DataFrame -> a float64 matrix with the registry's columns."""
+        _check_unique(X)
         if grow:
             for k in sorted((k for k in X.columns if k not in self.index), key=_sort_key):
                 self.add(k)
@@ -103,6 +117,8 @@ class FeatureRegistry:
             col = X[k]
             try:
                 out[:, self.index[k]] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            except OverflowError:   # integers beyond the float range: like inf, missing
+                out[:, self.index[k]] = [self.row({k: v}, grow=False)[self.index[k]] for v in col]
             except (TypeError, ValueError):
                 bad = next(v for v in col if not _is_number(v))
                 raise _type_error(k, bad) from None
@@ -145,6 +161,7 @@ class FeatureRegistry:
         >>> reg.names, widths.tolist()
         (['a', 'b'], [1, 2])
         """
+        _check_unique(X)
         unknown = [k for k in X.columns if k not in self.index]
         widths = np.full(len(X), len(self.names), dtype=np.int64)
         if unknown:
@@ -166,6 +183,12 @@ class FeatureRegistry:
     def load_state_dict(self, state: dict):
         self.names = list(state["names"])
         self.index = {n: i for i, n in enumerate(self.names)}
+
+
+def _check_unique(X) -> None:
+    if not X.columns.is_unique:
+        dup = X.columns[X.columns.duplicated()].unique().tolist()
+        raise ValueError(f"columns {dup} appear more than once in the frame; give each feature one column")
 
 
 def _is_number(v) -> bool:

@@ -27,6 +27,7 @@ import numbers
 from river.time_series.base import Forecaster
 
 from .mlp_forecaster import MLPForecaster, SavedForecaster
+from .regression import _finite
 from .sequence import LSTMRegressor
 
 __all__ = ["LSTMForecaster", "MLPForecaster"]
@@ -108,8 +109,8 @@ class LSTMForecaster(SavedForecaster, Forecaster):
     # -- river API ---------------------------------------------------------------------------
 
     def learn_one(self, y: float, x: dict | None = None) -> None:
-        y = float(y)
-        if not math.isfinite(y):
+        y = _finite(y)
+        if y is None:   # missing, NaN, inf, or an integer beyond the float range
             self.regressor_.n_skipped_ += 1
             return
         hist = self.history_

@@ -42,6 +42,7 @@ from river.time_series.base import Forecaster
 
 from . import checkpoint
 from .base import _load, _plain_params, _qualified, resolve_device
+from .regression import _finite
 
 __all__ = ["MLPForecaster"]
 
@@ -199,8 +200,8 @@ class MLPForecaster(SavedForecaster, Forecaster):
     # -- river API ---------------------------------------------------------------------------
 
     def learn_one(self, y: float, x: dict | None = None) -> None:
-        y = float(y)
-        if not math.isfinite(y):
+        y = _finite(y)
+        if y is None:   # missing, NaN, inf, or an integer beyond the float range
             self.n_skipped_ += 1
             return
         self._warn_x(x)

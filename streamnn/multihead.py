@@ -150,6 +150,8 @@ class _MultiOutput(TorchLearner):
                             f"declare it as 'classification' in heads=... for other labels")
         try:
             v = float(v)
+        except OverflowError:   # an integer beyond the float range: like inf, missing
+            return math.nan
         except (TypeError, ValueError):
             raise TypeError(f"target {name!r} is {v!r}, not a number; declare it as 'classification' "
                             f"in heads=... or convert it to a float") from None

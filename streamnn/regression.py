@@ -237,8 +237,14 @@ def _finite_array(y) -> np.ndarray:
 
 
 def _finite(y):
+    """A target as a float; None (skipped) when it is missing or not finite: None, NaN, inf, or
+    an integer beyond the float range."""
+    if y is None:
+        return None
     try:
         y = float(y)
+    except OverflowError:
+        return None
     except (TypeError, ValueError):
         raise TypeError(f"target {y!r} is not a number; a regressor needs float targets") from None
     return y if math.isfinite(y) else None

@@ -12,7 +12,27 @@ import math
 
 import numpy as np
 
-__all__ = ["FrameSchedule"]
+__all__ = ["FrameSchedule", "check_weight", "checked_weights"]
+
+
+def check_weight(w) -> None:
+    """Raise unless the sample weight `w` is a finite number >= 0: NaN or inf would make every
+    weight of the network NaN for good, a negative weight turns learning into its opposite."""
+    if w != 1.0 and not (isinstance(w, (int, float, np.number)) and not isinstance(w, bool)
+                         and 0.0 <= w < math.inf):
+        raise ValueError(f"sample weight {w!r}: a weight must be a finite number >= 0 (0 learns nothing)")
+
+
+def checked_weights(w) -> np.ndarray:
+    """The sample weights of a frame as floats, each checked as `check_weight` does."""
+    try:
+        W = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        W = None
+    if W is None or not (np.isfinite(W).all() and (W >= 0).all()):
+        bad = next(v for v in (list(w) if W is None else W.tolist()) if not (isinstance(v, float) and 0 <= v < math.inf))
+        check_weight(bad)
+    return W
 
 
 class FrameSchedule:
@@ -32,6 +52,7 @@ class FrameSchedule:
         (`_learn_block`); a row that builds or grows the network or adds a class goes through
         `_learn_row`. A list `Y` (None = skip) is encoded row by row with `encode`, if given.
         """
+        w = None if w is None else checked_weights(w)   # before anything is learned
         M, widths = self.features_.frame_rows(X)
         fresh = fresh or {}
         listed = not isinstance(Y, np.ndarray)

@@ -11,8 +11,10 @@ import pandas as pd
 import torch
 
 from . import backends
+from .features import series_key
 from .keystore import KeyStore, WindowBuffer
 from .recurrent import CELLS, SeqNet, np_run, numpy_plan
+from .schedule import check_weight, checked_weights
 from .seqframes import FrameLearning
 
 __all__ = ["SequenceLearner"]
@@ -95,12 +97,12 @@ class SequenceLearner(FrameLearning):
     def _split(self, x: dict):
         if self.key is None:
             return None, x
-        return x.get(self.key), {f: v for f, v in x.items() if f != self.key}
+        return series_key(x.get(self.key)), {f: v for f, v in x.items() if f != self.key}
 
     def _split_frame(self, X: pd.DataFrame):
         if self.key is None:
             return [None] * len(X), X
-        keys = X[self.key].tolist() if self.key in X.columns else [None] * len(X)
+        keys = list(map(series_key, X[self.key].tolist())) if self.key in X.columns else [None] * len(X)
         return keys, X.drop(columns=[self.key], errors="ignore")
 
     def _run(self, Z: np.ndarray, S: np.ndarray | None):
@@ -253,13 +255,14 @@ class SequenceLearner(FrameLearning):
     # -- shared river API pieces --------------------------------------------------------------
 
     def _learn_x(self, x: dict, target, w):
+        check_weight(w)
         key, x = self._split(x)
         self._learn_event(key, self.features_.row(x), target, w)
 
     def _learn_frame_seq(self, X: pd.DataFrame, targets, w, encode=float):
+        weights = np.ones(len(X)) if w is None else checked_weights(w)   # before anything is learned
         keys, X = self._split_frame(X)
         M = self.features_.frame(X)
-        weights = np.ones(len(M)) if w is None else np.asarray(w, dtype=float)
         self._learn_rows(keys, M, targets, weights, encode)
 
     def _out_one(self, x: dict):

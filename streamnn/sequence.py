@@ -105,10 +105,10 @@ class LSTMClassifier(SequenceLearner, TorchClassifier):
         yield {"hidden_size": 4, "stateful": False, "window": 3, "cell": "gru"}
 
     def learn_one(self, x: dict, y, w: float = 1.0) -> None:
-        self._learn_x(x, math.nan if y is None else self._encode(y), w)
+        self._learn_x(x, self._code(y), w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
-        self._learn_frame_seq(X, list(y), w, lambda v: math.nan if v is None else self._encode(v))
+        self._learn_frame_seq(X, list(y), w, self._code)
 
     def _softmax(self, out: np.ndarray) -> np.ndarray:
         logits = out[:, : len(self.classes_)].astype(np.float64)

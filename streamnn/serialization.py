@@ -63,14 +63,20 @@ def _load(path, params: dict, expect=None):
             kwargs[k] = _from_plain(v)
     kwargs.update(params)
     learner = cls(**kwargs)
-    try:
-        learner.load_state_dict(ck["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        raise checkpoint.CheckpointError(f"{path}: its {cls.__name__} state does not fit a {cls.__name__} "
-                                         f"built with these parameters ({type(e).__name__}: "
-                                         f"{str(e).splitlines()[0][:160] if str(e) else ''}); pass the "
-                                         "parameters it was saved with") from None
+    load_state(learner, ck["state"], path, "pass the parameters it was saved with")
     return learner
+
+
+def load_state(learner, state: dict, path, fix: str) -> None:
+    """`learner.load_state_dict(state)`; a state that does not fit the learner (another version,
+    other parameters, a hand-made file) is a one-line `CheckpointError` naming `path` and `fix`."""
+    try:
+        learner.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        name = type(learner).__name__
+        raise checkpoint.CheckpointError(f"{path}: its {name} state does not fit a {name} built with these "
+                                         f"parameters ({type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:160] if str(e) else ''}); {fix}") from None
 
 
 def _qualified(obj) -> str:

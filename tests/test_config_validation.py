@@ -93,6 +93,20 @@ def test_unknown_format_or_extension(tmp_path, capsys, source, needle):
     _refused(cfg, capsys, needle, "jsonl")
 
 
+@pytest.mark.parametrize("header, needle", [
+    ("a,b,noise", "[schema] target: 'y' is not a column of"),          # nothing would ever be learned
+    ("a,noise,y", "[schema] features: 'b' is not a column of"),       # 'b' would always be missing
+    ("a,b,b,noise,y", "the CSV header names 'b' more than once"),     # the last 'b' silently won
+    ("", "a CSV source needs a header row on line 1"),                # was a traceback-free ValueError in run only
+])
+def test_csv_header_against_the_schema(tmp_path, capsys, header, needle):
+    """A CSV's header is known before the first event: the schema's fields must be in it."""
+    data = tmp_path / "s.csv"
+    data.write_text(header + "\n" + ",".join(["1"] * max(1, len(header.split(",")))) + "\n")
+    cfg = _config(tmp_path, source=f'type = "file"\npath = "{data}"')
+    _refused(cfg, capsys, needle)
+
+
 def test_unknown_river_dataset(tmp_path, capsys):
     cfg = _config(tmp_path, source='type = "river"\ndataset = "Phishingg"')
     _refused(cfg, capsys, "[source] dataset = 'Phishingg'", "not found")
@@ -187,6 +201,25 @@ def test_metrics_port_in_use(tmp_path, capsys):
 def test_negative_run_limits(tmp_path, capsys, run, needle):
     cfg = _config(tmp_path, run=run)
     _refused(cfg, capsys, needle)
+
+
+@pytest.mark.parametrize("section, value, needle", [
+    # each ran: the first crashed at the first poll, the next at the first learn, the rest ran silently wrong
+    ("run", {"batch_size": 10**30}, "[run] batch_size = 1000000000000000000000000000000: must be <= 1000000"),
+    ("schema", {"features": ["a", "a", "b"]}, "[schema] features: 'a' is listed twice"),
+    ("schema", {"target": ["y", "y"]}, "[schema] target: 'y' is listed twice"),
+    ("schema", {"features": ["a", "y"]}, "[schema] features: 'y' is also the target"),   # a leak
+    ("schema", {"lags": 10**30}, "[schema] lags: 1000000000000000000000000000000 lags of 3 field(s) make more"),
+    ("checkpoint", {"every_seconds": float("nan")}, "[checkpoint] every_seconds = nan: must be positive"),
+])
+def test_schema_and_limits_that_ran_wrong(tmp_path, section, value, needle):
+    """The lags case allocated one name per lag (1e30 of them) when the run started."""
+    from test_runtime_helpers import config
+
+    raw = config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")}, **{section: value})
+    with pytest.raises(ConfigError) as e:
+        parse(raw)
+    assert needle in str(e.value)
 
 
 @pytest.mark.parametrize("flag, needle", [

@@ -198,6 +198,45 @@ def test_sink_keys_headers_and_topic_template(kafka_broker, kafka_topic, client)
     assert h["source_offset"] == b"3"
 
 
+
+def test_sink_keys_of_any_json_value_never_stop_the_sink(kafka_broker, kafka_topic, client):
+    """A schema key field holding an object or a list (unhashable) raised TypeError in the sink,
+    a string with a lone surrogate (valid JSON: "\\ud800") UnicodeEncodeError: the consumer
+    stopped at that record on every restart."""
+    src_topic = kafka_topic(1)
+    sink = KafkaSink(topic="{topic}.out", bootstrap=kafka_broker.bootstrap, client=client)
+    keys = [{"m": 1}, [1, "a"], "\ud800x", "m", 2.5]
+    outs = [{"position": {"topic": src_topic, "partition": 0, "offset": i}, "key": k} for i, k in enumerate(keys)]
+    sink.emit(outs)
+    sink.flush()
+    sink.close()
+    got = _read_all(kafka_broker.bootstrap, f"{src_topic}.out", len(keys))
+    assert [m.key for m in got] == [b'{"m":1}', b'[1,"a"]', "\ud800x".encode("utf-8", "surrogatepass"), b"m", b"2.5"]
+    assert [json.loads(m.value)["key"] for m in got] == keys
+
+
+def test_a_huge_key_within_max_bytes_is_a_dead_letter_not_a_stopped_consumer(tmp_path, kafka_broker, kafka_topic):
+    """End to end: a 900 kB key field in a record within max_bytes made a 1.8 MB output the sink
+    could not send (MessageSizeTooLargeError), at that record on every restart."""
+    from streamnn.runtime.config import parse
+    from streamnn.runtime.pipeline import Pipeline
+
+    topic = kafka_topic(1)
+    big = json.dumps({"x": 2.0, "y": 1.0, "k": "z" * 900_000}).encode()
+    _send(kafka_broker.bootstrap, topic, [b'{"x": 1.0, "y": 1.0, "k": "m1"}', big, b'{"x": 3.0, "y": 0.0, "k": "m2"}'])
+    kafka = {"type": "kafka", "bootstrap": kafka_broker.bootstrap}
+    raw = {"name": "big-key", "source": {**kafka, "topics": [topic], "group_id": f"g-{topic}"},
+           "schema": {"features": ["x"], "target": "y", "key": "k"},
+           "learner": {"class": "MLPRegressor", "params": {"hidden": [4], "seed": 0}},
+           "run": {"dir": str(tmp_path / "r")}, "report": {"on_exit": False},
+           "sinks": [{**kafka, "topic": "{topic}.out"}], "dead_letters": dict(kafka)}
+    summary = Pipeline(parse(raw), max_events=3).run(report=False)
+    assert summary["events_out"] == 2 and summary["dead_letters"] == 1
+    outs = _read_all(kafka_broker.bootstrap, f"{topic}.out", 2)
+    assert [m.key for m in outs] == [b"m1", b"m2"]
+    (letter,) = _read_all(kafka_broker.bootstrap, f"{topic}.dlq", 1)
+    assert dict(letter.headers)["class"] == b"too long"
+
 POISON = {
     "not JSON": b'{"temperature": 71.2',
     "wrong type": b'{"temperature": "hot", "id": 1}',

@@ -19,6 +19,7 @@ import logging
 import time
 
 from ..base import _plain_params
+from ..serialization import load_state
 
 __all__ = ["Checkpointer", "unit_state", "restore_unit"]
 
@@ -73,9 +74,10 @@ def unit_state(u) -> dict:
             "counters": dict(u.counters), "task": u.task.kind, "saved_at": time.time()}
 
 
-def restore_unit(u, ck: dict) -> None:
-    """Load a checkpoint written by `unit_state` into unit `u` (its learner is fresh)."""
-    u.learner.load_state_dict(ck["state"])
+def restore_unit(u, ck: dict, path: str) -> None:
+    """Load a checkpoint written by `unit_state` (read from `path`) into unit `u` (its learner is
+    fresh); a learner state that does not fit is a one-line `CheckpointError`."""
+    load_state(u.learner, ck["state"], path, "delete it, or run with --fresh, to start over")
     rt = ck["runtime"]
     u.offsets, u.positions = dict(ck["offsets"]), dict(ck["positions"])
     u.delayed.load_state_dict(rt["delayed"])

@@ -372,6 +372,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, ConnectionError) as e:
         print(f"streamnn: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # a full disk, a folder made read-only mid-run: checkpoints are atomic
+        print(f"streamnn: error: {e}; the last checkpoint is intact: fix this, then run again to resume",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

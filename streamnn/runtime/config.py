@@ -6,7 +6,7 @@ A config is a TOML file (YAML too when PyYAML is installed) with these sections;
     name = "sensor_anomaly"
     [source]      type = "file" | "river" | "kafka", and its parameters
     [schema]      features, target, key, event_id, timestamp, required, max_bytes, lags, lag_fields,
-                  max_abs, max_depth, max_features
+                  max_abs, max_depth, max_features, max_classes
     [learner]     class = "MLPClassifier", [learner.params]
     [run]         dir, batch_size, state_per, delayed_labels, max_events, rate, post_update_every,
                   poll_timeout_s, strict, dead_letter_limit, feature_check_events
@@ -53,7 +53,8 @@ SPEC = {
                "key": ((str, type(None)), None), "event_id": ((str, type(None)), None),
                "timestamp": ((str, type(None)), None), "required": ("list", []),
                "max_bytes": (int, 1_000_000), "lags": (int, 0), "lag_fields": ("list", None),
-               "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256)},
+               "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256),
+               "max_classes": (int, 10_000)},
     "learner": {"class": (str, REQUIRED), "params": (dict, {})},
     "run": {"dir": (str, None), "batch_size": (int, 256), "state_per": (str, "stream"),
             "delayed_labels": (int, 10_000), "max_events": ((int, type(None)), None),
@@ -196,6 +197,7 @@ def parse(raw: dict, learner: bool = True) -> Config:
 
 # (section, key) -> (lowest, lowest allowed itself?, highest, what it means; the fix); None passes
 RANGES = {
+    ("run", "batch_size"): (1, True, 1_000_000, "1 to 1,000,000 records per poll, e.g. 256"),
     ("run", "max_events"): (0, True, None, "0 or more events (leave it out for no limit)"),
     ("run", "rate"): (0, False, None, "records per second, more than 0 (leave it out for no limit)"),
     ("run", "delayed_labels"): (0, True, None, "0 (no delayed labels) or more cached events"),
@@ -243,26 +245,23 @@ def _check_values(sec: dict) -> None:
         raise ConfigError(f"[run] state_per: {run['state_per']!r} is not valid; use \"stream\" "
                           "(one learner per stream/partition) or \"global\" (one shared learner)")
     for section, key in (("run", "batch_size"), ("checkpoint", "every_events"), ("schema", "max_bytes"),
-                         ("schema", "max_depth"), ("schema", "max_features")):
+                         ("schema", "max_depth"), ("schema", "max_features"), ("schema", "max_classes")):
         if sec[section][key] < 1:
             raise ConfigError(f"[{section}] {key}: must be at least 1 (got {sec[section][key]})")
     if not 0 < sch["max_abs"] < float("inf"):
         raise ConfigError(f"[schema] max_abs: must be a positive finite number (got {sch['max_abs']!r}); "
                           "values beyond it are dead letters (default 1e30)")
-    if ck["every_seconds"] <= 0:
-        raise ConfigError("[checkpoint] every_seconds: must be positive")
-    if isinstance(sch["features"], str) and sch["features"] != "*":
-        raise ConfigError(f"[schema] features: {sch['features']!r}; use \"*\" (all numeric fields) "
-                          "or a list of field names")
+    if not ck["every_seconds"] > 0:   # NaN too: no time-based checkpoint would ever be due
+        raise ConfigError(f"[checkpoint] every_seconds = {ck['every_seconds']!r}: must be positive (e.g. 60)")
+    from .schema import schema_problem
+
+    problem = schema_problem(sch)
+    if problem:
+        raise ConfigError(problem)
     thr = sec["anomaly"]["threshold"]
     if isinstance(thr, str) and thr not in ("auto", "sigma"):
         raise ConfigError(f"[anomaly] threshold: {thr!r}; use \"auto\" (the detector's own threshold, "
                           "else \"sigma\"), \"sigma\" (mean + sigma * std of past scores) or a number")
-    if sch["lags"] < 0:
-        raise ConfigError("[schema] lags: must be 0 (off) or a positive number of past values")
-    if sch["lags"] and not (sch["lag_fields"] or isinstance(sch["features"], list)):
-        raise ConfigError("[schema] lag_fields: lags need the fields to lag; list them in lag_fields")
-
 
 def _table(raw: dict, name: str) -> dict:
     t = raw.get(name, {})

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .records import NO_TARGET, Batch, DecodeError
+from .records import MAX_TEXT, NO_TARGET, Batch, DecodeError
 
 __all__ = ["decode_batch"]
 
@@ -67,7 +67,7 @@ def _fallback(dec, r, b: Batch, errors: list) -> None:
 
 def _json_reader(dec):
     """record value -> the JSON object, or None (then the per-record decode decides)."""
-    maxb, maxd, scan = dec.max_bytes, dec.max_depth, SCAN
+    maxb, maxd, scan = min(dec.max_bytes, MAX_TEXT), dec.max_depth, SCAN   # longer: a field may be too long
 
     def read(v):
         if (type(v) is bytes and 0 < len(v) <= maxb and v[0] == 123   # "{"
@@ -87,7 +87,7 @@ def _json_reader(dec):
 def _csv_reader(dec):
     """record value -> {field: cell} of the fields the schema reads (cells as `_cell` makes
     them), or None for anything but a plain row (quotes, a wrong cell count, ...)."""
-    cols, maxb = dec.columns, dec.max_bytes
+    cols, maxb = dec.columns, min(dec.max_bytes, MAX_TEXT)
     wanted = set(dec.features if dec.features != "*" else ()) | set(dec.targets or [dec.target]) | \
         {dec.event_id, dec.key, dec.timestamp} | set(dec.required)
     pick = [(c, i) for i, c in enumerate(cols) if c in wanted]

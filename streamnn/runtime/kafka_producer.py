@@ -5,6 +5,7 @@ acknowledged everything and re-sends what expired while it was away.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Optional
@@ -17,9 +18,13 @@ log = logging.getLogger("streamnn.runtime.kafka")
 
 
 def to_bytes(v) -> Optional[bytes]:
+    """A message key as bytes: a string's UTF-8 (a lone surrogate kept as its bytes), a list or
+    object's JSON text, anything else its `str`."""
     if v is None or isinstance(v, bytes):
         return v
-    return str(v).encode()
+    if isinstance(v, (dict, list)):
+        v = json.dumps(v, separators=(",", ":"), ensure_ascii=False, default=str)
+    return str(v).encode("utf-8", "surrogatepass")
 
 
 def keys_as_bytes(keys: list) -> list:
@@ -29,6 +34,9 @@ def keys_as_bytes(keys: list) -> list:
     done: dict = {}
     out = []
     for k in keys:
+        if type(k) in (dict, list):   # a key field holding JSON structure: unhashable
+            out.append(to_bytes(k))
+            continue
         b = k if k is None or type(k) is bytes else done.get(k)
         if b is None and k is not None:
             b = done[k] = to_bytes(k)

@@ -28,6 +28,7 @@ with warnings.catch_warnings():  # kafka-python 3.0 emits ~200 DeprecationWarnin
     from kafka.structs import TopicPartition
 
 from .kafka_common import default_bootstrap, ensure_topic
+from .sources import open_file
 
 __all__ = ["record", "produce", "require_broker", "KafkaUnavailable"]
 
@@ -88,7 +89,7 @@ def _read_messages(path) -> Iterator[tuple[bytes, Optional[dict]]]:
                 obj = {k: _number(v) for k, v in row.items() if k is not None}
                 yield json.dumps(obj, separators=(",", ":")).encode(), obj
         return
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         for line in f:
             line = line.rstrip(b"\r\n")
             if not line.strip():

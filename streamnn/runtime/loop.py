@@ -27,6 +27,7 @@ import numpy as np
 from .checkpointing import Checkpointer, restore_unit
 from .metrics import summarize
 from .process import BatchPath
+from .schema import lag_names
 from .state import CheckpointStore, DelayedLabels, Lags, check_compatible, make_threshold
 from .tasks import task_for
 
@@ -110,6 +111,8 @@ class Runner(BatchPath):
         self.state_per, self.resume = state_per, resume
         self._ignored = None   # without resume: {file: stamp} of the checkpoints there at the start
         self.delayed_labels, self.lags, self.threshold = delayed_labels, lags, threshold or {}
+        if lags and decoder.features == "*":
+            decoder.reserve(lag_names(*lags))   # a record's field "a_lag1" is not a second column
         self.metrics, self.max_events, self.rate = metrics, max_events, rate
         self.post_update_every = post_update_every
         self.checkpointer = Checkpointer(self.sinks, dead_letters, self.store, source)
@@ -235,7 +238,7 @@ class Runner(BatchPath):
         ck = self._stored(name)
         if ck is not None:
             check_compatible(ck, learner, self.store.path(name))
-            restore_unit(unit, ck)
+            restore_unit(unit, ck, self.store.path(name))
         return unit
 
     def _stored(self, name: str):

@@ -58,7 +58,8 @@ def make_decoder(cfg: Config, source, target_kind: str) -> Decoder:
     return Decoder(features=s["features"], target=s["target"], key=s["key"], event_id=s["event_id"],
                    timestamp=s["timestamp"], required=s["required"], max_bytes=s["max_bytes"],
                    target_kind=target_kind, format=fmt, columns=getattr(source, "columns", None),
-                   max_abs=s["max_abs"], max_depth=s["max_depth"], max_features=s["max_features"])
+                   max_abs=s["max_abs"], max_depth=s["max_depth"], max_features=s["max_features"],
+                   max_classes=s["max_classes"])
 
 
 def _make_sink(spec: dict, append: bool):

@@ -5,7 +5,8 @@ takes it: listed features or ``"*"``, one target or several, delayed labels or n
 
 1. decode: `Decoder.decode_batch` gives a `Batch` and the dead letters (in record order);
 2. route, as masks over the rows: with ``features = "*"``, rows that would take the learner past
-   `max_features` names are dead letters; with delayed labels, label-only rows (a target, no
+   `max_features` names are dead letters, and so are labels that would take a classifier past
+   `max_classes` classes; with delayed labels, label-only rows (a target, no
    feature) are matched with the cache of events waiting for their label (unmatched: dead
    letters); every other row is predicted;
 3. lags (`Lags.apply_block`) are added to the predicted rows, in stream order;
@@ -85,12 +86,15 @@ class BatchPath:
     def _route(self, unit, batch, delayed: bool) -> tuple:
         """(rows to predict, label-only rows to match with the delayed-label cache)."""
         star = batch.names is None
-        if not (star or delayed):
+        new_class = self._class_cap(unit, batch)
+        if not (star or delayed or new_class):
             return range(len(batch)), []
         pred, labels, added = [], [], set()
         for i in range(len(batch)):
             empty = batch.featureless(i)
             if star and not empty and self._over_cap(unit, batch, i, added):
+                continue
+            if new_class and new_class(i):
                 continue
             if delayed and empty and batch.ys[i] is not NO_TARGET:
                 labels.append(i)   # matched in stream order by `_learn_set`
@@ -175,6 +179,31 @@ class BatchPath:
         if reg is None:
             known.update(dict.fromkeys(new))
         return False
+
+    def _class_cap(self, unit, batch):
+        """For a classifier whose batch brings new labels: `over(i)`, True (after sending the
+        dead letter) when row i's label would take the classes past `max_classes`; else None."""
+        classes = getattr(unit.learner, "classes_", None)
+        if unit.task.kind != "classification" or classes is None:
+            return None
+        known = set(classes)
+        if all(y is NO_TARGET or y in known for y in batch.ys):
+            return None
+        cap = self.decoder.max_classes
+
+        def over(i):
+            y = batch.ys[i]
+            if y is NO_TARGET or y in known:
+                return False
+            if len(known) >= cap:
+                self._dead_letter(unit, batch.records[i], f"too many classes: label {y!r} would be class "
+                                  f"{len(known) + 1} > max_classes={cap} (raise [schema] max_classes, or fix "
+                                  "the producer's labels)"[:400])
+                return True
+            known.add(y)
+            return False
+
+        return over
 
     def _learn(self, unit, X, ys: list) -> tuple:
         """Learn one batch, then, when due, its post-update loss (the overfitting gauge).

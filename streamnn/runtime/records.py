@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Record", "Event", "DecodeError", "Batch", "NO_TARGET"]
+__all__ = ["Record", "Event", "DecodeError", "Batch", "NO_TARGET", "MAX_TEXT"]
+
+MAX_TEXT = 10_000   # characters of an id, key, timestamp or label at most: every output copies them
 
 
 class _NoTarget:

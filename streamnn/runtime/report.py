@@ -83,9 +83,10 @@ def _times(values: list):
             t = pd.to_datetime(values, unit=unit)
         else:
             t = pd.to_datetime(values, format="mixed")
+        t = t.as_unit("ns")   # years 1677-2262: beyond, the plots cannot draw them (a hostile time)
+        return None if t.isna().any() else list(t.to_pydatetime())
     except (ValueError, TypeError, OverflowError):
         return None
-    return None if t.isna().any() else list(t.to_pydatetime())
 
 
 def _x_axis(rows: list) -> str:

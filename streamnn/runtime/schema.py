@@ -4,6 +4,7 @@ Every way a record can be bad has its own reason, which the dead-letter sink sto
 record and the metrics count by class (the text before the first colon): ``oversized``,
 ``empty``, ``binary``, ``too deep``, ``not JSON``, ``not an object``, ``bad CSV row``,
 ``missing field``, ``wrong type``, ``non-finite target``, ``out of range``, ``too many features``,
+``too long`` (an id, key, timestamp or label past `MAX_TEXT` characters: each output copies it),
 and ``undecodable`` (any other exception while decoding one record: decoding never raises).
 
 The range rule: a feature or numeric target with ``|x| > max_abs`` (default 1e30, beyond which
@@ -36,11 +37,54 @@ import re
 import numpy as np
 
 from .decoding import SCAN as _SCAN, decode_batch
-from .records import NO_TARGET, DecodeError, Event, Record
+from .records import MAX_TEXT, NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "reason_class", "too_deep"]
+__all__ = ["Decoder", "MAX_TEXT", "lag_names", "reason_class", "schema_problem", "too_deep"]
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
+
+
+def lag_names(fields, n: int) -> list:
+    """The lag columns of `fields` in order (every field's lag 1, then lag 2, ...).
+
+    >>> lag_names(["v", "w"], 2)
+    ['v_lag1', 'w_lag1', 'v_lag2', 'w_lag2']
+    """
+    return [f"{f}_lag{i}" for i in range(1, int(n) + 1) for f in fields]
+
+
+def schema_problem(sch: dict) -> str | None:
+    """The first problem of a config's ``[schema]`` section that its types do not show (None: none).
+
+    >>> schema_problem({"features": ["a", "y"], "target": "y", "lags": 0, "lag_fields": None,
+    ...                 "max_features": 256})
+    "[schema] features: 'y' is also the target; a feature must not be the answer it predicts (drop it from features)"
+    """
+    feats, lags = sch["features"], sch["lags"]
+    if isinstance(feats, str) and feats != "*":
+        return f"[schema] features: {feats!r}; use \"*\" (all numeric fields) or a list of field names"
+    targets = sch["target"] if isinstance(sch["target"], list) else [sch["target"]] if sch["target"] else []
+    for key, names in (("features", feats if isinstance(feats, list) else []), ("target", targets)):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"[schema] {key}: {twice[0]!r} is listed twice; list each field once"
+    leak = [t for t in targets if isinstance(feats, list) and t in feats]
+    if leak:
+        return (f"[schema] features: {leak[0]!r} is also the target; a feature must not be the answer it "
+                "predicts (drop it from features)")
+    if lags < 0:
+        return "[schema] lags: must be 0 (off) or a positive number of past values"
+    if lags and not (sch["lag_fields"] or isinstance(feats, list)):
+        return "[schema] lag_fields: lags need the fields to lag; list them in lag_fields"
+    fields = sch["lag_fields"] or (feats if isinstance(feats, list) else [])
+    if lags * max(1, len(fields)) > sch["max_features"]:
+        return (f"[schema] lags: {lags} lags of {len(fields)} field(s) make more columns than max_features = "
+                f"{sch['max_features']}; use fewer lags, or raise [schema] max_features")
+    clash = [f for f in lag_names(fields, lags) if isinstance(feats, list) and f in feats]
+    if clash:
+        return (f"[schema] features: {clash[0]!r} is also the name of a lag column ([schema] lags adds "
+                f"<field>_lag1 .. _lag{lags}); rename the field or drop it from features")
+    return None
 
 
 def reason_class(reason: str) -> str:
@@ -55,7 +99,7 @@ class Decoder:
     ----------
     features
         Field names of the features, or "*" for every numeric field except the target(s), key,
-        event id and timestamp (other fields are then ignored). A listed feature that is absent or
+        event id, timestamp and `reserve`d names (other fields are then ignored). A listed feature that is absent or
         null is missing (the learner imputes it) unless it is also in `required`; a listed feature
         that is not a number (or a boolean) is a wrong type.
     target
@@ -77,6 +121,9 @@ class Decoder:
     max_features
         With ``features="*"``: a record with more numeric fields is a dead letter ("too many
         features"); the loop applies the same cap to the features a learner has seen in total.
+    max_classes
+        Used by the loop: a label that would make a classifier's class count pass it is a dead
+        letter ("too many classes"; a label per event cannot grow the output layer without end).
     target_kind
         "number" (regression, detectors' labels) or "label" (classification: str, int or bool).
     format
@@ -86,7 +133,7 @@ class Decoder:
     def __init__(self, features="*", target=None, key=None, event_id=None, timestamp=None,
                  required=(), max_bytes: int = 1_000_000, target_kind: str = "number",
                  format: str = "json", columns=None, max_abs: float = 1e30, max_depth: int = 64,
-                 max_features: int = 256):
+                 max_features: int = 256, max_classes: int = 10_000):
         self.features = features
         self.target = target
         self.key = key
@@ -95,6 +142,7 @@ class Decoder:
         self.required = tuple(required or ())
         self.max_bytes = max_bytes
         self.max_abs, self.max_depth, self.max_features = float(max_abs), int(max_depth), int(max_features)
+        self.max_classes = int(max_classes)
         if not self.max_abs > 0 or self.max_depth < 1 or self.max_features < 1:
             raise ValueError(f"max_abs={max_abs!r}, max_depth={max_depth!r}, max_features={max_features!r}: "
                              "each must be positive")
@@ -180,7 +228,16 @@ class Decoder:
             eid = f"{record.stream}:{record.offset}"
         key = obj.get(self.key) if self.key else None
         ts = obj.get(self.timestamp) if self.timestamp else None
+        for what, name, v in (("event id", self.event_id, eid), ("key", self.key, key),
+                              ("timestamp", self.timestamp, ts)):
+            if name and _text_len(v) > MAX_TEXT:
+                return _too_long(what, name, v)
         return Event(x, y, eid, record, key, ts)
+
+    def reserve(self, names) -> None:
+        """With ``features="*"``: fields of these names are never features (the runtime's lag
+        columns: a field of that name would make a second column of the name), like the target."""
+        self._reserved = self._reserved | set(names)
 
     def decode_batch(self, records):
         """Records -> (`Batch`, [(record, reason), ...]) in order: the runtime's decoder
@@ -260,12 +317,27 @@ class Decoder:
                 return float(v)
             return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                                "this learner needs a number")
+        if t is str and len(v) > MAX_TEXT:
+            return _too_long("target", name, v)
         if t is str or t is int or t is bool:
             return v
         if t is float:
             return int(v) if v.is_integer() else v
         return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                            "a class label is a string, an integer or a boolean")
+
+
+def _text_len(v) -> int:
+    """Characters of `v` in an output (a string's own; an object or list's JSON)."""
+    t = type(v)
+    if t is str:
+        return len(v)
+    return len(json.dumps(v, default=str)) if t is dict or t is list else 0
+
+
+def _too_long(what: str, name, v) -> DecodeError:
+    return DecodeError(f"too long: {what} {name!r} is {_text_len(v)} characters; at most MAX_TEXT={MAX_TEXT} "
+                       "(every output copies it: send a short identifier)")
 
 
 def _cell(v: str):

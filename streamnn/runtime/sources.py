@@ -15,15 +15,22 @@ Both follow the `streamnn.runtime.contracts.Source` contract (re-exported here).
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 import json
 import os
 import time
+import zlib
 
 from .contracts import Source
 from .records import Record
 
-__all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format"]
+__all__ = ["Source", "FileSource", "RiverDatasetSource", "file_format", "open_file"]
+
+
+def open_file(path: str):
+    """`path` opened for reading bytes, decompressed when its name ends in ".gz"."""
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
 
 def file_format(path: str, format: str | None = None) -> str:
@@ -75,7 +82,7 @@ class FileSource(Source):
     def _open(self, next_offset: int):
         if self._f is not None:
             self._f.close()
-        self._f = open(self.path, "rb")
+        self._f = open_file(self.path)
         self._line = 0          # number of the last line read
         self._partial = b""
         self.exhausted = False
@@ -94,7 +101,7 @@ class FileSource(Source):
 
     def progress(self):
         """Bytes read / file size (None while following a growing file, or for a compressed one)."""
-        if self.follow or self._f is None:
+        if self.follow or self._f is None or isinstance(self._f, gzip.GzipFile):
             return None
         try:
             size = os.fstat(self._f.fileno()).st_size
@@ -108,7 +115,13 @@ class FileSource(Source):
         self._open(int(next_offset))
 
     def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
-        lines = list(itertools.islice(self._f, max_records))
+        try:
+            lines = list(itertools.islice(self._f, max_records))
+        except (EOFError, OSError, zlib.error) as e:
+            if not isinstance(self._f, gzip.GzipFile):
+                raise
+            raise ValueError(f"{self.path}: the compressed data is damaged or cut short after line {self._line} "
+                             f"({e}); check it with gzip -t, then repair or re-create it") from None
         if self._partial and lines:
             lines[0] = self._partial + lines[0]
             self._partial = b""
@@ -116,8 +129,10 @@ class FileSource(Source):
             if self.follow:
                 if lines and not lines[-1].endswith(b"\n"):   # a line still being written
                     self._partial = lines.pop()
-                if not lines and timeout_s:
-                    time.sleep(timeout_s)
+                if not lines:
+                    self._check_same_file()
+                    if timeout_s:
+                        time.sleep(timeout_s)
             else:
                 self.exhausted = True
         out, path, stream, n = [], self.name or self.path, self.stream, self._line
@@ -128,6 +143,21 @@ class FileSource(Source):
             out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))
         self._line = n
         return out
+
+    def _check_same_file(self) -> None:
+        """While following: raise if the path now names another file, or the file shrank (log
+        rotation, truncation); reading on would wait forever or read the new lines from the old
+        position, and line numbers would no longer match the checkpoint."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:   # moved away, the new one not created yet: wait for it
+            return
+        mine = os.fstat(self._f.fileno())
+        other = (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev)
+        if other or (not isinstance(self._f, gzip.GzipFile) and now.st_size < self._f.tell()):
+            raise ValueError(f"{self.path}: {'replaced by another file' if other else 'truncated'} while "
+                             f"following it, after line {self._line} (log rotation?); its line numbers no "
+                             "longer match the checkpoint: start over on the new file with --fresh")
 
     def close(self) -> None:
         if self._f is not None:

@@ -29,6 +29,7 @@ import numpy as np
 from ..base import _plain_params
 from ..checkpoint import (CheckpointError, is_checkpoint_file, load_checkpoint, loads_checkpoint,
                           remove_temp_files, save_checkpoint)
+from .schema import lag_names
 
 __all__ = ["CheckpointStore", "DelayedLabels", "Lags", "ScoreThreshold", "check_compatible",
            "make_threshold", "safe_name"]
@@ -169,10 +170,12 @@ class DelayedLabels:
     def __init__(self, size: int = 10_000):
         self.size = size
         self.items: OrderedDict = OrderedDict()
-        self.expired = 0       # evicted before their label came
+        self.expired = 0       # evicted (or replaced by an event of the same id) before their label came
 
     def put(self, event_id, x: dict) -> None:
         items = self.items
+        if event_id in items:   # an id sent twice: the waiting event is replaced, never learned
+            self.expired += 1
         items[event_id] = x
         items.move_to_end(event_id)
         while len(items) > self.size:
@@ -204,12 +207,12 @@ class Lags:
         self.fields = list(fields)
         self.n = int(n)
         self.windows: dict = {}   # key -> list of the last n value rows, newest first
-        self._names = [[f"{f}_lag{i}" for f in self.fields] for i in range(1, self.n + 1)]
+        self._names = lag_names(self.fields, self.n)
 
     @property
     def names(self) -> list:
         """The lag columns in order: every field's lag 1, then lag 2, ..."""
-        return [name for names in self._names for name in names]
+        return list(self._names)
 
     def apply_block(self, values: np.ndarray, keys=None) -> np.ndarray:
         """The lag columns of a batch: `values` (m, len(fields)) in stream order (NaN = missing),

@@ -83,9 +83,10 @@ def check_config(cfg: Config, replay_file: str | None = None) -> None:
 def _source_problems(cfg: Config, replay_file) -> list:
     src = cfg.source
     if replay_file is not None:
-        return _file_problems("replay FILE", replay_file, None)
+        return _file_problems("replay FILE", replay_file, None, schema=cfg.schema)
     if src["type"] == "file":
-        return _file_problems("[source] path", resolve_path(src["path"]), src.get("format"), src["path"])
+        return _file_problems("[source] path", resolve_path(src["path"]), src.get("format"), src["path"],
+                              cfg.schema)
     if src["type"] == "river":
         return _river_problems(src)
     if src["type"] == "kafka":
@@ -93,7 +94,7 @@ def _source_problems(cfg: Config, replay_file) -> list:
     return []
 
 
-def _file_problems(field: str, path: str, fmt, shown: str | None = None) -> list:
+def _file_problems(field: str, path: str, fmt, shown: str | None = None, schema: dict | None = None) -> list:
     from .sources import file_format
 
     shown = shown or path
@@ -104,14 +105,42 @@ def _file_problems(field: str, path: str, fmt, shown: str | None = None) -> list
         return [f"{field} = {shown!r}: is a folder, not a file; name a JSONL or CSV file"]
     if not os.access(path, os.R_OK):
         return [f"{field} = {shown!r}: cannot be read (permissions); make it readable (chmod +r)"]
+    if path.lower().endswith(".gz"):
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                return [f"{field} = {shown!r}: not gzip-compressed, but named .gz; rename it without .gz"]
     try:
-        file_format(path, fmt)
+        fmt = file_format(path, fmt)
     except ValueError:
         if fmt is not None:
             return [f"[source] format = {fmt!r}: unknown; use \"jsonl\" or \"csv\""]
         return [f"{field} = {shown!r}: unknown extension; rename it to .jsonl or .csv (.gz too), "
                 "or set format = \"jsonl\" or \"csv\" in [source]"]
-    return []
+    return _csv_header_problems(field, path, shown, schema) if fmt == "csv" and schema else []
+
+
+def _csv_header_problems(field: str, path: str, shown: str, schema: dict) -> list:
+    """A CSV's header against the schema: every field the schema names is a column, once."""
+    from .sources import FileSource
+
+    try:
+        src = FileSource(path, format="csv")
+    except ValueError:
+        return [f"{field} = {shown!r}: a CSV source needs a header row on line 1; add the column names there"]
+    except OSError as e:
+        return [f"{field} = {shown!r}: cannot be read ({e.strerror}); fix the file or its permissions"]
+    cols = src.columns
+    src.close()
+    problems = [f"{field} = {shown!r}: the CSV header names {c!r} more than once; give each column its own name"
+                for c in sorted({c for c in cols if cols.count(c) > 1})]
+    for key in ("features", "target", "event_id", "key", "timestamp", "required", "lag_fields"):
+        value = schema.get(key)
+        names = [] if value in (None, "*") else [value] if isinstance(value, str) else list(value)
+        missing = [n for n in names if n not in cols]
+        if missing:
+            problems.append(f"[schema] {key}: {missing[0]!r} is not a column of {shown!r} (its header: "
+                            f"{', '.join(cols)[:120]}); fix the name, or the file's header")
+    return problems
 
 
 def _river_problems(src: dict) -> list:
