@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .alarm_signals import SeriesContext
 from .features import series_key
 
 __all__ = ["WindowsMixin"]
@@ -145,5 +146,7 @@ class WindowsMixin:
             self.likelihood_.load_state_dict(s["likelihood"])
         if self.range_ is not None and s.get("range") is not None:
             self.range_.load_state_dict(s["range"])
-        if self.series_ is not None and s.get("series") is not None:
-            self.series_.load_state_dict(s["series"])
+        if self.series_ is not None:   # a state saved without the series evidence goes on without it
+            self.series_ = SeriesContext() if s.get("series") is not None else None
+            if self.series_ is not None:
+                self.series_.load_state_dict(s["series"])

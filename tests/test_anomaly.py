@@ -16,6 +16,7 @@ import streamnn
 from streamnn.anomaly import AutoencoderDetector
 from streamnn.autoencoders import AutoEncoder, errors_numpy, numpy_errors_plan
 from streamnn.calibration import ScoreCalibrator
+from streamnn.checkpoint import load_checkpoint, save_checkpoint
 
 DATA = Path(streamnn.__file__).parent / "data"
 
@@ -393,3 +394,26 @@ def test_embedded_demo_slice():
     assert list(rows[0]) == ["timestamp", "value", "label"]
     labels = {r["label"] for r in rows}
     assert labels == {"0", "1"} and len(rows) > 8000
+
+
+def test_a_checkpoint_saved_without_the_series_evidence_goes_on_without_it(tmp_path):
+    """A detector saved before the series evidence became the default (its state holds no
+    `series`) resumes as it was saved, with the likelihood over the error alone; one saved with it
+    resumes with it, bit-exactly."""
+    xs = [{"value": v} for v in _sine(900)]
+    for context, has_series in ((False, False), (True, True)):
+        d = AutoencoderDetector(alarm_params={"context": context}, seed=2)
+        for x in xs[:600]:
+            d.learn_one(x)
+        path = tmp_path / f"d{context}.pt"
+        d.save(path)
+        if not context:   # as the previous release wrote it: no alarm_params, no series state
+            ck = load_checkpoint(path)
+            ck["params"]["alarm_params"] = None
+            save_checkpoint(ck, path)
+        r = streamnn.load(path)
+        assert (r.series_ is not None) == has_series
+        for x in xs[600:]:
+            assert r.score_one(x) == d.score_one(x)
+            r.learn_one(x)
+            d.learn_one(x)
