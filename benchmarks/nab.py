@@ -5,12 +5,12 @@ Every detector is created fresh for each of the 58 files with its defaults and f
 `streamnn.evaluation.nab.score_corpus` (one threshold per profile over the whole corpus).
 Peers in the same run:
 
-- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood of the
-  error, with the change size and context novelty of the series, `streamnn.alarm_signals.SeriesContext`),
-- `AutoencoderDetector(alarm_params={"context": False})` (the error's likelihood alone),
+- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood),
+- `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
+  the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
-- `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules,
-  with the series evidence by default) and `AnomalyLikelihood(..., context=False)`.
+- `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules),
+  and the same with `context=True`.
 
 Usage (from the repository root)::
 
@@ -44,10 +44,9 @@ sys.path.insert(0, str(ROOT))
 from streamnn.evaluation.nab import PROFILES, load_corpus, score_corpus  # noqa: E402
 
 NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "nab"))
-ERROR_ONLY = "AutoencoderDetector(alarm_params={'context': False})"
-HST_ERROR_ONLY = "AnomalyLikelihood(MinMaxScaler|HST) [context=False]"
-DETECTORS = ("AutoencoderDetector()", ERROR_ONLY, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)",
-             HST_ERROR_ONLY)
+SERIES = "AutoencoderDetector(alarm_params={'context': True})"
+HST_SERIES = "AnomalyLikelihood(MinMaxScaler|HST) [context=True]"
+DETECTORS = ("AutoencoderDetector()", SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)", HST_SERIES)
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -65,15 +64,15 @@ def make(name: str, baseline=None):
     torch.set_num_threads(1)
     if name == "AutoencoderDetector()":
         return streamnn.AutoencoderDetector()
-    if name == ERROR_ONLY:   # without the series evidence (change size, context novelty)
-        return streamnn.AutoencoderDetector(alarm_params={"context": False})
+    if name == SERIES:   # the series evidence (change size, context novelty) joins the error
+        return streamnn.AutoencoderDetector(alarm_params={"context": True})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline
         return streamnn_baseline.AutoencoderDetector()
     hst = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)
     if name.startswith("AnomalyLikelihood"):
-        return AnomalyLikelihood(hst, context=name != HST_ERROR_ONLY)
+        return AnomalyLikelihood(hst, context=name == HST_SERIES)
     return hst
 
 

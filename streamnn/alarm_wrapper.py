@@ -32,7 +32,7 @@ class AnomalyLikelihood(base.AnomalyDetector):
     def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
                  learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
                  min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10,
-                 context: bool | str = True):
+                 context: bool | str = False):
         if context not in (True, False, "change"):
             raise ValueError(f"context={context!r}: use True, 'change' or False")
         self.detector = detector

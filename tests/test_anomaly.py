@@ -16,7 +16,6 @@ import streamnn
 from streamnn.anomaly import AutoencoderDetector
 from streamnn.autoencoders import AutoEncoder, errors_numpy, numpy_errors_plan
 from streamnn.calibration import ScoreCalibrator
-from streamnn.checkpoint import load_checkpoint, save_checkpoint
 
 DATA = Path(streamnn.__file__).parent / "data"
 
@@ -397,9 +396,9 @@ def test_embedded_demo_slice():
 
 
 def test_a_checkpoint_saved_without_the_series_evidence_goes_on_without_it(tmp_path):
-    """A detector saved before the series evidence became the default (its state holds no
-    `series`) resumes as it was saved, with the likelihood over the error alone; one saved with it
-    resumes with it, bit-exactly."""
+    """A detector saved without the series evidence (its state holds no `series`) resumes as it
+    was saved, with the likelihood over the error alone, even when loaded with it switched on;
+    one saved with it resumes with it, bit-exactly."""
     xs = [{"value": v} for v in _sine(900)]
     for context, has_series in ((False, False), (True, True)):
         d = AutoencoderDetector(alarm_params={"context": context}, seed=2)
@@ -407,11 +406,7 @@ def test_a_checkpoint_saved_without_the_series_evidence_goes_on_without_it(tmp_p
             d.learn_one(x)
         path = tmp_path / f"d{context}.pt"
         d.save(path)
-        if not context:   # as the previous release wrote it: no alarm_params, no series state
-            ck = load_checkpoint(path)
-            ck["params"]["alarm_params"] = None
-            save_checkpoint(ck, path)
-        r = streamnn.load(path)
+        r = streamnn.load(path, alarm_params={"context": True})   # switched on at load
         assert (r.series_ is not None) == has_series
         for x in xs[600:]:
             assert r.score_one(x) == d.score_one(x)
