@@ -45,16 +45,21 @@ def test_a_detector_whose_inputs_grew_saves_and_loads(tmp_path, params):
         assert torch.equal(t, back.module_.state_dict()[name]), name
 
 
+def _late_field_stream(src, n, late):
+    """A replay file of `n` records whose field "noise" first appears at record `late`."""
+    rows = write_stream(src, n=n)
+    with open(src, "w") as f:
+        for i, r in enumerate(rows):
+            if i < late:
+                r.pop("noise")
+            f.write(json.dumps(r) + "\n")
+    return src
+
+
 def test_a_detector_run_resumes_after_a_new_field_appeared(tmp_path):
     """`features = "*"` and a field that appears mid-stream: the resumed run used to stop with a
     RuntimeError (size mismatch) at its first checkpoint load, for good."""
-    src = tmp_path / "s.jsonl"
-    rows = write_stream(src, n=100)
-    with open(src, "w") as f:
-        for i, r in enumerate(rows):
-            if i < 50:
-                r.pop("noise")
-            f.write(json.dumps(r) + "\n")
+    src = _late_field_stream(tmp_path / "s.jsonl", n=100, late=50)
     raw = config(tmp_path / "r", {"type": "file", "path": str(src)}, AE,
                  schema={"features": "*", "target": None})
     run(raw)
@@ -473,13 +478,7 @@ def test_a_detector_stopped_after_its_inputs_grew_resumes_exactly(tmp_path):
     from streamnn.runtime.pipeline import Pipeline
     from test_runtime_helpers import assert_same_state
 
-    src = tmp_path / "s.jsonl"
-    rows = write_stream(src, n=300)
-    with open(src, "w") as f:
-        for i, r in enumerate(rows):
-            if i < 100:
-                r.pop("noise")
-            f.write(json.dumps(r) + "\n")
+    src = _late_field_stream(tmp_path / "s.jsonl", n=300, late=100)
     learner = {"class": "AutoencoderDetector", "params": {"seed": 0, "window": 4}}
 
     def raw(name):
