@@ -286,3 +286,28 @@ def test_run_exits_2_as_a_process_before_any_output(tmp_path):
     assert res.stderr.strip().splitlines() == [
         "streamnn: config error: [learner.params] lr = -0.1: must be > 0; use a learning rate such as 0.001"]
     assert res.stdout == "" and not os.path.exists(tmp_path / "run")
+
+
+def test_a_learner_key_the_learner_would_never_receive(tmp_path, capsys):
+    """A sequence learner keyed by a field that is not among the features never saw it: every
+    event was one series, silently (the run 'succeeded'). Now a config error naming the field."""
+    text = f"""name = "k"
+[source]
+type = "file"
+path = "streamnn:data/demo_sensors.csv"
+[schema]
+features = ["temperature", "pressure"]
+target = "vibration"
+key = "machine"
+[learner]
+class = "LSTMRegressor"
+[learner.params]
+key = "machine"
+[run]
+dir = "{tmp_path / 'run'}"
+"""
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(text)
+    _refused(cfg, capsys, "[learner.params] key = 'machine'", "[schema] features")
+    cfg.write_text(text.replace('key = "machine"\n[run]', 'seed = 0\n[run]'))   # no learner key: fine
+    assert main(["check", str(cfg)]) == 0
