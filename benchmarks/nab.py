@@ -5,12 +5,14 @@ Every detector is created fresh for each of the 58 files with its defaults and f
 `streamnn.evaluation.nab.score_corpus` (one threshold per profile over the whole corpus).
 Peers in the same run:
 
-- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood),
+- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood, with
+  the change size and the seasonal distance of the value as evidence beside the network's error),
+- `AutoencoderDetector(alarm_params={"context": False})` (the network's error alone),
 - `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
   the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
 - `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules),
-  and the same with `context=True`.
+  and the same with `context="season"` (the default's evidence).
 
 Usage (from the repository root)::
 
@@ -45,8 +47,11 @@ from streamnn.evaluation.nab import PROFILES, load_corpus, score_corpus  # noqa:
 
 NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "nab"))
 SERIES = "AutoencoderDetector(alarm_params={'context': True})"
+PLAIN = "AutoencoderDetector(alarm_params={'context': False})"
 HST_SERIES = "AnomalyLikelihood(MinMaxScaler|HST) [context=True]"
-DETECTORS = ("AutoencoderDetector()", SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)", HST_SERIES)
+HST_SEASON = "AnomalyLikelihood(MinMaxScaler|HST) [context=season]"
+DETECTORS = ("AutoencoderDetector()", PLAIN, SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)",
+             HST_SEASON)
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -66,13 +71,15 @@ def make(name: str, baseline=None):
         return streamnn.AutoencoderDetector()
     if name == SERIES:   # the series evidence (change size, context novelty) joins the error
         return streamnn.AutoencoderDetector(alarm_params={"context": True})
+    if name == PLAIN:    # the network's error alone (with range novelty)
+        return streamnn.AutoencoderDetector(alarm_params={"context": False})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline
         return streamnn_baseline.AutoencoderDetector()
     hst = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)
     if name.startswith("AnomalyLikelihood"):
-        return AnomalyLikelihood(hst, context=name == HST_SERIES)
+        return AnomalyLikelihood(hst, context={HST_SERIES: True, HST_SEASON: "season"}.get(name, False))
     return hst
 
 

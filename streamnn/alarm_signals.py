@@ -33,7 +33,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["RangeNovelty", "SeriesContext"]
+from .alarm_season import Seasonal
+
+__all__ = ["RangeNovelty", "SeriesContext", "series_for", "CONTEXTS"]
 
 
 class RangeNovelty:
@@ -100,6 +102,29 @@ class RangeNovelty:
         self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
 
 
+CONTEXTS = (False, "change", "season", True)
+
+
+def series_for(context, where: str = "context"):
+    """The `SeriesContext` that the alarm rules' `context` setting asks for, or None:
+
+    - False: none (the model's error alone, with range novelty);
+    - "change": the change size;
+    - "season": the change size and the seasonal distance (`streamnn.alarm_season`);
+    - True: the change size and the context novelty.
+    """
+    if context is False or context is None:
+        return None
+    if context is True:
+        return SeriesContext(context=True)
+    if context == "change":
+        return SeriesContext(context=False)
+    if context == "season":
+        return SeriesContext(context=False, season=True)
+    raise ValueError(f"{where}={context!r}: use 'season' (the change size and the seasonal distance), "
+                     "'change' (the change size), True (the change size and context novelty) or False")
+
+
 class SeriesContext:
     """Change size and context novelty of a single value stream (see the module docstring).
 
@@ -111,14 +136,18 @@ class SeriesContext:
         Longest pattern of levels (patterns of 2..order values are looked up).
     context
         False: the change size only (`signals` gives a 1-tuple, `scores` one column).
+    season
+        True: the seasonal distance (`streamnn.alarm_season.Seasonal`) is one more signal, last.
     """
 
     _EPS = 1e-9       # floor of a change, relative to the largest magnitude seen (log of a flat run)
 
-    def __init__(self, bits: int = 2, order: int = 8, context: bool = True):
+    def __init__(self, bits: int = 2, order: int = 8, context: bool = True, season: bool = False):
         if bits < 1 or order < 2 or bits * order > 20:
             raise ValueError(f"bits={bits}, order={order}: need bits >= 1, order >= 2, bits * order <= 20")
         self.bits, self.order, self.context = int(bits), int(order), bool(context)
+        self.season = Seasonal() if season else None
+        self.width = 1 + self.context + bool(season)     # signals per event
         self._mask = (1 << (self.bits * self.order)) - 1
         self.last = math.nan          # the previous value
         self.lo, self.hi, self.amax = math.inf, -math.inf, 0.0
@@ -138,18 +167,19 @@ class SeriesContext:
         self._bm = [(self._base[k], (1 << (self.bits * k)) - 1) if k >= 2 else (0, 0) for k in range(self.order + 1)]
         self._top = (1 << self.bits) - 1
 
-    def signals(self, v: float) -> tuple[float, float]:
-        """(log change size, share of new patterns) of the next value `v`; NaN for a non-finite
-        value (and the change of the first one); pure apart from a one-entry cache."""
+    def signals(self, v: float) -> tuple:
+        """(log change size, share of new patterns, seasonal distance) of the next value `v`, as
+        configured; NaN for a non-finite value (and the change of the first one); pure apart
+        from a one-entry cache."""
         memo = self._memo
         if memo is not None and memo[0] == v:
             return memo[1]
         if v - v != 0.0:                                      # NaN or infinite
-            return math.nan, math.nan
+            return (math.nan,) * self.width
         last = self.last
         change = math.log(abs(v - last) + self._EPS * (1.0 + self.amax)) if last - last == 0.0 else math.nan
         if not self.context:
-            self._memo = (v, (change,), 0, 0, 0)
+            self._memo = (v, (change, self.season.signal(v)) if self.season else (change,), 0, 0, 0)
             return self._memo[1]
         r, top = self.hi - self.lo, self._top
         if r > 0.0:
@@ -171,6 +201,8 @@ class SeriesContext:
             else:
                 top = k
         out = (change, (length + 1 - first) / (self.order - 1))
+        if self.season:
+            out += (self.season.signal(v),)
         self._memo = (v, out, code, length, first)
         return out
 
@@ -183,6 +215,8 @@ class SeriesContext:
             self.signals(v)
             memo = self._memo
         self._memo = None
+        if self.season:
+            self.season.update(v)
         if self.context:
             self.code = code = memo[2]
             self.length = length = memo[3]
@@ -201,10 +235,17 @@ class SeriesContext:
 
     def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signals` of each finite value of `values` (N,) in order, each value added after it is
-        scored, vectorized: (N, 2). `keep=False` leaves the state as it was (`score_many`)."""
+        scored, vectorized: (N, width). `keep=False` leaves the state as it was (`score_many`)."""
+        if self.season is None:
+            return self._scores(values, keep)
+        season = self.season.scores(values, keep)
+        return np.concatenate([self._scores(values, keep), season[:, None]], axis=1)
+
+    def _scores(self, values: np.ndarray, keep: bool) -> np.ndarray:
+        """`scores` of the change size and context novelty."""
         v, N, bits, order = np.asarray(values, np.float64), len(values), self.bits, self.order
         if not N:
-            return np.empty((0, 2))
+            return np.empty((0, 1 + self.context))
         a = np.abs(v)
         amax = np.maximum.accumulate(np.r_[self.amax, a[:-1]])                 # past largest magnitude
         prev = np.r_[self.last, v[:-1]]
@@ -244,12 +285,18 @@ class SeriesContext:
         return np.stack([change, new], axis=1)
 
     def state_dict(self) -> dict:
-        return {"bits": self.bits, "order": self.order, "context": self.context, "last": self.last, "lo": self.lo, "hi": self.hi,
+        return {"bits": self.bits, "order": self.order, "context": self.context, "last": self.last,
+                "season": self.season.state_dict() if self.season else None, "lo": self.lo, "hi": self.hi,
                 "amax": self.amax, "code": self.code, "length": self.length,
                 "seen": torch.from_numpy(np.flatnonzero(np.frombuffer(self.seen, np.uint8)))}
 
     def load_state_dict(self, s: dict):
         self.bits, self.order, self.context = s["bits"], s["order"], s.get("context", True)
+        self.season = None
+        if s.get("season") is not None:
+            self.season = Seasonal()
+            self.season.load_state_dict(s["season"])
+        self.width = 1 + self.context + (self.season is not None)
         self._mask = (1 << (self.bits * self.order)) - 1
         self.last, self.lo, self.hi, self.amax = s["last"], s["lo"], s["hi"], s["amax"]
         self.code, self.length = s["code"], s["length"]

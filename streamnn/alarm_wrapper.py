@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from river import anomaly, base
 
-from .alarm_signals import RangeNovelty, SeriesContext
+from .alarm_signals import RangeNovelty, series_for
 from .alarms import Likelihood
 
 __all__ = ["AnomalyLikelihood"]
@@ -16,8 +16,9 @@ class AnomalyLikelihood(base.AnomalyDetector):
     `score_one` returns the `Likelihood` score in [0, 1]; `predict_one` is True at an alarm;
     `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
     `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); `context`:
-    on a stream of events with one numeric feature, the change size and context novelty of that
-    value join the raw score's evidence (`SeriesContext`; "change": the change size only; False:
+    on a stream of events with one numeric feature, evidence about that value joins the raw
+    score's (`streamnn.alarm_signals.series_for`: "season" the change size and the seasonal
+    distance, "change" the change size only, True the change size and context novelty, False
     off), as in `AutoencoderDetector`'s `alarm_params`; the other parameters are those of
     `Likelihood`.
 
@@ -33,8 +34,7 @@ class AnomalyLikelihood(base.AnomalyDetector):
                  learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
                  min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10,
                  context: bool | str = False):
-        if context not in (True, False, "change"):
-            raise ValueError(f"context={context!r}: use True, 'change' or False")
+        series = series_for(context)
         self.detector = detector
         self.short, self.long, self.learning, self.alarm = short, long, learning, alarm
         self.suppress, self.quiet, self.min_std, self.protect = suppress, quiet, min_std, protect
@@ -42,7 +42,7 @@ class AnomalyLikelihood(base.AnomalyDetector):
         self.detector_ = detector.clone() if detector is not None else anomaly.HalfSpaceTrees()
         self.likelihood_ = Likelihood(short, long, learning, alarm, suppress, quiet, min_std)
         self.range_ = RangeNovelty(novelty) if novelty is not None else None
-        self.series_ = SeriesContext(context=context is True) if context else None
+        self.series_ = series
         self._memo = None
 
     @property

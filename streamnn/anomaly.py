@@ -40,7 +40,7 @@ from river import base
 from .autoencoders import ENCODERS, AEKernel, AutoEncoder
 from .base import TorchLearner
 from .alarms import Likelihood
-from .alarm_signals import RangeNovelty, SeriesContext
+from .alarm_signals import RangeNovelty, series_for
 from .anomaly_frames import FramesMixin
 from .anomaly_windows import WindowsMixin
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
@@ -93,11 +93,12 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         score >= 0.5); None: the calibrated score below.
     alarm_params
         Keyword arguments of `streamnn.alarms.Likelihood` (plus "novelty": the range tolerance,
-        None to switch it off; "protect": events not learned from an alarm on; "context": True
-        lets the change size and context novelty of a single value stream join the error's
-        likelihood, "change" the change size only, False (default) neither; see
-        `streamnn.alarm_signals.SeriesContext`: +3.7 NAB points, at about 0.77x the per-event
-        speed, which is below the 10,000 events/s this detector keeps by default).
+        None to switch it off; "protect": events not learned from an alarm on; "context": on a
+        single value stream, evidence about the value that joins the error's likelihood:
+        "season" (default) its change size and its seasonal distance, the distance to the values
+        about one, two and three periods back (`streamnn.alarm_season`: a day unlike the
+        previous days); "change" the change size only; True the change size and context
+        novelty; False none; see `streamnn.alarm_signals.series_for` and docs/anomaly.md).
     calibration
         With `alarms=None`: "tail", "rank", "zscore" or None (raw errors); see
         `streamnn.calibration`.
@@ -198,13 +199,11 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         super()._reset()
         params = dict(self.alarm_params or {})
         novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
-        context = params.pop("context", False)
+        context = params.pop("context", "season")
         self.likelihood_ = Likelihood(**params) if self.alarms else None
         self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
-        if context not in (True, False, "change"):
-            raise ValueError(f"alarm_params['context']={context!r}: use True, 'change' or False")
-        self.series_ = (SeriesContext(context=context is True) if self.alarms and context
-                        else None)   # used on one value stream
+        series = series_for(context, "alarm_params['context']")
+        self.series_ = series if self.alarms else None   # used on one value stream
         t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
         self._alarm_at = math.inf if t is None else t   # what counts as an alarm for guard/calibration
         self.calibrator_ = ScoreCalibrator(self.calibration or "rank", self.calib_window, self.min_calib,

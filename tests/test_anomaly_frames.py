@@ -54,14 +54,20 @@ def _assert_same(a, b):
     assert a.range_.state_dict() == b.range_.state_dict()
     if a.series_ is not None:
         sa, sb = a.series_.state_dict(), b.series_.state_dict()
-        assert sa.pop("seen").tolist() == sb.pop("seen").tolist() and sa == sb
+        assert sa.pop("seen").tolist() == sb.pop("seen").tolist()
+        ea, eb = sa.pop("season"), sb.pop("season")
+        assert sa == sb and (ea is None) == (eb is None)
+        if ea is not None:                              # the seasonal distance's values and period
+            assert ea.pop("values").tolist() == eb.pop("values").tolist() and ea == eb
 
 
 SERIES = {"alarm_params": {"context": True}}     # change size and context novelty join the error
+PLAIN = {"alarm_params": {"context": False}}     # the error alone (the default adds the change size
+                                                 # and the seasonal distance)
 
 
 @pytest.mark.parametrize("frame", [1, 37, 1024])
-@pytest.mark.parametrize("make, kw", [(_series, {}), (_series, SERIES), (_sensors, {})])
+@pytest.mark.parametrize("make, kw", [(_series, {}), (_series, SERIES), (_series, PLAIN), (_sensors, {})])
 def test_learn_many_per_frame_is_a_loop_of_learn_one(make, kw, frame):
     X = make()
     a, b = AutoencoderDetector(seed=3, **kw), AutoencoderDetector(seed=3, **kw)
