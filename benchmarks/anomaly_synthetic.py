@@ -43,8 +43,8 @@ DETECTORS = {
     "AutoencoderDetector()": lambda s: _ae(s),
     "AutoencoderDetector(context=False)": lambda s: _ae(s, {"context": False}),
     "AutoencoderDetector(context=True)": lambda s: _ae(s, {"context": True}),
-    "AnomalyLikelihood(MinMaxScaler|HST)": lambda s: _hst(s, False),
-    "AnomalyLikelihood(MinMaxScaler|HST) [context=season]": lambda s: _hst(s, "season"),
+    "AnomalyLikelihood(MinMaxScaler|HST)": lambda s: _hst(s, "season"),
+    "AnomalyLikelihood(MinMaxScaler|HST) [context=False]": lambda s: _hst(s, False),
 }
 
 

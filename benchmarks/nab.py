@@ -11,8 +11,8 @@ Peers in the same run:
 - `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
   the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
-- `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules),
-  and the same with `context="season"` (the default's evidence).
+- `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules,
+  with their default evidence), and the same with `context=False` (the raw score alone).
 
 Usage (from the repository root)::
 
@@ -49,9 +49,9 @@ NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "
 SERIES = "AutoencoderDetector(alarm_params={'context': True})"
 PLAIN = "AutoencoderDetector(alarm_params={'context': False})"
 HST_SERIES = "AnomalyLikelihood(MinMaxScaler|HST) [context=True]"
-HST_SEASON = "AnomalyLikelihood(MinMaxScaler|HST) [context=season]"
+HST_PLAIN = "AnomalyLikelihood(MinMaxScaler|HST) [context=False]"
 DETECTORS = ("AutoencoderDetector()", PLAIN, SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)",
-             HST_SEASON)
+             HST_PLAIN)
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -79,7 +79,7 @@ def make(name: str, baseline=None):
         return streamnn_baseline.AutoencoderDetector()
     hst = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)
     if name.startswith("AnomalyLikelihood"):
-        return AnomalyLikelihood(hst, context={HST_SERIES: True, HST_SEASON: "season"}.get(name, False))
+        return AnomalyLikelihood(hst, context={HST_SERIES: True, HST_PLAIN: False}.get(name, "season"))
     return hst
 
 
