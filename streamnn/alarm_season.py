@@ -7,6 +7,9 @@ can. `Seasonal` finds the series' period from the autocorrelation of its recent 
 every `every` values; none when the series does not repeat) and scores each value by the log of
 its distance to the nearest of the values about 1, 2 and 3 periods back (within `jitter` events
 of the same phase): small for a day like the previous ones, large for a day unlike all of them.
+Distances under 0.1 % of the largest magnitude seen count as equal (the log of an exact repeat
+would otherwise be an outlier far below every other distance, and widen the yardstick that the
+likelihood judges this signal by).
 The score is a raw signal for `streamnn.alarms.Likelihood` (judged by its own short-against-long
 tail, fused with the model's error by Fisher's method); NaN while no period is known.
 
@@ -19,7 +22,7 @@ added (`update`). `scores` does the same for a frame of values at once.
 ...     s.update(float(i % 50 < 20))                  # a square wave of period 50
 >>> s.period
 50
->>> s.signal(float(2000 % 50 < 20)) < -10             # the pattern goes on: about zero distance
+>>> s.signal(float(2000 % 50 < 20)) < -5              # the pattern goes on: about zero distance
 True
 >>> s.signal(0.5) > -1                                 # a value unlike the same phase before
 True
@@ -84,7 +87,7 @@ class Seasonal:
         Autocorrelation at the period below which the series is taken as not periodic.
     """
 
-    _EPS = 1e-9       # floor of a distance, relative to the largest magnitude seen
+    _EPS = 1e-3       # floor of a distance, relative to the largest magnitude seen: closer is equal
 
     def __init__(self, periods: int = 3, jitter: int = 2, min_lag: int = 8, acf_window: int = 4096,
                  every: int = 512, min_acf: float = 0.3):
