@@ -20,7 +20,9 @@ likelihood (Ahmad et al. 2017):
    values by more than 5 % of that range scores 1.0 (Numenta's "spatial anomaly" rule).
 5. **More evidence** (optional, `extra` raw scores such as `alarm_signals.SeriesContext`'s): each
    is judged by its own short-against-long tail, and the tails are fused by Fisher's method
-   (the product of the p-values), so one noisy signal alone rarely raises an alarm.
+   (the product of the p-values), so one noisy signal alone rarely raises an alarm. A signal
+   with nothing to say on an event (NaN: e.g. the seasonal distance of a series with no period)
+   is left out of the fusion rather than counted as "no evidence".
 
 `AnomalyLikelihood(detector)` wraps any river `AnomalyDetector` with these rules.
 
@@ -92,10 +94,11 @@ class _Tail:
         self.s_recent = self.s1 = self.s2 = 0.0
 
     def u(self, raw: float, min_std: float) -> float:
-        """-log10 of the Gaussian upper tail of the short mean with `raw` (0.0 without history)."""
+        """-log10 of the Gaussian upper tail of the short mean with `raw`; NaN (no evidence)
+        without history or for a raw score that is not finite."""
         k = len(self.means)
         if k < 2 or raw - raw != 0.0:                         # no history, or raw not finite
-            return 0.0
+            return math.nan
         mu = self.s1 / k
         var = self.s2 / k - mu * mu
         sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
@@ -149,7 +152,7 @@ class _Tail:
             var = (self.s2 + d2) / k - mu * mu
             sd = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), min_std * np.abs(mu)), 1e-12)
             u = _log10_tail_many((m - mu) / sd)
-        u[k < 2] = 0.0
+        u[k < 2] = np.nan
         # the state after the N adds: the last `short` raw scores, the last `long` short means
         self.recent = deque(allr[-short:].tolist())
         keep = self.long - N                                          # old means that stay
@@ -161,8 +164,8 @@ class _Tail:
         return u
 
     def run(self, raws: list, min_std: float) -> np.ndarray:
-        """`u` then `add` of each raw score (a non-finite one scores 0.0 and is not added)."""
-        out, u, add, isfinite = np.zeros(len(raws)), self.u, self.add, math.isfinite
+        """`u` then `add` of each raw score (a non-finite one scores NaN and is not added)."""
+        out, u, add, isfinite = np.full(len(raws), np.nan), self.u, self.add, math.isfinite
         for i, r in enumerate(raws):
             if isfinite(r):
                 out[i] = u(r, min_std)
@@ -190,7 +193,11 @@ class _Tail:
 
 def fisher(us) -> float:
     """Fisher's method on -log10 p-values: the -log10 p-value of their product, under independence
-    (chi-squared with 2k degrees of freedom); one value is returned as it is."""
+    (chi-squared with 2k degrees of freedom); one value is returned as it is. NaN values (a signal
+    with no evidence on this event: no history yet, a series with no period) are left out, so they
+    do not dilute the others."""
+    if any(u != u for u in us):
+        us = [u for u in us if u == u]
     k = len(us)
     if k == 1:
         return us[0]
@@ -207,15 +214,24 @@ def fisher(us) -> float:
 
 
 def fisher_many(us) -> np.ndarray:
-    """`fisher` of each row of the columns `us` (k arrays (N,)), vectorized."""
+    """`fisher` of each row of the columns `us` (k arrays (N,)), vectorized; NaN entries are left
+    out of their row (each row uses its own count of defined values)."""
     if len(us) == 1:
         return us[0]
-    t = np.sum(us, axis=0) * _LOG10
+    U = np.asarray(us, dtype=np.float64)
+    defined = ~np.isnan(U)
+    k = defined.sum(axis=0)
+    t = np.where(defined, U, 0.0).sum(axis=0) * _LOG10
     acc, term = np.ones_like(t), np.ones_like(t)
     for i in range(1, len(us)):
         term = term * t / i
-        acc = acc + term
-    return np.maximum(0.0, (t - np.log(acc)) / _LOG10)
+        acc = acc + np.where(i < k, term, 0.0)
+    out = np.maximum(0.0, (t - np.log(acc)) / _LOG10)
+    one = k == 1                                  # one value: as it is (as `fisher` returns it)
+    if one.any():
+        out[one] = np.where(defined, U, 0.0).sum(axis=0)[one]
+    out[k == 0] = 0.0                             # as `fisher` of nothing
+    return out
 
 
 class Likelihood:

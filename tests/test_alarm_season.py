@@ -144,3 +144,19 @@ def test_detector_checkpoint_keeps_the_seasonal_state(tmp_path):
         assert a.score_one({"value": x}) == b.score_one({"value": x})
         a.learn_one({"value": x})
         b.learn_one({"value": x})
+
+
+def test_fisher_leaves_out_signals_with_no_evidence():
+    """A NaN tail (no history, a series with no period) is left out of the fusion, not counted as
+    a p-value of 1 that dilutes the others; the vectorized form agrees row by row."""
+    from streamnn.alarms import fisher, fisher_many
+    assert fisher([3.0, math.nan, 2.0]) == fisher([3.0, 2.0])
+    assert fisher([4.0, math.nan]) == 4.0
+    assert fisher([3.0, 0.0, 2.0]) < fisher([3.0, 2.0])           # a real "nothing unusual" does count
+    rng = np.random.default_rng(0)
+    U = rng.exponential(2.0, size=(3, 200))
+    U[1, rng.random(200) < 0.3] = np.nan
+    U[2, rng.random(200) < 0.3] = np.nan
+    got = fisher_many(list(U))
+    want = np.array([fisher(list(U[:, j])) for j in range(200)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
