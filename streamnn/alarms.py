@@ -196,13 +196,20 @@ def fisher(us) -> float:
     (chi-squared with 2k degrees of freedom); one value is returned as it is. NaN values (a signal
     with no evidence on this event: no history yet, a series with no period) are left out, so they
     do not dilute the others."""
+    k = len(us)
+    if k == 3:                       # the usual case, unrolled (the same rounding as below)
+        a, b, c = us
+        if a == a and b == b and c == c:
+            t = (a + b + c) * _LOG10
+            v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
+            return v if v > 0.0 else 0.0
     if any(u != u for u in us):
         us = [u for u in us if u == u]
-    k = len(us)
+        k = len(us)
     if k == 1:
         return us[0]
     t = sum(us) * _LOG10
-    if k == 3:                       # the loop below, unrolled for the usual case (same rounding)
+    if k == 3:
         acc = 1.0 + t + t * (t / 2)
     else:
         acc = term = 1.0
