@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .autoencoders import errors_numpy, frozen_plan, numpy_errors_plan
+from .autoencoders import error_row, errors_numpy, frozen_plan, numpy_errors_plan
 
 __all__ = ["FramesMixin"]
 
@@ -60,7 +60,11 @@ class FramesMixin:
         if rows.ndim == 1 and len(rows) == self.n_in_:
             lean = self._lean_plan()
             if lean:
-                return errors_numpy(lean, self.scaler_.transform(rows), 0.0, self._score_cols())
+                steps, cols, scaler = lean[0], self._score_cols(), self.scaler_
+                err = error_row(steps, scaler.transform(rows, fill=False), cols)
+                if err != err:   # a NaN in the row (a missing value, a window's first events): scaled to 0
+                    err = error_row(steps, scaler.transform(rows), cols)
+                return err
         Z = self._scale(rows)
         kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
         if self._plan is None and self._device.type == "cpu":
