@@ -58,7 +58,8 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 def _log10_tail(z: float) -> float:
     """-log10 of the Gaussian upper tail probability P(Z > z), without underflow."""
     if z < 30.0:
-        return -math.log10(max(0.5 * math.erfc(z / _SQRT2), 1e-300))
+        p = 0.5 * math.erfc(z / _SQRT2)
+        return -math.log10(p if not 1e-300 > p else 1e-300)   # max(p, 1e-300), without its call
     return (0.5 * z * z + math.log(z * _SQRT_2PI)) / _LOG10
 
 
@@ -98,7 +99,12 @@ class _Tail:
             return 0.0
         mu = self.s1 / k
         var = self.s2 / k - mu * mu
-        sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
+        sd = math.sqrt(var) if var > 0.0 else 0.0             # max(sd, min_std |mu|, 1e-12) as
+        floor = min_std * (mu if mu >= 0.0 else -mu)          # comparisons (the same value as
+        if floor > sd:                                        # `max`, without its call)
+            sd = floor
+        if 1e-12 > sd:
+            sd = 1e-12
         recent = self.recent
         n = len(recent)
         m = (self.s_recent - recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
@@ -303,7 +309,11 @@ class Likelihood:
             if extra:
                 if len(tails) <= len(extra):
                     tails = self._tails(len(extra) + 1)
-                u = fisher([u] + [tails[i].u(e, min_std) for i, e in enumerate(extra, 1)])
+                us, i = [u], 1
+                for e in extra:
+                    us.append(tails[i].u(e, min_std))
+                    i += 1
+                u = fisher(us)
             s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
