@@ -322,7 +322,11 @@ class Likelihood:
 
     def update(self, raw: float, novel: bool = False, extra: tuple = ()) -> tuple[float, bool]:
         """Score `raw`, then add it (and `extra`) to the history in O(1); returns (score, alarm)."""
-        s = self.score(raw, novel, extra)
+        memo = self._memo                                       # the score: `score`'s cache, inlined
+        if memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra:
+            s = memo[3]
+        else:
+            s = self.score(raw, novel, extra)
         self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)
