@@ -309,11 +309,10 @@ class Likelihood:
             if extra:
                 if len(tails) <= len(extra):
                     tails = self._tails(len(extra) + 1)
-                us, i = [u], 1
-                for e in extra:
-                    us.append(tails[i].u(e, min_std))
-                    i += 1
-                u = fisher(us)
+                if len(extra) == 2:       # the series evidence's two signals: no loop, no list
+                    u = fisher((u, tails[1].u(extra[0], min_std), tails[2].u(extra[1], min_std)))
+                else:
+                    u = fisher([u, *(tails[i].u(e, min_std) for i, e in enumerate(extra, 1))])
             s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
@@ -334,9 +333,11 @@ class Likelihood:
             self.tails[0].add(raw)
             if extra:
                 tails = self.tails if len(self.tails) > len(extra) else self._tails(len(extra) + 1)
-                for i, e in enumerate(extra, 1):
+                i = 1
+                for e in extra:
                     if e - e == 0.0:                            # finite
                         tails[i].add(e)
+                    i += 1
             self.n += 1
         if alarm:
             self.hold, self.since = self.suppress, 0
