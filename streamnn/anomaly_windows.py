@@ -85,9 +85,9 @@ class WindowsMixin:
         """(key, (C, W) window, raw error, calibrated score, novel, extra evidence) of `x`; pure apart from a
         one-entry cache, so that score_one then learn_one of the same event run the network once."""
         items = tuple(x.items())
-        memo = self._memo
-        if memo is not None and memo[1] == items and memo[0] == (self._version, self._n_events):
-            return memo[2]                                  # `_cached`, inlined
+        hit = self._cached(x, items)
+        if hit is not None:
+            return hit
         k, win = self._event(x, grow=False)
         raw = self._raw_errors(win.ravel()) if win.size else math.nan
         xs = x if self.key is None else {n: v for n, v in x.items() if n != self.key}
