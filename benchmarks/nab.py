@@ -5,9 +5,11 @@ Every detector is created fresh for each of the 58 files with its defaults and f
 `streamnn.evaluation.nab.score_corpus` (one threshold per profile over the whole corpus).
 Peers in the same run:
 
-- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood),
-- `AutoencoderDetector(alarm_params={"context": True})` (the change size and context novelty of
-  the series join the error's likelihood, `streamnn.alarm_signals.SeriesContext`),
+- `AutoencoderDetector()` (streamnn's defaults: the score is already the anomaly likelihood, and
+  the change size and context novelty of the series join the error's likelihood,
+  `streamnn.alarm_signals.SeriesContext`),
+- `AutoencoderDetector(alarm_params={"context": False})` (the error's likelihood alone: the
+  default before session 7),
 - `MinMaxScaler() | HalfSpaceTrees()` (river's usual pipeline; its scores as they are),
 - `AnomalyLikelihood(MinMaxScaler() | HalfSpaceTrees())` (the same, behind streamnn's alarm rules),
   and the same with `context=True`.
@@ -44,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 from streamnn.evaluation.nab import PROFILES, load_corpus, score_corpus  # noqa: E402
 
 NAB_DIR = Path(os.environ.get("NAB_DIR", ROOT.parent / "shared" / "datasets" / "nab"))
-SERIES = "AutoencoderDetector(alarm_params={'context': True})"
+ERROR_ONLY = "AutoencoderDetector(alarm_params={'context': False})"
 HST_SERIES = "AnomalyLikelihood(MinMaxScaler|HST) [context=True]"
-DETECTORS = ("AutoencoderDetector()", SERIES, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)", HST_SERIES)
+DETECTORS = ("AutoencoderDetector()", ERROR_ONLY, "MinMaxScaler|HST", "AnomalyLikelihood(MinMaxScaler|HST)", HST_SERIES)
 ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CAD OSE", 69.9, 67.0, 73.2),
            ("KNN-CAD", 58.0, 43.4, 64.8), ("Random Cut Forest", 51.7, 38.4, 59.7),
            ("Twitter ADVec", 47.1, 33.6, 53.5), ("random", 11.0, None, None)]
@@ -64,8 +66,8 @@ def make(name: str, baseline=None):
     torch.set_num_threads(1)
     if name == "AutoencoderDetector()":
         return streamnn.AutoencoderDetector()
-    if name == SERIES:   # the series evidence (change size, context novelty) joins the error
-        return streamnn.AutoencoderDetector(alarm_params={"context": True})
+    if name == ERROR_ONLY:   # without the series evidence (change size, context novelty)
+        return streamnn.AutoencoderDetector(alarm_params={"context": False})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline

@@ -94,10 +94,10 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
     alarm_params
         Keyword arguments of `streamnn.alarms.Likelihood` (plus "novelty": the range tolerance,
         None to switch it off; "protect": events not learned from an alarm on; "context": True
-        lets the change size and context novelty of a single value stream join the error's
-        likelihood, "change" the change size only, False (default) neither; see
-        `streamnn.alarm_signals.SeriesContext`: +3.7 NAB points, at about 0.77x the per-event
-        speed, which is below the 10,000 events/s this detector keeps by default).
+        (default) lets the change size and context novelty of a single value stream (one
+        feature, no `key`) join the error's likelihood, "change" the change size only, False
+        neither; see `streamnn.alarm_signals.SeriesContext`: +3.7 NAB points; records of several
+        features are not affected).
     calibration
         With `alarms=None`: "tail", "rank", "zscore" or None (raw errors); see
         `streamnn.calibration`.
@@ -198,7 +198,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         super()._reset()
         params = dict(self.alarm_params or {})
         novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
-        context = params.pop("context", False)
+        context = params.pop("context", True)
         self.likelihood_ = Likelihood(**params) if self.alarms else None
         self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
         if context not in (True, False, "change"):
