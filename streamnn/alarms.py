@@ -309,10 +309,7 @@ class Likelihood:
             if extra:
                 if len(tails) <= len(extra):
                     tails = self._tails(len(extra) + 1)
-                if len(extra) == 2:       # the series evidence's two signals: no loop, no list
-                    u = fisher((u, tails[1].u(extra[0], min_std), tails[2].u(extra[1], min_std)))
-                else:
-                    u = fisher([u, *(tails[i].u(e, min_std) for i, e in enumerate(extra, 1))])
+                u = fisher((u, *map(_Tail.u, tails[1:], extra, itertools.repeat(min_std))))
             s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
@@ -321,11 +318,9 @@ class Likelihood:
 
     def update(self, raw: float, novel: bool = False, extra: tuple = ()) -> tuple[float, bool]:
         """Score `raw`, then add it (and `extra`) to the history in O(1); returns (score, alarm)."""
-        memo = self._memo                                       # the score: `score`'s cache, inlined
-        if memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra:
-            s = memo[3]
-        else:
-            s = self.score(raw, novel, extra)
+        memo = self._memo                                       # `score`'s cache, checked without the call
+        hit = memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra
+        s = memo[3] if hit else self.score(raw, novel, extra)
         self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)
@@ -333,11 +328,9 @@ class Likelihood:
             self.tails[0].add(raw)
             if extra:
                 tails = self.tails if len(self.tails) > len(extra) else self._tails(len(extra) + 1)
-                i = 1
-                for e in extra:
+                for i, e in enumerate(extra, 1):
                     if e - e == 0.0:                            # finite
                         tails[i].add(e)
-                    i += 1
             self.n += 1
         if alarm:
             self.hold, self.since = self.suppress, 0
