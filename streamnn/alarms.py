@@ -60,7 +60,8 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 def _log10_tail(z: float) -> float:
     """-log10 of the Gaussian upper tail probability P(Z > z), without underflow."""
     if z < 30.0:
-        return -math.log10(max(0.5 * math.erfc(z / _SQRT2), 1e-300))
+        p = 0.5 * math.erfc(z / _SQRT2)
+        return -math.log10(p if not 1e-300 > p else 1e-300)   # max(p, 1e-300), without its call
     return (0.5 * z * z + math.log(z * _SQRT_2PI)) / _LOG10
 
 
@@ -101,7 +102,12 @@ class _Tail:
             return math.nan
         mu = self.s1 / k
         var = self.s2 / k - mu * mu
-        sd = max(math.sqrt(var) if var > 0.0 else 0.0, min_std * abs(mu), 1e-12)
+        sd = math.sqrt(var) if var > 0.0 else 0.0             # max(sd, min_std |mu|, 1e-12) as
+        floor = min_std * (mu if mu >= 0.0 else -mu)          # comparisons (the same value as
+        if floor > sd:                                        # `max`, without its call)
+            sd = floor
+        if 1e-12 > sd:
+            sd = 1e-12
         recent = self.recent
         n = len(recent)
         m = (self.s_recent - recent[0] + raw) / n if n == self.short else (self.s_recent + raw) / (n + 1)
@@ -326,7 +332,7 @@ class Likelihood:
             if extra:
                 if len(tails) <= len(extra):
                     tails = self._tails(len(extra) + 1)
-                u = fisher([u] + [tails[i].u(e, min_std) for i, e in enumerate(extra, 1)])
+                u = fisher((u, *map(_Tail.u, tails[1:], extra, itertools.repeat(min_std))))
             s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
             if self.hold > 0 and s > self.quiet:
                 s = self.quiet
@@ -335,7 +341,9 @@ class Likelihood:
 
     def update(self, raw: float, novel: bool = False, extra: tuple = ()) -> tuple[float, bool]:
         """Score `raw`, then add it (and `extra`) to the history in O(1); returns (score, alarm)."""
-        s = self.score(raw, novel, extra)
+        memo = self._memo                                       # `score`'s cache, checked without the call
+        hit = memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra
+        s = memo[3] if hit else self.score(raw, novel, extra)
         self._memo = None
         alarm = s >= self.alarm
         raw = float(raw)

@@ -216,7 +216,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         self._memo = None          # ((version, events), x items, assessment) of the last score_one
         self._n_events = 0         # learn_one calls (window histories and calibration move on)
         self._ae_kernel = None     # numpy training step (dense, deterministic networks), or False
-        self._lean = None          # (version, frozen_plan) of the per-event scoring path
+        self._lean = None          # (version, frozen_plan, scored columns) of the per-event scoring path
 
     def _n_outputs(self) -> int:
         return 0

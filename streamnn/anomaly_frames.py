@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .autoencoders import errors_numpy, frozen_plan, numpy_errors_plan
+from .autoencoders import error_row, errors_numpy, frozen_plan, numpy_errors_plan
 
 __all__ = ["FramesMixin"]
 
@@ -40,14 +40,20 @@ class FramesMixin:
     def _lean_plan(self):
         """The per-event path's network: a float64 copy, folded, rebuilt after each step (None
         where it does not apply: not dense, variational, not on the CPU, inputs not scaled)."""
-        if self.scale_inputs is None or len(self.scaler_) != self.n_in_:
-            return None
+        return self._lean_entry()[1]
+
+    def _lean_entry(self):
+        """(version, `_lean_plan`, the scored columns), computed once per network version: the
+        scaler's width changes only in a step's batch, which bumps the version too."""
         lean = self._lean
         if lean is None or lean[0] != self._version:
-            if self._plan is None and self._device.type == "cpu":
-                self._plan = numpy_errors_plan(self.module_) or False
-            lean = self._lean = (self._version, self._plan and frozen_plan(self._plan))
-        return lean[1] or None
+            plan = None
+            if self.scale_inputs is not None and len(self.scaler_) == self.n_in_:
+                if self._plan is None and self._device.type == "cpu":
+                    self._plan = numpy_errors_plan(self.module_) or False
+                plan = (self._plan and frozen_plan(self._plan)) or None
+            lean = self._lean = (self._version, plan, self._score_cols())
+        return lean
 
     def _score_cols(self):
         W = self.window_
@@ -58,9 +64,13 @@ class FramesMixin:
         (C*W,) -> a float (the per-event path: float64 copies of the network, folded, rebuilt
         after each step)."""
         if rows.ndim == 1 and len(rows) == self.n_in_:
-            lean = self._lean_plan()
+            _, lean, cols = self._lean_entry()
             if lean:
-                return errors_numpy(lean, self.scaler_.transform(rows), 0.0, self._score_cols())
+                steps, scaler = lean[0], self.scaler_
+                err = error_row(steps, scaler.transform(rows, fill=False), cols)
+                if err != err:   # a NaN in the row (a missing value, a window's first events): scaled to 0
+                    err = error_row(steps, scaler.transform(rows), cols)
+                return err
         Z = self._scale(rows)
         kl_weight = self.beta if (self.variational and self.vae_score == "elbo") else 0.0
         if self._plan is None and self._device.type == "cpu":

@@ -47,7 +47,7 @@ class WindowsMixin:
         elif len(h) < C:
             h = np.concatenate([h, np.full((C - len(h), W - 1), np.nan)])
         win = np.empty((C, W))                                                    # (C, W)
-        win[:, :-1] = h[:C]
+        win[:, :-1] = h if len(h) == C else h[:C]
         win[:, -1] = r
         return k, win
 
@@ -57,11 +57,15 @@ class WindowsMixin:
         names = self.features_.names
         if len(x) == len(names):
             try:
-                vals = [x[n] for n in names]
-                if all(type(v) is float and v - v == 0.0 for v in vals):   # finite floats
-                    return np.array(vals)
+                vals = list(map(x.__getitem__, names))
             except KeyError:
-                pass
+                vals = None
+            if vals is not None:
+                for v in vals:
+                    if type(v) is not float or v - v != 0.0:   # not a finite float
+                        break
+                else:
+                    return np.array(vals)
         return self.features_.row(x, grow=grow)
 
     def _cached(self, x: dict, items=None):

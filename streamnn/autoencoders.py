@@ -26,7 +26,7 @@ from .backends.numpy_backend import NumpyBackend
 from .backends.ops import activation
 from .modules import _swap_param, grow_input, make_activation
 
-__all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy", "frozen_plan"]
+__all__ = ["AutoEncoder", "AEKernel", "ENCODERS", "numpy_errors_plan", "errors_numpy", "error_row", "frozen_plan"]
 
 ENCODERS = ("dense", "conv", "lstm")
 
@@ -211,10 +211,7 @@ def errors_numpy(plan, Z: np.ndarray, kl_weight: float, cols=None):
     float (the per-event path: a dozen small numpy calls)."""
     enc, dec, L, variational = plan
     if Z.ndim == 1 and not variational:
-        d = _run1(dec, _run1(enc, Z)) - Z
-        if cols is not None:
-            d = d[cols]
-        return float((d @ d) / len(d))
+        return error_row(enc + dec if dec else enc, Z, cols)
     h = _run(enc, Z)
     if variational:
         mu, logvar = h[:, :L], np.clip(h[:, L:], -10.0, 10.0)
@@ -251,13 +248,20 @@ def frozen_plan(plan):
     return steps, [], L, False
 
 
-def _run1(steps, h):   # one row (n,): matrix-vector products
+def error_row(steps, z: np.ndarray, cols=None) -> float:
+    """The reconstruction error of one scaled row `z` (n,) through the (W, b, activation) `steps`
+    (encoder then decoder), as a float: matrix-vector products (`W.dot`, the same BLAS call as
+    `W @ h` at a third less overhead), the mean squared error over the columns `cols` (default all)."""
+    h = z
     for W, b, f in steps:
-        h = W @ h
+        h = W.dot(h)
         h += b
         if f is not None:
             h = f(h)
-    return h
+    d = h - z
+    if cols is not None:
+        d = d[cols]
+    return float(d.dot(d)) / len(d)
 
 
 # --- numpy training step for the dense, deterministic autoencoder ------------------------------

@@ -212,8 +212,9 @@ class TorchLearner(BackendChoice, FrameSchedule, abc.ABC):
         return True
 
     def _learn_row(self, row: np.ndarray, target, w: float = 1.0):
-        check_weight(w)
-        if not self._ready_for(row):
+        if w != 1.0:                   # 1.0 is valid: the check is skipped on the usual path
+            check_weight(w)
+        if (self.module_ is None or len(row) > self.n_in_) and not self._ready_for(row):
             self._learn_unbuilt(target)
             return
         self.buffer_.append(row, target, w)

@@ -53,15 +53,18 @@ class RingBuffer:
             self.X = _grow_cols(self.X, len(x))
         X = self.X
         h = self.head
-        X[h, : len(x)] = x
-        if len(x) < X.shape[1]:
+        if len(x) == X.shape[1]:
+            X[h] = x
+        else:
+            X[h, : len(x)] = x
             X[h, len(x):] = np.nan
         self.y[h] = y
         self.w[h] = w
         if w != 1.0:
             self.unit = False
-        self.head = (h + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
+        self.head = h + 1 if h + 1 < self.capacity else 0
+        if self.size < self.capacity:
+            self.size += 1
         self.total += 1
 
     def extend(self, X: np.ndarray, y, w: np.ndarray | None = None):

@@ -302,15 +302,17 @@ class RunningStats:
             self._lo, self._hi, self._zlim = np.array(los), np.array(his), np.array(zs)
             self._nzlim = -self._zlim
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray, fill: bool = True) -> np.ndarray:
         """Scale `X` (..., F) with the current statistics, clipped to the winsorising window;
-        NaN -> 0 (the running mean)."""
-        F = len(self.n)
-        Z = (X[..., :F] if X.shape[-1] != F else X) - self.mean
+        NaN -> 0 (the running mean). `fill=False` leaves NaN as they are (for a caller that finds
+        them in its own result, cheaper than looking for them here: the per-event scoring path)."""
+        mean = self.mean
+        F = mean.shape[0]
+        Z = (X[..., :F] if X.shape[-1] != F else X) - mean
         Z *= self.inv_std
         if self.clip is not None:
             _clip(Z, self._nzlim, self._zlim, out=Z)
-        if not math.isfinite(np.add.reduce(Z, axis=None)):   # a finite sum: no NaN to replace
+        if fill and not math.isfinite(np.add.reduce(Z, axis=None)):   # a finite sum: no NaN to replace
             Z[np.isnan(Z)] = 0.0
         return Z
 
