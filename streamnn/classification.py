@@ -28,6 +28,9 @@ _LOSSES = {"cross_entropy", "ce", "log_loss"}
 
 # Defaults chosen by benchmarks/run.py (see benchmarks/RESULTS.md)
 DEFAULTS = dict(optimizer="adam", lr=0.007, batch_size=64, update_every=16, warmup=5000, replay=1.0)
+# MLPClassifier's: three members trained as one batched network, larger batches, less replay
+# (issue 15; benchmarks/results/core_lr.md, rounds 3 and 4)
+MLP_DEFAULTS = {**DEFAULTS, "members": 3, "batch_size": 128, "replay": 0.5}
 
 
 def no_label(y) -> bool:
@@ -290,15 +293,17 @@ class MLPClassifier(TorchClassifier):
     members
         Train this many networks of this shape, each from its own initial weights, as one batched
         network (one forward and one backward for all; `MLP(members=...)`); predictions average
-        their logits. 1 (one network) by default. `members=3, batch_size=128, replay=0.5` is the
-        accuracy-first recipe: more accurate on every river dataset and drift stream measured, at
-        about 1.7x the time per event (benchmarks/results/core_lr.md, round 3; drift.md).
+        their logits. 3 by default, with `batch_size=128` and `replay=0.5`: more accurate than one
+        network (`members=1, batch_size=64, replay=1.0`, the defaults before issue 15) on river's
+        Phishing, Bananas and ImageSegments and on the drift streams measured, at about 1.3x its
+        time per event (benchmarks/results/core_lr.md, rounds 3 and 4; drift.md).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
     loss, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, classes, device, seed, optimizer_kwargs
-        As in `TorchClassifier`. After a drift re-warm the model steps after every sample for
-        `DRIFT_WARMUP` (1,000) samples and empties its replay reservoir.
+        As in `TorchClassifier` (but `batch_size=128` and `replay=0.5` by default, see `members`).
+        After a drift re-warm the model steps after every sample for `DRIFT_WARMUP` (1,000)
+        samples and empties its replay reservoir.
 
     Examples
     --------
@@ -309,10 +314,10 @@ class MLPClassifier(TorchClassifier):
     """
 
     def __init__(self, hidden: tuple = (32,), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, init: str = "default", members: int = 1,
-                 loss="cross_entropy", optimizer="adam", lr: float = DEFAULTS["lr"],
-                 batch_size: int = DEFAULTS["batch_size"], update_every: int = DEFAULTS["update_every"],
-                 warmup: int = DEFAULTS["warmup"], replay: float = DEFAULTS["replay"],
+                 norm: str | None = None, init: str = "default", members: int = MLP_DEFAULTS["members"],
+                 loss="cross_entropy", optimizer="adam", lr: float = MLP_DEFAULTS["lr"],
+                 batch_size: int = MLP_DEFAULTS["batch_size"], update_every: int = MLP_DEFAULTS["update_every"],
+                 warmup: int = MLP_DEFAULTS["warmup"], replay: float = MLP_DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):

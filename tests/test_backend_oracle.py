@@ -245,9 +245,11 @@ def test_sequence_learner_reports_the_torch_backend():
     assert model.backend_.startswith("torch: recurrent"), model.backend_
 
 
-def test_growth_invalidates_and_rebuilds_the_numpy_backend():
+@pytest.mark.parametrize("members", [1, 3])
+def test_growth_invalidates_and_rebuilds_the_numpy_backend(members):
     """A new feature and a new class replace parameter objects; `_invalidate` drops the backend
-    and the next step builds it again over the grown network (still equal to torch)."""
+    and the next step builds it again over the grown network (still equal to torch); for one
+    network and for `MLPClassifier`'s default of three members (every member's output grows)."""
     rng = np.random.default_rng(0)
     stream = []
     for i in range(300):
@@ -255,7 +257,7 @@ def test_growth_invalidates_and_rebuilds_the_numpy_backend():
         if i >= 100:
             x["c"] = float(rng.normal())
         stream.append((x, "abc"[i % 3] if i >= 150 else "ab"[i % 2]))
-    fast, slow = streamnn.MLPClassifier(seed=0, hidden=(6,)), streamnn.MLPClassifier(seed=0, hidden=(6,))
+    fast, slow = (streamnn.MLPClassifier(seed=0, hidden=(6,), members=members) for _ in range(2))
     slow._make_kernel = lambda: None
     kernels = []   # the objects themselves: an id() of a dropped kernel can be reused by the next
     for x, y in stream:
@@ -263,5 +265,6 @@ def test_growth_invalidates_and_rebuilds_the_numpy_backend():
         slow.learn_one(x, y)
         if fast._kernel is not None and not any(k is fast._kernel for k in kernels):
             kernels.append(fast._kernel)
-    assert len(kernels) >= 3 and fast.backend_.startswith("numpy: MLP of Linear(3->6)")
+    k = members
+    assert len(kernels) >= 3 and fast.backend_.startswith(f"numpy: MLP of Linear(3->{6 * k})+ReLU, Linear({6 * k}->{3 * k})")
     _assert_same_module(fast, slow)

@@ -79,3 +79,46 @@ def test_a_checkpoint_from_before_members_loads_as_one_network():
     with pytest.raises(RuntimeError):   # a state that says 3 members does not fit one network
         streamnn.MLPClassifier(seed=0, members=1).load_state_dict(
             _train(streamnn.MLPClassifier(seed=0, members=3), _stream(60)).state_dict())
+
+
+def _reference_ce(out, T, K):
+    """The numpy cross-entropy as it was before `softmax_ce` (one network: (B, O); K members:
+    (B, O * K) output-major), written with numpy's own reductions: the bit-exact reference."""
+    B = len(out)
+    z = out.reshape(B, -1, K) if K > 1 else out
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows, idx = np.arange(B), T.astype(np.int64)
+    per = (np.log(s[:, 0]) + m[:, 0] - z[rows, idx]).astype(np.float64)
+    g = e / s
+    g[rows, idx] -= 1.0
+    if K > 1:
+        per, g = per.mean(axis=1), (g / np.float32(K)).reshape(B, -1)
+    return per, g
+
+
+@pytest.mark.parametrize("K", [1, 3, 4])
+@pytest.mark.parametrize("O", [2, 3, 7, 9, 12])
+def test_the_numpy_cross_entropy_equals_the_reference_bit_for_bit(O, K):
+    """`softmax_ce` skips numpy's reductions over the classes (two classes; a few classes of K
+    members, class by class): the same IEEE operations in the same order, so the same bits."""
+    from streamnn.backends.losses import loss_op
+    rng = np.random.default_rng(O * 10 + K)
+    out = (rng.normal(size=(257, O * K)) * rng.choice([0.01, 1.0, 30.0], size=(257, O * K))).astype(np.float32)
+    out[0] = 1e4                                  # ties and a large logit
+    T = rng.integers(0, O, 257).astype(np.float64)
+    per, g = loss_op("ce", K)(out.copy(), T)
+    ref_per, ref_g = _reference_ce(out.copy(), T, K)
+    assert per.dtype == ref_per.dtype and g.dtype == ref_g.dtype == np.float32
+    assert np.array_equal(per, ref_per) and np.array_equal(g, ref_g)
+
+
+def test_the_members_mean_of_a_prediction_equals_numpys_mean():
+    from streamnn.backends.ops import MemberMean
+    rng = np.random.default_rng(0)
+    for shape in [(6,), (5, 6), (3, 21)]:
+        h = rng.normal(size=shape).astype(np.float32)
+        got = MemberMean(3).forward(h)
+        ref = h.reshape(h.shape[:-1] + (-1, 3)).mean(axis=-1)
+        assert got.dtype == np.float32 and np.array_equal(got, ref)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LOSSES", "loss_op", "CrossEntropy", "SquaredError", "Members", "Reconstruction", "MultiHead"]
+__all__ = ["LOSSES", "loss_op", "softmax_ce", "CrossEntropy", "SquaredError", "Members", "Reconstruction", "MultiHead"]
 
 
 class Loss:
@@ -34,17 +34,38 @@ class CrossEntropy(Loss):
     name = "cross-entropy"
 
     def __call__(self, out, T):   # out (B, O) logits, T (B,) class indices
-        B = len(out)
-        two = out.shape[1] == 2                             # the same values, without a reduction
-        m = np.maximum(out[:, :1], out[:, 1:]) if two else out.max(axis=1, keepdims=True)
-        e = np.exp(out - m)
-        s = e[:, :1] + e[:, 1:] if two else e.sum(axis=1, keepdims=True)
-        idx = T.astype(np.int64, copy=False)
-        rows = np.arange(B)
-        per = (np.log(s[:, 0]) + m[:, 0] - out[rows, idx]).astype(np.float64)
-        g = e / s
-        g[rows, idx] -= 1.0                                 # d(loss_i)/d(logits_i)
-        return per, g
+        per, g = softmax_ce(out, T)
+        return per.astype(np.float64), g
+
+
+def softmax_ce(z, T):
+    """Cross-entropy of the logits `z` along axis 1 against the class indices `T` (B,): `z` is
+    (B, O), or (B, O, K) for K members' logits (each member on its own loss). Returns the loss
+    per sample (float32, (B,) or (B, K)) and its gradient softmax - one-hot (z's shape)."""
+    m = _over_classes(np.maximum, z)                    # (B, 1, ...)
+    e = np.exp(z - m)
+    s = _over_classes(np.add, e)
+    idx = T.astype(np.int64, copy=False)
+    rows = np.arange(len(z))
+    per = np.log(s[:, 0]) + m[:, 0] - z[rows, idx]
+    g = np.divide(e, s, out=e)
+    g[rows, idx] -= 1.0                                 # d(loss_i)/d(logits_i)
+    return per, g
+
+
+def _over_classes(ufunc, a):
+    """`ufunc.reduce(a, axis=1, keepdims=True)` with the same result and fewer passes: two classes
+    without a reduction; a few classes of (B, O, K) one class after another, the order in which
+    numpy reduces that (strided) axis (a (B, O) row is reduced in numpy's own, pairwise, order)."""
+    O = a.shape[1]
+    if O == 2:
+        return ufunc(a[:, :1], a[:, 1:])
+    if a.ndim == 2 or not 2 < O <= 8:
+        return ufunc.reduce(a, axis=1, keepdims=True)
+    r = ufunc(a[:, :1], a[:, 1:2])
+    for o in range(2, O):
+        ufunc(r, a[:, o:o + 1], out=r)
+    return r
 
 
 class SquaredError(Loss):
@@ -73,19 +94,14 @@ class Members(Loss):
         B, K = len(out), self.members
         z = out.reshape(B, -1, K)                            # (B, O, K)
         if isinstance(self.base, CrossEntropy):
-            m = z.max(axis=1, keepdims=True)
-            e = np.exp(z - m)
-            s = e.sum(axis=1, keepdims=True)
-            idx = T.astype(np.int64, copy=False)
-            rows = np.arange(B)
-            per = (np.log(s[:, 0]) + m[:, 0] - z[rows, idx]).astype(np.float64).mean(axis=1)
-            g = e / s
-            g[rows, idx] -= 1.0
+            per, g = softmax_ce(z, T)
+            per = per.astype(np.float64)
         else:
             diff = z[:, 0] - T[:, None].astype(z.dtype)      # (B, K)
-            per = np.square(diff, dtype=np.float64).mean(axis=1)
+            per = np.square(diff, dtype=np.float64)
             g = np.zeros_like(z)
             g[:, 0] = 2.0 * diff
+        per = np.add.reduce(per, 1) / K                      # the members' mean (np.mean's operations)
         g /= np.float32(K)
         return per, g.reshape(B, -1)
 
@@ -139,17 +155,11 @@ class MultiHead(Loss):
         T0 = np.where(mask, T, 0.0).astype(out.dtype)
         per = np.zeros(len(out))
         g = np.zeros_like(out)
-        rows = np.arange(len(out))
         for kind, loss, slots, cols, w in plan:
             o, m = out[:, cols], mask[:, slots]
             if kind == "cls":
-                top = o.max(axis=1, keepdims=True)
-                e = np.exp(o - top)
-                z = e.sum(axis=1, keepdims=True)
-                idx = T0[:, slots].astype(np.int64)
-                per += w * m * (np.log(z[:, 0]) + top[:, 0] - o[rows, idx])
-                gl = e / z
-                gl[rows, idx] -= 1.0
+                lo, gl = softmax_ce(o, T0[:, slots])
+                per += w * m * lo
                 g[:, cols] += (w * m)[:, None] * gl
                 continue
             t = T0[:, slots]

@@ -194,8 +194,9 @@ class MemberMean:
         self.members = members
         self.name = f"MemberMean({members})"
 
-    def forward(self, h):
-        return h.reshape(h.shape[:-1] + (-1, self.members)).mean(axis=-1)
+    def forward(self, h):   # np.mean's operations without its Python wrapper
+        r = np.add.reduce(h.reshape(h.shape[:-1] + (-1, self.members)), -1)
+        return np.true_divide(r, np.intp(self.members), out=r, casting="unsafe")
 
 
 class Norm:
