@@ -203,11 +203,15 @@ def fisher(us) -> float:
     with no evidence on this event: no history yet, a series with no period) are left out, so they
     do not dilute the others."""
     k = len(us)
-    if k == 3:                       # the usual case, unrolled (the same rounding as below)
+    if k == 3:                       # the usual cases, unrolled (the same rounding as below)
         a, b, c = us
-        if a == a and b == b and c == c:
-            t = (a + b + c) * _LOG10
-            v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
+        if a == a and b == b:
+            if c == c:
+                t = (a + b + c) * _LOG10
+                v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
+                return v if v > 0.0 else 0.0
+            t = (a + b) * _LOG10                      # the last one missing (a series with no period)
+            v = (t - math.log(1.0 + t)) / _LOG10
             return v if v > 0.0 else 0.0
     if any(u != u for u in us):
         us = [u for u in us if u == u]
