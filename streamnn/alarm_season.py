@@ -173,18 +173,17 @@ class Seasonal:
         g = n0 + np.arange(M)
         best = np.full(M, np.inf)
         jit = self.jitter
+        known = (P > 0) & (g - P - jit >= 0)                  # a period, and one period of values
         for k in range(1, self.periods + 1):
             a = g - k * P
             ok = (P > 0) & (a - jit >= 0)
-            if k == 1:
-                first_ok = ok
             for d in range(-jit, jit + 1):
                 idx = np.where(ok, a + d - off, 0)
                 dist = np.abs(fv - allv[idx])
                 best = np.where(ok & (dist < best), dist, best)
         with np.errstate(invalid="ignore", divide="ignore"):
             sig = np.log(best + self._EPS * (1.0 + amax))
-        sig[~(first_ok & np.isfinite(best))] = np.nan
+        sig[~(known & np.isfinite(best))] = np.nan
         out[fin] = sig
         if keep and M:
             self._absorb(fv, cur)

@@ -35,7 +35,7 @@ import torch
 
 from .alarm_season import Seasonal
 
-__all__ = ["RangeNovelty", "SeriesContext", "series_for", "CONTEXTS"]
+__all__ = ["RangeNovelty", "SeriesContext", "series_for"]
 
 
 class RangeNovelty:
@@ -100,9 +100,6 @@ class RangeNovelty:
 
     def load_state_dict(self, s: dict):
         self.lo, self.hi = dict(zip(s["keys"], s["lo"])), dict(zip(s["keys"], s["hi"]))
-
-
-CONTEXTS = (False, "change", "season", True)
 
 
 def series_for(context, where: str = "context"):
