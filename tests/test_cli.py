@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from streamnn.runtime.cli import main
@@ -286,3 +287,28 @@ def test_a_run_of_dead_letters_says_so(tmp_path, capsys, strict):
     assert [w["kind"] for w in warned] == ["dead_letters"] and warned[0]["dead_letters"] == 200
     assert code == (1 if strict else 0)
     assert json.load(open(tmp_path / "run" / "metrics.json"))["warnings"][0]["kind"] == "dead_letters"
+
+
+@pytest.mark.parametrize("key, warned_key", [("uid", "uid"), ("sensor", None)])
+def test_a_key_that_is_new_on_every_record_is_a_loud_warning(tmp_path, capsys, key, warned_key):
+    """A sequence learner keyed by a per-event field learns each 'series' of one event: a warning
+    naming the key (and not for a key that repeats)."""
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "s.jsonl", "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": i, "uid": 1000 + i, "sensor": i % 4, "a": float(rng.normal()),
+                                "y": float(rng.normal())}) + "\n")
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace('["a", "b", "noise"]', f'["{key}", "a"]')
+                   .replace('class = "MLPClassifier"', 'class = "LSTMRegressor"')
+                   .replace("hidden = [8]", f'hidden_size = 4\nkey = "{key}"')
+                   .replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
+    code = main(["run", str(cfg), "--quiet", "--no-report"])
+    out, err = capsys.readouterr()
+    warned = [(w["kind"], w["key"], w["new_values"]) for w in _warnings(err)]
+    assert code == 0
+    assert warned == ([("unique_key", warned_key, 100)] if warned_key else [])
+    assert main(["check", str(cfg), "--strict"]) == (1 if warned_key else 0)
+    if warned_key:
+        assert f"warning: key {warned_key!r} took a new value on 100 of the first 100" in capsys.readouterr().err

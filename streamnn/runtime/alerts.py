@@ -9,6 +9,11 @@ Two things a new user's config can get wrong while every record is still "handle
 2. **Most records dead-lettered** (a string where a number is expected): ``events_out`` stays 0.
    `Watch` warns once the dead-letter ratio crosses `dead_letter_limit` (after at least
    `feature_check_events` records, or at the end of a shorter run).
+3. **A key that is new on almost every record** (``key = "event_id"`` where a sensor id was
+   meant): every series is one or two events long, so a sequence learner or a keyed detector
+   learns almost nothing from its history (and lags never fill), while the per-key state grows
+   with every record. `Watch` warns when a key field (the learner's ``key``, or ``[schema] key``
+   with lags) takes a value not seen before on more than `unique_key_limit` of the first records.
 
 Each warning is a JSON log line (``"event": "warning"``), a ``streamnn_warnings{kind}``
 Prometheus counter, and an entry of the run summary's ``"warnings"``. With ``strict`` the run
@@ -19,6 +24,10 @@ stops at the first one and `streamnn run` exits 1.
 >>> w.observe(recs)
 >>> [(a["kind"], a["feature"], a["closest"]) for a in w.warnings]
 [('missing_feature', 'value', 'valu')]
+>>> w = Watch(["id", "value"], check_events=100, keys=["id"])
+>>> w.observe([type("R", (), {"value": b'{"id": %d, "value": 1.0}' % i})() for i in range(100)])
+>>> [(a["kind"], a["key"], a["new_values"]) for a in w.warnings]
+[('unique_key', 'id', 100)]
 """
 
 from __future__ import annotations
@@ -54,12 +63,20 @@ class Watch:
         Called (once) when a strict run must end.
     columns
         A CSV source's header: records are CSV lines in this column order.
+    keys
+        Key fields to check (series keys: each should repeat across records).
+    unique_key_limit
+        Warn when a key field takes a new value on more than this fraction of the first records
+        (judged on at least 100 records).
     """
 
     def __init__(self, features, check_events: int = 1000, missing_limit: float = 0.99,
                  dead_letter_limit: float = 0.1, strict: bool = False, log=None, registry=None,
-                 stop=None, columns=None):
+                 stop=None, columns=None, keys=(), unique_key_limit: float = 0.9):
         self.features = list(features) if isinstance(features, (list, tuple)) else []
+        self.key_fields = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
+        self.unique_key_limit = unique_key_limit
+        self._key_values = {k: set() for k in self.key_fields}
         self.check_events, self.missing_limit = check_events, missing_limit
         self.dead_letter_limit, self.strict = dead_letter_limit, strict
         self.log, self.stop, self.columns = log, stop, columns
@@ -75,7 +92,7 @@ class Watch:
             from prometheus_client import Counter
 
             self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features, "
-                                    "dead-letter ratio)", ["kind"], registry=registry)
+                                    "dead-letter ratio, a key new on every record)", ["kind"], registry=registry)
 
     @property
     def seen(self) -> int:
@@ -85,7 +102,7 @@ class Watch:
     # -- the first records -----------------------------------------------------------------
     def observe(self, records) -> None:
         """Count the configured features in `records` until `check_events` were seen."""
-        if not self.features or self._seen >= self.check_events:
+        if not (self.features or self.key_fields) or self._seen >= self.check_events:
             return
         for r in records[: self.check_events - self._seen]:
             obj = self._parse(r.value)
@@ -96,6 +113,10 @@ class Watch:
             for f in self.features:
                 if obj.get(f) in (None, ""):
                     self._missing[f] += 1
+            for k, seen in self._key_values.items():
+                v = obj.get(k)
+                if v not in (None, ""):
+                    seen.add(v if isinstance(v, (str, int, float, bool)) else repr(v))
         if self._seen >= self.check_events:
             self._judge_features()
 
@@ -120,6 +141,14 @@ class Watch:
                            "records; the learner sees only an imputed constant", fix=fix, feature=f,
                            missing=missing, of=n, closest=close[0] if close else None)
         self._missing = {}
+        for k, seen in self._key_values.items():
+            if n >= 100 and len(seen) / n > self.unique_key_limit:
+                self._warn("unique_key", f"key {k!r} took a new value on {len(seen)} of the first {n} records: "
+                           "each series is about one event long, so the learner learns almost nothing from "
+                           "a series' history, and its per-key state grows with every record",
+                           fix=f"key by the field that names a series (a sensor, a device), not an event; "
+                           f"or remove the key", key=k, new_values=len(seen), of=n)
+        self._key_values = {}
 
     # -- the dead-letter ratio -------------------------------------------------------------
     def check_totals(self, totals: dict, final: bool = False) -> None:
@@ -136,7 +165,7 @@ class Watch:
 
     def finish(self, totals: dict) -> list:
         """The last checks at the end of a run; returns the warnings."""
-        if self.features and self._missing and self._seen:
+        if (self._missing or self._key_values) and self._seen:
             self._judge_features()
         self.check_totals(totals, final=True)
         return self.warnings

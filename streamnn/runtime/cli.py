@@ -118,7 +118,7 @@ def _watch(cfg, pipeline, args, err):
     from .metrics import write_log
 
     run = cfg.run
-    watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"],
+    watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"], keys=_series_keys(cfg),
                   dead_letter_limit=run["dead_letter_limit"], strict=run["strict"] or getattr(args, "strict", False),
                   log=lambda **f: write_log("warning", err, **f), registry=pipeline.metrics.registry,
                   stop=pipeline.stop, columns=getattr(pipeline.source, "columns", None))
@@ -206,18 +206,29 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _series_keys(cfg) -> list:
+    """The fields that name a series: the learner's `key`, and `[schema] key` when lags are kept
+    per key (for the `alerts` check of a key that is new on every record)."""
+    keys = [cfg.learner["params"].get("key")]
+    if cfg.schema.get("lags") or cfg.schema.get("lag_fields"):
+        keys.append(cfg.schema.get("key"))
+    return [k for k in keys if isinstance(k, str)]
+
+
 def _peek(cfg) -> list:
     """The `alerts` feature check on the first records of a file or river source (not Kafka:
     reading would move nothing, but a broker may not be there yet)."""
     from .alerts import Watch
     from .pipeline import make_source
 
-    if cfg.source["type"] not in ("file", "river") or not isinstance(cfg.schema["features"], list):
+    if cfg.source["type"] not in ("file", "river") or not (isinstance(cfg.schema["features"], list)
+                                                           or _series_keys(cfg)):
         return []
     source = make_source(cfg)
     try:
         n = cfg.run["feature_check_events"]
-        watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None))
+        watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None),
+                      keys=_series_keys(cfg))
         while watch.seen < n and not source.exhausted:
             records = source.poll(min(n - watch.seen, 1000), 0.0)
             if not records:
