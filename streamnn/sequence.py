@@ -39,7 +39,7 @@ import pandas as pd
 
 from .classification import TorchClassifier
 from .regression import TorchRegressor, _finite
-from .seqlearner import SequenceLearner
+from .seqlearner import MAX_KEYS, SequenceLearner
 
 __all__ = ["LSTMClassifier", "LSTMRegressor", "SequenceLearner"]
 
@@ -58,7 +58,8 @@ _SEQ_DOC = """
     key
         Name of the field that identifies a stream (e.g. "sensor_id"); None = one stream.
     max_keys
-        Keep at most this many keys, forgetting the least recently learned one (None = all).
+        Keep at most this many keys, forgetting the least recently learned one (default 100,000:
+        bounded memory even when the key field is new on every record; None = all, unbounded).
     many_to_many
         Loss on every event of the segment/window that has a target, not only on the new one(s).
         None (default): the whole segment when stateful (each event is learned about
@@ -87,7 +88,7 @@ class LSTMClassifier(SequenceLearner, TorchClassifier):
     """
 
     def __init__(self, cell: str = "lstm", hidden_size: int = 32, num_layers: int = 1, dropout: float = 0.0,
-                 stateful: bool = True, window: int = 16, bptt: int = 64, key=None, max_keys: int | None = None,
+                 stateful: bool = True, window: int = 16, bptt: int = 64, key=None, max_keys: int | None = MAX_KEYS,
                  many_to_many: bool | None = None, loss="cross_entropy", optimizer="adam", lr: float = 0.05,
                  batch_size: int = 32, update_every: int = 32, weight_decay: float = 0.0,
                  grad_clip: float | None = 1.0, scale_inputs: str | None = "welford", lr_control="plateau",
@@ -146,7 +147,7 @@ class LSTMRegressor(SequenceLearner, TorchRegressor):
     """
 
     def __init__(self, cell: str = "lstm", hidden_size: int = 32, num_layers: int = 1, dropout: float = 0.0,
-                 stateful: bool = True, window: int = 16, bptt: int = 64, key=None, max_keys: int | None = None,
+                 stateful: bool = True, window: int = 16, bptt: int = 64, key=None, max_keys: int | None = MAX_KEYS,
                  many_to_many: bool | None = None, loss="mse", scale_target: bool = True, optimizer="adam",
                  lr: float = 0.05, batch_size: int = 32, update_every: int = 32, weight_decay: float = 0.0,
                  grad_clip: float | None = 1.0, scale_inputs: str | None = "welford", lr_control="plateau",

@@ -266,3 +266,16 @@ def _checks():
 @pytest.mark.parametrize("model, check", list(_checks()))
 def test_river_check(model, check):
     check(model.clone())
+
+
+def test_the_default_key_bound_forgets_the_least_recently_learned_key():
+    """Bounded memory by default (a key new on every record must not grow the store without end):
+    the default is MAX_KEYS, and past the bound the oldest key goes."""
+    from streamnn.seqlearner import MAX_KEYS
+    assert LSTMRegressor().max_keys == MAX_KEYS == 100_000
+    m = LSTMRegressor(key="k", hidden_size=4, seed=0)
+    m.keys_.max_keys = 50                    # the same rule at a size a test can reach
+    for i in range(120):
+        m.learn_one({"k": i, "a": float(i % 7)}, float(i % 3))
+    assert len(m.keys_) == 50 and m.keys_.n_evicted_keys == 70
+    assert m.keys_.get(119) is not None and m.keys_.get(0) is None
