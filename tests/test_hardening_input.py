@@ -267,3 +267,64 @@ def test_robust_state_round_trips_and_old_states_load():
     u = RunningStats()
     u.load_state_dict(old)
     assert not u._cold and np.isfinite(u.transform(X)).all()
+
+
+# -- an oversized line in a file source ---------------------------------------------------------
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_oversized_line_is_never_held_whole(tmp_path, gz):
+    """A whole JSON array on one line (a common export mistake) was read whole, parsed, and
+    written whole into the dead letters (an 89 MB line: 1.5 GB of memory, a 101 MB dead letter;
+    a larger one kills the consumer at the same line on every restart). Now the source holds at
+    most max_line + 1 bytes of it, and the dead letter says what the line is and how to fix it."""
+    import gzip
+
+    from streamnn.runtime.sources import FileSource
+    rows = [{"id": f"e{i}", "a": i / 10, "b": 0.5, "noise": 0.0, "y": i / 5} for i in range(3000)]
+    text = (json.dumps(rows) + "\n" + "\n".join(json.dumps(r) for r in rows[:40]) + "\n").encode()
+    path = tmp_path / ("s.jsonl.gz" if gz else "s.jsonl")
+    path.write_bytes(gzip.compress(text) if gz else text)
+    assert len(json.dumps(rows)) > 150_000
+    src = FileSource(path, max_line=50_000)
+    src.CHUNK = 4096                             # skip in several chunks
+    got = []
+    while not src.exhausted:
+        got += src.poll(7)
+    assert len(got) == 41 and len(got[0].value) == 50_001
+    assert got[0].position["bytes"] == len(json.dumps(rows)) and got[0].position["line"] == 1
+    assert [json.loads(r.value)["id"] for r in got[1:]] == [r["id"] for r in rows[:40]]
+    assert [r.offset for r in got] == list(range(1, 42))
+    # end to end: one small dead letter naming the cause, the 40 good records learned
+    _, summary = run(config(tmp_path / "r", {"type": "file", "path": str(path)},
+                            schema={"max_bytes": 50_000}))
+    dead = lines(tmp_path / "r" / "dead_letters.jsonl")
+    assert summary["dead_letters"] == 1 and summary["events_out"] == 40
+    assert dead[0]["class"] == "oversized" and "jq -c '.[]'" in dead[0]["reason"]
+    assert (tmp_path / "r" / "dead_letters.jsonl").stat().st_size < 200_000
+
+
+def test_an_oversized_line_still_being_written_is_skipped_when_it_ends(tmp_path):
+    """Following a file: an oversized line whose end is not written yet is skipped as it comes,
+    and becomes one record when its newline arrives."""
+    from streamnn.runtime.sources import FileSource
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"a": 1}\n' + b"x" * 300)
+    src = FileSource(path, follow=True, max_line=100)
+    first = src.poll(10)
+    assert [r.value for r in first] == [b'{"a": 1}']
+    with open(path, "ab") as f:
+        f.write(b"y" * 300)
+    assert src.poll(10) == []
+    with open(path, "ab") as f:
+        f.write(b'z\n{"a": 2}\n{"a"')
+    got = src.poll(10)
+    assert [r.position.get("bytes") for r in got] == [601, None]
+    assert got[0].value == b"x" * 101 and got[1].value == b'{"a": 2}' and got[1].offset == 3
+    with open(path, "ab") as f:
+        f.write(b': 3}\n')
+    assert [r.value for r in src.poll(10)] == [b'{"a": 3}']
+
+
+def test_a_small_json_array_line_names_the_fix():
+    err = Decoder(features=["a"], target="y")._parse(b'[{"a": 1}, {"a": 2}]')
+    assert isinstance(err, DecodeError) and "not an object" in str(err) and "jq -c" in str(err)

@@ -33,7 +33,7 @@ log = logging.getLogger("streamnn.runtime")
 def make_source(cfg: Config, replay_file: str | None = None):
     """The source a config names (or a replay of `replay_file` with the config's schema)."""
     if replay_file is not None:
-        return FileSource(replay_file)
+        return FileSource(replay_file, max_line=cfg.schema["max_bytes"])
     src = dict(cfg.source)
     kind = src.pop("type")
     if kind == "file":
@@ -41,7 +41,7 @@ def make_source(cfg: Config, replay_file: str | None = None):
         if not os.path.isfile(resolve_path(path)):
             raise ConfigError(f"[source] path: {path!r} does not exist; fix the path (relative to the "
                               "current directory; \"streamnn:data/<file>\" for the bundled data)")
-        return FileSource(resolve_path(path), name=path, **src)
+        return FileSource(resolve_path(path), name=path, max_line=cfg.schema["max_bytes"], **src)
     if kind == "river":
         return RiverDatasetSource(**src)
     from .kafka import kafka_source   # lazy: the file runtime works without a broker

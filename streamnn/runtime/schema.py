@@ -92,6 +92,10 @@ def reason_class(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+_ARRAY_HINT = ("; a JSON array (a whole file of records on one line?): records are JSON Lines, one "
+               "object per line; convert with jq -c '.[]' FILE > FILE.jsonl")
+
+
 class Decoder:
     """Turns records into events according to a schema.
 
@@ -163,7 +167,8 @@ class Decoder:
 
     def _parse(self, value: bytes):
         if len(value) > self.max_bytes:
-            return DecodeError(f"oversized: {len(value)} bytes > max_bytes={self.max_bytes}")
+            return DecodeError(f"oversized: {len(value)} bytes > max_bytes={self.max_bytes}" +
+                               (_ARRAY_HINT if self.format != "csv" and value[:1] == b"[" else ""))
         if not value or value.isspace():
             return DecodeError("empty: the record has no content")
         try:
@@ -186,7 +191,8 @@ class Decoder:
             except RecursionError:
                 return DecodeError(f"too deep: JSON nested deeper than max_depth={self.max_depth}")
         if type(obj) is not dict:
-            return DecodeError(f"not an object: a JSON {type(obj).__name__}, expected an object")
+            return DecodeError(f"not an object: a JSON {type(obj).__name__}, expected an object" +
+                               (_ARRAY_HINT if type(obj) is list else ""))
         return obj
 
     def _parse_csv(self, text: str):

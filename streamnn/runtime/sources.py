@@ -64,10 +64,19 @@ class FileSource(Source):
         Wait for more lines at the end of the file instead of finishing.
     name
         The stream id and the ``file`` of positions (default: the path).
+    max_line
+        Longest line held in memory, in bytes (the schema's ``max_bytes``): a longer line (a whole
+        JSON array on one line, a binary file) becomes one record of its first ``max_line + 1``
+        bytes, which the decoder dead-letters as oversized, with the line's true length in its
+        position (``"bytes"``); the rest is skipped without being held. None: no limit.
     """
 
-    def __init__(self, path, format: str | None = None, follow: bool = False, name: str | None = None):
+    CHUNK = 1 << 20   # bytes read at a time while skipping the rest of an oversized line
+
+    def __init__(self, path, format: str | None = None, follow: bool = False, name: str | None = None,
+                 max_line: int | None = None):
         super().__init__()
+        self.max_line = max_line
         self.path = os.fspath(path)
         self.name = name
         if not os.path.isfile(self.path):
@@ -85,6 +94,7 @@ class FileSource(Source):
         self._f = open_file(self.path)
         self._line = 0          # number of the last line read
         self._partial = b""
+        self._skip = None       # [head, bytes so far] of an oversized line being skipped
         self.exhausted = False
         if self.format == "csv":
             header = self._f.readline()
@@ -114,9 +124,45 @@ class FileSource(Source):
             raise KeyError(f"{stream!r} is not a stream of this source ({self.stream!r})")
         self._open(int(next_offset))
 
+    def _read(self, max_records: int) -> list:
+        """Up to `max_records` lines; with `max_line`, no line longer than that is held (see the
+        class docstring): an oversized line comes back as (head, length without its newline)."""
+        if self.max_line is None and self._skip is None:
+            return list(itertools.islice(self._f, max_records))
+        cap, readline, lines = self.max_line, self._f.readline, []
+        append, limit = lines.append, cap + 1
+        while len(lines) < max_records:
+            if self._skip is not None:                     # the rest of an oversized line
+                chunk = readline(self.CHUNK)
+                if not chunk and self.follow:
+                    break                                  # the rest is still being written
+                self._skip[1] += len(chunk) - chunk.endswith(b"\n")
+                if not chunk or chunk.endswith(b"\n"):
+                    append(tuple(self._skip))
+                    self._skip = None
+                    if not chunk:
+                        break
+                continue
+            if self._partial:                              # the start of a line read before
+                line = self._partial + readline(limit - len(self._partial))
+                self._partial = b""
+            else:
+                line = readline(limit)
+            for _ in range(max_records - len(lines)):      # the plain lines, in a tight loop
+                if not line:
+                    return lines
+                if len(line) > cap and not line.endswith(b"\n"):
+                    self._skip = [line[:limit], len(line)]
+                    break
+                append(line)
+                if len(lines) == max_records:
+                    return lines
+                line = readline(limit)
+        return lines
+
     def poll(self, max_records: int = 256, timeout_s: float = 0.0) -> list:
         try:
-            lines = list(itertools.islice(self._f, max_records))
+            lines = self._read(max_records)
         except (EOFError, OSError, zlib.error) as e:
             if not isinstance(self._f, gzip.GzipFile):
                 raise
@@ -127,8 +173,8 @@ class FileSource(Source):
             self._partial = b""
         if len(lines) < max_records:
             if self.follow:
-                if lines and not lines[-1].endswith(b"\n"):   # a line still being written
-                    self._partial = lines.pop()
+                if lines and isinstance(lines[-1], bytes) and not lines[-1].endswith(b"\n"):
+                    self._partial = lines.pop()                # a line still being written
                 if not lines:
                     self._check_same_file()
                     if timeout_s:
@@ -136,10 +182,13 @@ class FileSource(Source):
             else:
                 self.exhausted = True
         out, path, stream, n = [], self.name or self.path, self.stream, self._line
-        if n == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):   # a UTF-8 byte-order mark
+        if n == 0 and lines and isinstance(lines[0], bytes) and lines[0].startswith(b"\xef\xbb\xbf"):   # a UTF-8 byte-order mark
             lines[0] = lines[0][3:]
         for raw in lines:
             n += 1
+            if isinstance(raw, tuple):                         # an oversized line: its head, its length
+                out.append(Record(raw[0], {"file": path, "line": n, "bytes": raw[1]}, stream, n))
+                continue
             out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))
         self._line = n
         return out
