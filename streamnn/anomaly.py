@@ -44,6 +44,7 @@ from .alarm_signals import RangeNovelty, series_for
 from .anomaly_frames import FramesMixin
 from .anomaly_windows import WindowsMixin
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
+from .keystore import remember
 
 __all__ = ["AutoencoderDetector"]
 
@@ -323,8 +324,11 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
                 self.range_.update(xs)
             if extra:
                 self.series_.update(float(win[0, -1]))
-            if win.shape[1] > 1:
-                self.windows_[k] = win[:, 1:]     # win is a fresh array, never written again
+            if win.shape[1] > 1:                 # win is a fresh array, never written again
+                if k is None:
+                    self.windows_[k] = win[:, 1:]
+                else:                            # keyed: at most MAX_KEYS windows (least recently seen goes)
+                    remember(self.windows_, k, win[:, 1:])
             if lk.since < self._protect:        # lk.protects(self._protect), inlined
                 self.n_guarded_ += 1
             else:
@@ -339,7 +343,10 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
             self.calibrator_.update(raw, alarm=alarm)
         # 3. the key's history always moves on; the network learns unless guarded
         if win.shape[1] > 1:
-            self.windows_[k] = win[:, 1:]
+            if k is None:
+                self.windows_[k] = win[:, 1:]
+            else:
+                remember(self.windows_, k, win[:, 1:])
         if admit or not self.guard:
             self._learn_row(win.ravel(), 0.0)
         else:

@@ -21,7 +21,31 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-__all__ = ["KeyStore", "WindowBuffer"]
+__all__ = ["KeyStore", "WindowBuffer", "MAX_KEYS", "remember"]
+
+# Keys kept by default wherever state is kept per key (sequence learners, a keyed detector's
+# windows, the runtime's lags): a bound on memory and checkpoint size. Without one, a key field that
+# is new on every record (an event id) grows them until the consumer is killed. Sequence learners:
+# about bptt x (n_features + 2) x 8 bytes plus three float32 states a key (0.4-1 GB at 100,000 keys
+# with the default sizes); windows and lags: a few hundred bytes a key.
+MAX_KEYS = 100_000
+
+
+def remember(d: dict, key, value, limit: int | None = MAX_KEYS) -> int:
+    """`d[key] = value` as the most recently used key; past `limit` keys the least recently used
+    one is forgotten. Returns how many keys were forgotten (0 or 1).
+
+    >>> d = {}
+    >>> [remember(d, k, k * 10, limit=2) for k in (1, 2, 1, 3)], d
+    ([0, 0, 0, 1], {1: 10, 3: 30})
+    """
+    if key in d:
+        del d[key]
+    d[key] = value
+    if limit is not None and len(d) > limit:
+        del d[next(iter(d))]
+        return 1
+    return 0
 
 
 def _grow_last(a: np.ndarray, width: int) -> np.ndarray:

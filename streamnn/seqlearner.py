@@ -12,17 +12,13 @@ import torch
 
 from . import backends
 from .features import series_key
-from .keystore import KeyStore, WindowBuffer
+from .keystore import MAX_KEYS, KeyStore, WindowBuffer
 from .recurrent import CELLS, SeqNet, np_run, numpy_plan
 from .schedule import check_weight, checked_weights
 from .seqframes import FrameLearning
 
 __all__ = ["SequenceLearner", "MAX_KEYS"]
 
-# Keys kept by default: a bound on the per-key state (about bptt x (n_features + 2) x 8 bytes plus
-# three float32 states a key: 0.4-1 GB at 100,000 keys with the default sizes). Without one, a key
-# field that is new on every record (an event id) grows memory until the consumer is killed.
-MAX_KEYS = 100_000
 
 
 class SequenceLearner(FrameLearning):

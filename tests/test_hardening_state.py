@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -534,3 +535,30 @@ def test_two_runs_of_one_config_the_second_exits_at_once_the_first_is_intact(tmp
     ck = CheckpointStore(tmp_path / "r" / "checkpoints").load(str(tmp_path / "s.jsonl"))
     assert ck["offsets"] == {str(tmp_path / "s.jsonl"): n + 1} and ck["counters"]["learned"] == n
     print(f"second run refused {elapsed:.3f} s after main() started ({wall:.3f} s wall incl. exit)")
+
+
+def test_per_key_windows_and_lags_are_bounded(monkeypatch):
+    """A key new on every record must not grow a keyed detector's windows or the runtime's lags
+    without end: past the bound the least recently seen key is forgotten, and a key that comes back
+    starts a fresh window."""
+    import streamnn.anomaly as anomaly_mod
+    from streamnn.keystore import MAX_KEYS, remember
+    from streamnn.runtime.state import Lags
+    assert MAX_KEYS == 100_000
+    lags = Lags(["v"], 2, max_keys=3)
+    for i in range(10):
+        lags.apply_block(np.array([[float(i)], [float(i) + 0.5]]), keys=[f"k{i}", "hot"])
+    assert len(lags.windows) == 3 and "hot" in lags.windows and lags.n_forgotten == 8
+    back = lags.apply_block(np.array([[1.0]]), keys=["k0"])       # forgotten: a fresh window
+    assert np.isnan(back).all()
+    state = lags.state_dict()
+    again = Lags(["v"], 2, max_keys=3)
+    again.load_state_dict(state)
+    assert again.windows == lags.windows and again.n_forgotten == lags.n_forgotten
+
+    monkeypatch.setattr(anomaly_mod, "remember", lambda d, k, v: remember(d, k, v, limit=5))
+    det = streamnn.AutoencoderDetector(key="k", window=4, seed=0)
+    for i in range(40):
+        det.learn_one({"k": i, "v": float(i % 5)})
+        det.learn_one({"k": "hot", "v": float(i % 3)})
+    assert len(det.windows_) == 5 and "hot" in det.windows_ and 39 in det.windows_

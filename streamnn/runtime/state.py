@@ -27,6 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..base import _plain_params
+from ..keystore import MAX_KEYS, remember
 from ..checkpoint import (CheckpointError, is_checkpoint_file, load_checkpoint, loads_checkpoint,
                           remove_temp_files, save_checkpoint)
 from .schema import lag_names
@@ -196,17 +197,21 @@ class DelayedLabels:
 class Lags:
     """Adds the last `n` values of some fields as features ``<field>_lag1 .. <field>_lag<n>``.
 
-    Windows are kept per key when the schema names a key (several sensors in one stream).
+    Windows are kept per key when the schema names a key (several sensors in one stream), for at
+    most `max_keys` keys: past that the least recently seen key's window is forgotten (it fills
+    again if the key comes back; `n_forgotten` counts them).
 
     >>> lags = Lags(["v"], 2)
     >>> lags.names, lags.apply_block(np.array([[1.0], [2.0], [3.0]])).tolist()
     (['v_lag1', 'v_lag2'], [[nan, nan], [1.0, nan], [2.0, 1.0]])
     """
 
-    def __init__(self, fields, n: int):
+    def __init__(self, fields, n: int, max_keys: int | None = MAX_KEYS):
         self.fields = list(fields)
         self.n = int(n)
-        self.windows: dict = {}   # key -> list of the last n value rows, newest first
+        self.max_keys = max_keys
+        self.windows: dict = {}   # key -> list of the last n value rows, newest first (least recently seen first)
+        self.n_forgotten = 0
         self._names = lag_names(self.fields, self.n)
 
     @property
@@ -240,14 +245,17 @@ class Lags:
             rows = np.arange(len(idx))[:, None] + n - 1 - np.arange(n)[None, :]   # lag i+1 of row j
             out[idx] = seq[rows].reshape(len(idx), n * nf)
             keep = min(n, len(window) + len(idx))
-            self.windows[k] = [list(r) for r in seq[len(seq) - keep:][::-1].tolist()]
+            self.n_forgotten += remember(self.windows, k, [list(r) for r in seq[len(seq) - keep:][::-1].tolist()],
+                                         self.max_keys)
         return out
 
     def state_dict(self) -> dict:
-        return {"windows": {k: [list(r) for r in w] for k, w in self.windows.items()}}
+        return {"windows": {k: [list(r) for r in w] for k, w in self.windows.items()},
+                "n_forgotten": self.n_forgotten}
 
     def load_state_dict(self, s: dict) -> None:
         self.windows = {k: [list(r) for r in w] for k, w in s["windows"].items()}
+        self.n_forgotten = s.get("n_forgotten", 0)
 
 
 class ScoreThreshold:
