@@ -307,7 +307,43 @@ key = "machine"
 dir = "{tmp_path / 'run'}"
 """
     cfg = tmp_path / "k.toml"
-    cfg.write_text(text)
-    _refused(cfg, capsys, "[learner.params] key = 'machine'", "[schema] features")
+    cfg.write_text(text.replace('target = "vibration"\nkey = "machine"', 'target = "vibration"'))
+    _refused(cfg, capsys, "[learner.params] key = 'machine'", "[schema] key = 'machine'")
     cfg.write_text(text.replace('key = "machine"\n[run]', 'seed = 0\n[run]'))   # no learner key: fine
     assert main(["check", str(cfg)]) == 0
+
+
+def test_the_schema_key_reaches_a_keyed_learner(tmp_path, capsys):
+    """`[schema] key` and the learner's `key` naming the same field: the learner gets that column,
+    string ids included (a sensor id), and keeps one series per machine."""
+    from streamnn.runtime.config import load_config
+    from streamnn.runtime.pipeline import Pipeline
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(f"""name = "k"
+[source]
+type = "file"
+path = "streamnn:data/demo_sensors.csv"
+[schema]
+features = ["temperature", "pressure"]
+target = "vibration"
+key = "machine"
+[learner]
+class = "LSTMRegressor"
+[learner.params]
+key = "machine"
+hidden_size = 4
+seed = 0
+[run]
+dir = "{tmp_path / 'run'}"
+[report]
+on_exit = false
+""")
+    assert main(["check", str(cfg)]) == 0
+    p = Pipeline(load_config(str(cfg)))
+    summary = p.run()
+    learner = next(iter(p.runner.units.values())).learner
+    from streamnn.runtime.config import resolve_path
+    with open(resolve_path("streamnn:data/demo_sensors.csv")) as f:
+        machines = {row.split(",")[1] for row in f.read().splitlines()[1:]}
+    assert summary["dead_letters"] == 0 and summary["learned"] > 0
+    assert set(learner.keys_.slots) == machines and len(machines) > 1

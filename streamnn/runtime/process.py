@@ -30,9 +30,10 @@ from .tasks import frame, matrix_frame
 __all__ = ["BatchPath", "features"]
 
 
-def features(p, lags, dec):
+def features(p, lags, dec, key=None):
     """The feature frame of batch `p` (what the learner's `*_many` methods get), the lag columns
-    (`Lags.apply_block`, which moves the windows on) appended."""
+    (`Lags.apply_block`, which moves the windows on) appended; `key`: the learner's key when it is
+    the schema's key field (a sensor id, str or number), added as a column of that name."""
     if p.names is None:
         X = frame(p.rows)
         names, M = list(X.columns), X.to_numpy()
@@ -47,7 +48,10 @@ def features(p, lags, dec):
                 V[:, j] = _target_column(p.ys, f, dec)
         M = np.concatenate([M, lags.apply_block(V, p.keys)], axis=1)
         names += lags.names
-    return matrix_frame(M, names)
+    X = matrix_frame(M, names)
+    if key is not None and key not in names:
+        X[key] = np.array(p.keys, dtype=object)
+    return X
 
 
 class BatchPath:
@@ -61,7 +65,7 @@ class BatchPath:
         delayed = self.delayed_labels > 0 and bool(dec.event_id) and task.supervised
         pred, labels = self._route(unit, batch, delayed)                   # 2. route
         p = batch if len(pred) == len(batch) else batch.take(pred)
-        X = features(p, unit.lags, dec)                                    # 3. lags
+        X = features(p, unit.lags, dec, self._learner_key(unit))           # 3. lags
         t0 = time.perf_counter()
         predicted = task.predict(unit.learner, X) if len(p) else None      # 4. predict, emit
         t1 = time.perf_counter()
@@ -82,6 +86,12 @@ class BatchPath:
         if self.metrics is not None:
             self.metrics.batch(self, unit, len(records), len(p), len(yl), c["anomalies"] - n_anom, losses,
                                post, t1 - t0, learn_s)
+
+    def _learner_key(self, unit):
+        """The learner's `key` when it names the schema's key field (then the key column goes to
+        the learner, whatever its values: a sensor id is often a string), else None."""
+        key = getattr(unit.learner, "key", None)
+        return key if isinstance(key, str) and key == self.decoder.key else None
 
     def _route(self, unit, batch, delayed: bool) -> tuple:
         """(rows to predict, label-only rows to match with the delayed-label cache)."""

@@ -293,13 +293,13 @@ def learner_problems(cfg: Config) -> list:
     params = cfg.learner["params"]
     problems = [p for p in (_param_problem(k, v) for k, v in params.items()) if p]
     key, features = params.get("key"), cfg.schema.get("features")
-    if isinstance(key, str) and isinstance(features, list) and key not in features:
+    if isinstance(key, str) and isinstance(features, list) and key not in features and key != cfg.schema.get("key"):
         # the learner gets only the features: it would never see its key and would learn every
         # event as one series, silently
         problems.append(f"[learner.params] key = {key!r}: the learner receives only the [schema] features "
                         f"({features}), so it would never see {key!r} and would treat every event as one "
-                        f"series; add {key!r} to [schema] features (its values must be numbers) or remove "
-                        "the learner's key")
+                        f"series; name it as [schema] key = {key!r} (any values, e.g. sensor ids), or add it "
+                        "to [schema] features (numbers only), or remove the learner's key")
     if problems:
         return problems
     error = _dry_run(cls, params, cfg)
