@@ -100,6 +100,9 @@ def test_inspect_report_and_check_in_process(setup, capsys):
     assert main(["inspect", str(tmp / "r" / "checkpoints")]) == 0
     text = capsys.readouterr().out
     assert f"{tmp / 's.jsonl'}: next offset 402" in text and "MLPClassifier" in text
+    assert main(["inspect", str(tmp / "r")]) == 0          # the run folder: its checkpoints/
+    again = capsys.readouterr().out
+    assert "next offset 402" in again and text.endswith(again)
     assert main(["check", str(cfg)]) == 2   # its source file (unused by replay) does not exist
     assert "[source] path = 'unused.jsonl': no such file" in capsys.readouterr().err
     cfg.write_text(CONFIG.replace("unused.jsonl", str(tmp / "s.jsonl")))

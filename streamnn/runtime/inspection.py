@@ -111,6 +111,23 @@ def _print_info(info: dict) -> None:
     print("  params    " + ", ".join(f"{k}={json.dumps(v)}" for k, v in info["params"].items()))
 
 
+def _checkpoint_folder(folder: str) -> str:
+    """`folder`, or, for a run folder without checkpoints of its own, where its run kept them (its
+    `checkpoints/`, or the folder its metrics.json names)."""
+    if any(_is_checkpoint(f) for f in os.listdir(folder)):
+        return folder
+    named = None
+    try:
+        with open(os.path.join(folder, "metrics.json")) as f:
+            named = json.load(f).get("checkpoints")
+    except (OSError, ValueError, AttributeError):
+        pass
+    for cand in (os.path.join(folder, "checkpoints"), named):
+        if isinstance(cand, str) and os.path.isdir(cand):
+            return cand
+    return folder
+
+
 def inspect_command(target: str, as_json: bool = False) -> int:
     """`streamnn inspect TARGET`: print each checkpoint; 1 when a file was refused (one line each)."""
     paths = [target]
@@ -118,6 +135,7 @@ def inspect_command(target: str, as_json: bool = False) -> int:
         raise SystemExit(f"streamnn inspect: {target} does not exist; give a checkpoint "
                          "file or folder (e.g. runs/<name>/checkpoints)")
     if os.path.isdir(target):
+        target = _checkpoint_folder(target)
         paths = sorted(os.path.join(target, f) for f in os.listdir(target)
                        if _is_checkpoint(f))
         if not paths:
