@@ -72,12 +72,26 @@ class FeatureRegistry:
 
     def row(self, x: dict, grow: bool = True) -> np.ndarray:
         """One dict -> a float64 row of the registry's width (grown first when `grow`)."""
-        index = self.index
+        index, n0 = self.index, len(self.names)
         if grow and len(x) > 0:
             new = [k for k in x if k not in index]
             if new:  # sorted, so that columns never depend on the order of keys in one event
                 for k in sorted(new, key=_sort_key):
                     self.add(k)
+        try:
+            return self._row(x)
+        except FeatureTypeError:
+            self._forget(n0)     # a refused event registers no feature
+            raise
+
+    def _forget(self, n: int):
+        """Drop the names registered after the first `n`."""
+        for k in self.names[n:]:
+            del self.index[k]
+        del self.names[n:]
+
+    def _row(self, x: dict) -> np.ndarray:
+        index = self.index
         out = np.full(len(self.names), np.nan)
         for k, v in x.items():
             col = index.get(k)
@@ -104,9 +118,17 @@ class FeatureRegistry:
     def frame(self, X, grow: bool = True) -> np.ndarray:
         """A pandas DataFrame -> a float64 matrix with the registry's columns."""
         _check_unique(X)
+        n0 = len(self.names)
         if grow:
             for k in sorted((k for k in X.columns if k not in self.index), key=_sort_key):
                 self.add(k)
+        try:
+            return self._frame(X)
+        except FeatureTypeError:
+            self._forget(n0)     # a refused frame registers no feature
+            raise
+
+    def _frame(self, X) -> np.ndarray:
         out = self._numeric_frame(X)
         if out is not None:
             return out
@@ -115,6 +137,10 @@ class FeatureRegistry:
             if k not in self.index:
                 continue
             col = X[k]
+            if getattr(col.dtype, "kind", "O") in "mM":   # datetimes and durations: refused, as `row` does
+                present = col.dropna()                    # (to_numpy would turn them into nanoseconds)
+                if len(present):
+                    raise _type_error(k, present.iloc[0])
             try:
                 out[:, self.index[k]] = col.to_numpy(dtype=np.float64, na_value=np.nan)
             except OverflowError:   # integers beyond the float range: like inf, missing
@@ -162,6 +188,7 @@ class FeatureRegistry:
         (['a', 'b'], [1, 2])
         """
         _check_unique(X)
+        n0 = len(self.names)
         unknown = [k for k in X.columns if k not in self.index]
         widths = np.full(len(X), len(self.names), dtype=np.int64)
         if unknown:
@@ -175,7 +202,11 @@ class FeatureRegistry:
                 for k in sorted(first[i], key=_sort_key):
                     self.add(k)
                 widths[i:] = len(self.names)
-        return self.frame(X, grow=False), widths
+        try:
+            return self.frame(X, grow=False), widths
+        except FeatureTypeError:
+            self._forget(n0)
+            raise
 
     def state_dict(self) -> dict:
         return {"names": list(self.names)}

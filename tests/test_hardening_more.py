@@ -522,3 +522,27 @@ def test_a_bad_sample_weight_is_refused_before_it_poisons_the_model(make, y, w):
     assert model.n_seen_ == twin.n_seen_ == 40
     for name, t in model.module_.state_dict().items():
         assert torch.equal(t, twin.module_.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("how", ["learn_one", "learn_many"])
+@pytest.mark.parametrize("bad", ["datetime", "timedelta", "str"])
+def test_a_refused_feature_leaves_the_learner_as_it_was(how, bad):
+    """learn_many turned datetime and timedelta columns into nanoseconds (1.7e18) where learn_one
+    refused them; and a refused event or frame still registered its new feature, leaving an
+    always-missing input column for good. Now both refuse the same values and register nothing."""
+    import pandas as pd
+
+    from streamnn.features import FeatureTypeError
+    col = {"datetime": pd.date_range("2024-01-01", periods=6, freq="h"),
+           "timedelta": pd.to_timedelta(np.arange(6), unit="s"), "str": list("abcdef")}[bad]
+    X = pd.DataFrame({"a": np.arange(6.0), "t": col})
+    m = streamnn.MLPRegressor(seed=0)
+    m.learn_one({"a": 1.0}, 1.0)
+    with pytest.raises(FeatureTypeError, match="feature 't'"):
+        if how == "learn_one":
+            m.learn_one(X.iloc[0].to_dict(), 1.0)
+        else:
+            m.learn_many(X, pd.Series(np.arange(6.0)))
+    assert list(m.features_.index) == ["a"] and m.n_seen_ == 1
+    m.learn_many(X[["a"]], pd.Series(np.arange(6.0)))
+    assert m.n_seen_ == 7
