@@ -4,6 +4,7 @@ a loop over events, outputs as dicts, one loss per event. `ReferenceRunner` swap
 
 import math
 
+from streamnn.keystore import remember
 from streamnn.runtime.loop import Runner
 from streamnn.runtime.records import DecodeError
 from streamnn.runtime.tasks import frame
@@ -13,7 +14,7 @@ def lag_loop(lags, x: dict, values: dict, key=None) -> dict:
     """Features `x` plus the lags of `lags.fields` (missing while the window fills); then
     remember `values` (the plain loop that `Lags.apply_block` replaces)."""
     k = "" if key is None else str(key)
-    window = lags.windows.setdefault(k, [])
+    window = lags.windows.get(k, [])
     out = dict(x)
     for i, row in enumerate(window):
         for f, v in zip(lags.fields, row):
@@ -27,6 +28,7 @@ def lag_loop(lags, x: dict, values: dict, key=None) -> dict:
             row.append(math.nan)
     window.insert(0, row)
     del window[lags.n:]
+    lags.n_forgotten += remember(lags.windows, k, window, lags.max_keys)   # the most recently seen last
     return out
 
 

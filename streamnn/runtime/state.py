@@ -235,9 +235,10 @@ class Lags:
             groups = {}
             for i, k in enumerate(keys):
                 groups.setdefault("" if k is None else str(k), []).append(i)
+        done = []                                  # (last row, key, window): remembered in that order
         for k, idx in groups.items():
             idx = np.asarray(idx)
-            window = self.windows.setdefault(k, [])
+            window = self.windows.get(k, [])
             hist = np.full((n, nf), np.nan)   # oldest first, NaN-padded to n rows
             if window:
                 hist[n - len(window):] = np.array(window[::-1], dtype=float).reshape(len(window), nf)
@@ -245,8 +246,9 @@ class Lags:
             rows = np.arange(len(idx))[:, None] + n - 1 - np.arange(n)[None, :]   # lag i+1 of row j
             out[idx] = seq[rows].reshape(len(idx), n * nf)
             keep = min(n, len(window) + len(idx))
-            self.n_forgotten += remember(self.windows, k, [list(r) for r in seq[len(seq) - keep:][::-1].tolist()],
-                                         self.max_keys)
+            done.append((int(idx[-1]), k, [list(r) for r in seq[len(seq) - keep:][::-1].tolist()]))
+        for _, k, window in sorted(done, key=lambda d: d[0]):   # least recently seen first, whatever the batches
+            self.n_forgotten += remember(self.windows, k, window, self.max_keys)
         return out
 
     def state_dict(self) -> dict:
