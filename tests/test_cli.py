@@ -315,3 +315,19 @@ def test_a_key_that_is_new_on_every_record_is_a_loud_warning(tmp_path, capsys, k
     assert main(["check", str(cfg), "--strict"]) == (1 if warned_key else 0)
     if warned_key:
         assert f"warning: key {warned_key!r} took a new value on 100 of the first 100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, warned", [("yy", True), ("y", False)])
+def test_a_misspelled_target_is_a_loud_warning(tmp_path, capsys, target, warned):
+    """`target = "yy"` for a field `y`: every record was predicted and none learned, silently."""
+    write_stream(tmp_path / "s.jsonl", n=300, classes=True)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace('target = "y"', f'target = "{target}"')
+                   .replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
+    code = main(["run", str(cfg), "--quiet", "--no-report"])
+    out, err = capsys.readouterr()
+    got = [(w["kind"], w["target"], w["closest"]) for w in _warnings(err)]
+    assert code == 0 and got == ([("missing_target", "yy", "y")] if warned else [])
+    assert json.loads(out)["events_in"] == 300
+    assert main(["check", str(cfg), "--strict"]) == (1 if warned else 0)

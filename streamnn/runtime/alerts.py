@@ -2,10 +2,11 @@
 
 Two things a new user's config can get wrong while every record is still "handled":
 
-1. **A configured feature that never arrives** (``features = ["valu"]`` for a field ``value``):
-   the learner learns from an always-missing (imputed) column. `Watch` reads the first
-   `feature_check_events` records as they are polled and warns when a configured feature is
-   missing (absent or null) in more than `missing_limit` of them, naming the closest field it saw.
+1. **A configured feature or target that never arrives** (``features = ["valu"]`` for a field
+   ``value``; ``target = "lable"``): the learner learns from an always-missing (imputed) column,
+   or learns nothing at all. `Watch` reads the first `feature_check_events` records as they are
+   polled and warns when a configured feature, or every target field, is missing (absent or null)
+   in more than `missing_limit` of them, naming the closest field it saw.
 2. **Most records dead-lettered** (a string where a number is expected): ``events_out`` stays 0.
    `Watch` warns once the dead-letter ratio crosses `dead_letter_limit` (after at least
    `feature_check_events` records, or at the end of a shorter run).
@@ -65,6 +66,8 @@ class Watch:
         A CSV source's header: records are CSV lines in this column order.
     keys
         Key fields to check (series keys: each should repeat across records).
+    targets
+        The target field or fields (a record has a target when any of them holds a value).
     unique_key_limit
         Warn when a key field takes a new value on more than this fraction of the first records
         (judged on at least 100 records).
@@ -72,8 +75,10 @@ class Watch:
 
     def __init__(self, features, check_events: int = 1000, missing_limit: float = 0.99,
                  dead_letter_limit: float = 0.1, strict: bool = False, log=None, registry=None,
-                 stop=None, columns=None, keys=(), unique_key_limit: float = 0.9):
+                 stop=None, columns=None, keys=(), unique_key_limit: float = 0.9, targets=None):
         self.features = list(features) if isinstance(features, (list, tuple)) else []
+        self.targets = [targets] if isinstance(targets, str) else list(targets or [])
+        self._no_target = 0
         self.key_fields = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
         self.unique_key_limit = unique_key_limit
         self._key_values = {k: set() for k in self.key_fields}
@@ -91,8 +96,8 @@ class Watch:
         if registry is not None:
             from prometheus_client import Counter
 
-            self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features, "
-                                    "dead-letter ratio, a key new on every record)", ["kind"], registry=registry)
+            self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features or "
+                                    "target, dead-letter ratio, a key new on every record)", ["kind"], registry=registry)
 
     @property
     def seen(self) -> int:
@@ -102,7 +107,7 @@ class Watch:
     # -- the first records -----------------------------------------------------------------
     def observe(self, records) -> None:
         """Count the configured features in `records` until `check_events` were seen."""
-        if not (self.features or self.key_fields) or self._seen >= self.check_events:
+        if not (self.features or self.key_fields or self.targets) or self._seen >= self.check_events:
             return
         for r in records[: self.check_events - self._seen]:
             obj = self._parse(r.value)
@@ -113,6 +118,8 @@ class Watch:
             for f in self.features:
                 if obj.get(f) in (None, ""):
                     self._missing[f] += 1
+            if self.targets and all(obj.get(t) in (None, "") for t in self.targets):
+                self._no_target += 1
             for k, seen in self._key_values.items():
                 v = obj.get(k)
                 if v not in (None, ""):
@@ -141,6 +148,16 @@ class Watch:
                            "records; the learner sees only an imputed constant", fix=fix, feature=f,
                            missing=missing, of=n, closest=close[0] if close else None)
         self._missing = {}
+        if self.targets and n and self._no_target / n > self.missing_limit:
+            names = self.targets[0] if len(self.targets) == 1 else self.targets
+            close = difflib.get_close_matches(self.targets[0], [k for k in self._keys if k not in self.targets
+                                                                and k not in self.features], n=1)
+            self._warn("missing_target", f"target {names!r} is missing in {self._no_target} of the first {n} "
+                       "records; nothing is learned from them (with delayed labels, the label records "
+                       "never come)", fix=(f"did you mean {close[0]!r}? " if close else "") +
+                       "fix [schema] target to name the field that holds the target", target=names,
+                       missing=self._no_target, of=n, closest=close[0] if close else None)
+        self.targets = []
         for k, seen in self._key_values.items():
             if n >= 100 and len(seen) / n > self.unique_key_limit:
                 self._warn("unique_key", f"key {k!r} took a new value on {len(seen)} of the first {n} records: "
@@ -165,7 +182,7 @@ class Watch:
 
     def finish(self, totals: dict) -> list:
         """The last checks at the end of a run; returns the warnings."""
-        if (self._missing or self._key_values) and self._seen:
+        if (self._missing or self._key_values or self.targets) and self._seen:
             self._judge_features()
         self.check_totals(totals, final=True)
         return self.warnings

@@ -119,6 +119,7 @@ def _watch(cfg, pipeline, args, err):
 
     run = cfg.run
     watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"], keys=_series_keys(cfg),
+                  targets=cfg.schema.get("target"),
                   dead_letter_limit=run["dead_letter_limit"], strict=run["strict"] or getattr(args, "strict", False),
                   log=lambda **f: write_log("warning", err, **f), registry=pipeline.metrics.registry,
                   stop=pipeline.stop, columns=getattr(pipeline.source, "columns", None))
@@ -222,13 +223,13 @@ def _peek(cfg) -> list:
     from .pipeline import make_source
 
     if cfg.source["type"] not in ("file", "river") or not (isinstance(cfg.schema["features"], list)
-                                                           or _series_keys(cfg)):
+                                                           or _series_keys(cfg) or cfg.schema.get("target")):
         return []
     source = make_source(cfg)
     try:
         n = cfg.run["feature_check_events"]
         watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None),
-                      keys=_series_keys(cfg))
+                      keys=_series_keys(cfg), targets=cfg.schema.get("target"))
         while watch.seen < n and not source.exhausted:
             records = source.poll(min(n - watch.seen, 1000), 0.0)
             if not records:
