@@ -331,3 +331,16 @@ def test_a_misspelled_target_is_a_loud_warning(tmp_path, capsys, target, warned)
     assert code == 0 and got == ([("missing_target", "yy", "y")] if warned else [])
     assert json.loads(out)["events_in"] == 300
     assert main(["check", str(cfg), "--strict"]) == (1 if warned else 0)
+
+
+def test_a_detector_without_labels_is_not_warned_about_its_target(tmp_path, capsys):
+    """A detector's target is ground truth for reports (often absent in production): no warning."""
+    write_stream(tmp_path / "s.jsonl", n=300)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace('target = "y"', 'target = "label"').replace('class = "MLPClassifier"',
+                                                                            'class = "AutoencoderDetector"')
+                   .replace("hidden = [8]\n", "")
+                   .replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    assert _warnings(capsys.readouterr().err) == []

@@ -119,7 +119,7 @@ def _watch(cfg, pipeline, args, err):
 
     run = cfg.run
     watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"], keys=_series_keys(cfg),
-                  targets=cfg.schema.get("target"),
+                  targets=_learned_target(cfg),
                   dead_letter_limit=run["dead_letter_limit"], strict=run["strict"] or getattr(args, "strict", False),
                   log=lambda **f: write_log("warning", err, **f), registry=pipeline.metrics.registry,
                   stop=pipeline.stop, columns=getattr(pipeline.source, "columns", None))
@@ -216,6 +216,20 @@ def _series_keys(cfg) -> list:
     return [k for k in keys if isinstance(k, str)]
 
 
+def _learned_target(cfg):
+    """`[schema] target` when the learner learns it (not for an anomaly detector, whose target is
+    ground truth for reports, often absent), for the `alerts` check of a target that never comes."""
+    from river import base
+
+    from .config import resolve_learner
+    try:
+        if issubclass(resolve_learner(cfg.learner["class"]), base.AnomalyDetector):
+            return None
+    except Exception:   # noqa: BLE001 - an unknown class is the config check's business
+        return None
+    return cfg.schema.get("target")
+
+
 def _peek(cfg) -> list:
     """The `alerts` feature check on the first records of a file or river source (not Kafka:
     reading would move nothing, but a broker may not be there yet)."""
@@ -223,13 +237,13 @@ def _peek(cfg) -> list:
     from .pipeline import make_source
 
     if cfg.source["type"] not in ("file", "river") or not (isinstance(cfg.schema["features"], list)
-                                                           or _series_keys(cfg) or cfg.schema.get("target")):
+                                                           or _series_keys(cfg) or _learned_target(cfg)):
         return []
     source = make_source(cfg)
     try:
         n = cfg.run["feature_check_events"]
         watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None),
-                      keys=_series_keys(cfg), targets=cfg.schema.get("target"))
+                      keys=_series_keys(cfg), targets=_learned_target(cfg))
         while watch.seen < n and not source.exhausted:
             records = source.poll(min(n - watch.seen, 1000), 0.0)
             if not records:
