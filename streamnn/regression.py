@@ -22,6 +22,7 @@ from river import base
 from .base import TorchLearner
 from .classification import DEFAULTS, _TestNet
 from .modules import MLP
+from .linear_path import LinearPath
 from .normalization import RunningStats
 
 __all__ = ["TorchRegressor", "MLPRegressor"]
@@ -147,17 +148,21 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         self.n_skipped_ += int(np.isnan(Y).sum())
         self._learn_frame(X, Y, None if w is None else np.asarray(w, dtype=float))
 
+    def _output(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled rows (n, F) -> (n,), or a row (F,) -> (), predictions in scaled target units."""
+        return self._forward(Z)[..., 0]
+
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
             return float(self._prior(1)[0])
-        out = self._forward(self._scale(self.features_.row(x, grow=False)))
-        return float(self._unscale(out[0]))
+        out = self._output(self._scale(self.features_.row(x, grow=False)))
+        return float(self._unscale(out))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
             return pd.Series(self._prior(len(X)), index=X.index)
-        out = self._forward(self._scale(self.features_.frame(X, grow=False)))
-        return pd.Series(self._unscale(out[:, 0]), index=X.index)
+        out = self._output(self._scale(self.features_.frame(X, grow=False)))
+        return pd.Series(self._unscale(out), index=X.index)
 
 
 class MLPRegressor(TorchRegressor):
@@ -194,8 +199,9 @@ class MLPRegressor(TorchRegressor):
                  replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="stream", device: str = "cpu",
-                 seed: int | None = None, optimizer_kwargs: dict | None = None):
+                 seed: int | None = None, optimizer_kwargs: dict | None = None, linear: bool = True):
         self.hidden = hidden
+        self.linear = linear
         self.activation = activation
         self.dropout = dropout
         self.norm = norm
@@ -221,6 +227,81 @@ class MLPRegressor(TorchRegressor):
     def _make_module(self, n_in, n_out):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
                    dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
+
+    # -- the linear path (`linear=True`): RLS models next to the network, blended by hedge --------
+
+    def _reset(self):
+        super()._reset()
+        self.linear_ = None
+
+    def _build(self, n_in: int):
+        super()._build(n_in)
+        if self.linear and self.linear_ is None:   # a loaded state brings its own
+            self.linear_ = LinearPath(n_in)
+
+    def _grow_inputs(self, n_in: int):
+        super()._grow_inputs(n_in)
+        if self.linear_ is not None:
+            self.linear_.grow(n_in)
+
+    def _output(self, Z):
+        net = super()._output(Z)
+        if self.linear_ is None or self.linear_.network_only():
+            return net
+        Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
+        center, unit = self._target_window()
+        raw = self.linear_.blend(self._raw_like(Z2), self._unscale(net.reshape(-1)), center, unit)
+        out = (raw - center) / unit        # back to scaled units (`_unscale` inverts it)
+        return out[0] if Z.ndim == 1 else out
+
+    def _raw_like(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled rows -> the rows in their own units, as winsorised and imputed by the scaler."""
+        X = Z.astype(np.float64)
+        if self.scale_inputs is not None:
+            F = min(X.shape[1], len(self.scaler_.mean))
+            X[:, :F] = X[:, :F] * self.scaler_.std[:F] + self.scaler_.mean[:F]
+        return X
+
+    def _target_window(self) -> tuple:
+        """The target's (mean, deviation) that `_unscale` uses: (0, 1) without `scale_target`."""
+        if not self.scale_target:
+            return 0.0, 1.0
+        return float(self.target_scaler_.mean[0]), float(self.target_scaler_.out_std[0]) or 1.0
+
+    def _step(self):
+        """Before the network's step: the hedge scores the predictions made on the new rows (the
+        network's and the linear models', with the scalers as they were) and the linear models
+        learn the rows; learn_many and learn_one take the same steps, so the same path."""
+        if self.linear_ is not None and self._pending:
+            X, Y, W = self.buffer_.last(self._pending)
+            Z = self._scale(X)
+            center, unit = self._target_window()
+            T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
+            net = self._unscale(self._forward(Z)[:, 0])
+            unit_w = self.buffer_.unit or (W == 1.0).all()
+            self.linear_.learn(self._raw_like(Z), T, net, center, unit, None if unit_w else W)
+        super()._step()
+
+    def _extra_state(self):
+        s = super()._extra_state()
+        if self.linear_ is not None:
+            s["linear"] = self.linear_.state_dict()
+        return s
+
+    def _load_extra_state(self, s):
+        super()._load_extra_state(s)
+        if self.linear and "linear" in s:
+            path = LinearPath(s["linear"]["W"].shape[1] - 1)
+            path.load_state_dict(s["linear"])
+            self.linear_ = path
+
+    def load_state_dict(self, s: dict):
+        if self.linear and s.get("built") and "linear" not in s.get("extra", {}):
+            raise ValueError("the state was saved without the linear path (linear=False, or a streamnn "
+                             "before session 8); load it with linear=False")
+        if not self.linear and "linear" in s.get("extra", {}):
+            raise ValueError("the state holds a linear path; load it with linear=True")
+        return super().load_state_dict(s)
 
 
 def _finite_array(y) -> np.ndarray:
