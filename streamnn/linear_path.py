@@ -154,6 +154,11 @@ class LinearPath:
             self.origin = _with_bias(X[:1], self.W.shape[1])[0]
             self.origin[-1] = T[0]
             self._ox = np.r_[self.origin[:-1], 0.0]
+        with np.errstate(over="ignore", invalid="ignore"):   # a non-finite result is refused below
+            self._learn(X, T, net, center, unit, W, first)
+
+    def _learn(self, X, T, net, center, unit, W, first):
+        n, K = len(T), len(self.W)
         Z, t = self._offsets(X), T - self.origin[-1]               # (n, d), (n,)
         err = np.empty((n, K + 1))
         err[:, :K] = (center - self.origin[-1] if first else self._clipped(Z @ self.W.T, center, unit)) - t[:, None]
