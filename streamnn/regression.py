@@ -184,9 +184,9 @@ class MLPRegressor(TorchRegressor):
         four recursive-least-squares linear models (forgetting factors 1, 0.98, 0.95, 0.9) learn
         from the first event on the inputs and targets as the scalers winsorise them, and the
         prediction mixes them with the network by hedge weights from each one's recent
-        prequential squared error. A near-linear or drifting stream is tracked from the start
-        (TrumpApproval MAE 0.32 against 0.55 without it), and where the network is better it takes
-        over within a few dozen events (Friedman unchanged): benchmarks/results/core_lr.md,
+        prequential absolute error. A near-linear or drifting stream is tracked from the start
+        (TrumpApproval MAE 0.30 against 0.55 without it), and where the network is better it takes
+        over (Friedman unchanged): benchmarks/results/core_lr.md,
         session 8. False: the network alone (the default before session 8; a checkpoint written
         then loads with `linear=False`). `linear_.weights()` shows the mix, `linear_.n_reset` the
         blocks refused as not finite.
