@@ -284,7 +284,7 @@ class MLPRegressor(TorchRegressor):
         network's and the linear models', with the scalers as they were) and the linear models
         learn the rows; learn_many and learn_one take the same steps, so the same path."""
         if self.linear_ is not None and self._pending:
-            X, Y, W = self.buffer_.last(self._pending)
+            X, Y, W = self.buffer_.last(self._pending, copy=False)   # read before the step writes
             Z = self._scale(X)
             center, unit = self._target_window()
             T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
