@@ -23,6 +23,11 @@ from .base import TorchLearner
 from .classification import DEFAULTS, _TestNet
 from .modules import MLP
 from .linear_path import LinearPath
+
+# The linear path's widest input: each of its RLS models keeps a (d, d) matrix, so its cost per
+# step grows as the square of the width (2.6x the network's time per event at 256 inputs, 1.6x at
+# 32-128 in the warm phase); wider inputs learn with the network alone.
+LINEAR_MAX_INPUTS = 128
 from .normalization import RunningStats
 
 __all__ = ["TorchRegressor", "MLPRegressor"]
@@ -184,7 +189,8 @@ class MLPRegressor(TorchRegressor):
         four recursive-least-squares linear models (forgetting factors 1, 0.98, 0.95, 0.9) learn
         from the first event on the inputs and targets as the scalers winsorise them, and the
         prediction mixes them with the network by hedge weights from each one's recent
-        prequential absolute error. A near-linear or drifting stream is tracked from the start
+        prequential absolute error (up to `LINEAR_MAX_INPUTS` = 128 inputs; wider, the network
+        alone). A near-linear or drifting stream is tracked from the start
         (TrumpApproval MAE 0.30 against 0.55 without it), and where the network is better it takes
         over (Friedman unchanged): benchmarks/results/core_lr.md,
         session 8. False: the network alone (the default before session 8; a checkpoint written
@@ -247,13 +253,16 @@ class MLPRegressor(TorchRegressor):
 
     def _build(self, n_in: int):
         super()._build(n_in)
-        if self.linear and self.linear_ is None:   # a loaded state brings its own
+        if self.linear and self.linear_ is None and n_in <= LINEAR_MAX_INPUTS:   # a loaded state brings its own
             self.linear_ = LinearPath(n_in)
 
     def _grow_inputs(self, n_in: int):
         super()._grow_inputs(n_in)
         if self.linear_ is not None:
-            self.linear_.grow(n_in)
+            if n_in > LINEAR_MAX_INPUTS:   # its cost grows as the square of the width: the network alone
+                self.linear_ = None
+            else:
+                self.linear_.grow(n_in)
 
     def _output(self, Z):
         net = super()._output(Z)
@@ -295,16 +304,18 @@ class MLPRegressor(TorchRegressor):
 
     def _extra_state(self):
         s = super()._extra_state()
-        if self.linear_ is not None:
-            s["linear"] = self.linear_.state_dict()
+        if self.linear:   # None: dropped for the width (LINEAR_MAX_INPUTS)
+            s["linear"] = None if self.linear_ is None else self.linear_.state_dict()
         return s
 
     def _load_extra_state(self, s):
         super()._load_extra_state(s)
         if self.linear and "linear" in s:
-            path = LinearPath(s["linear"]["W"].shape[1] - 1)
-            path.load_state_dict(s["linear"])
-            self.linear_ = path
+            self.linear_ = None
+            if s["linear"] is not None:
+                path = LinearPath(s["linear"]["W"].shape[1] - 1)
+                path.load_state_dict(s["linear"])
+                self.linear_ = path
 
     def load_state_dict(self, s: dict):
         if self.linear and s.get("built") and "linear" not in s.get("extra", {}):

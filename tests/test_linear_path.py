@@ -148,3 +148,23 @@ def test_linear_is_a_parameter_and_off_means_no_path():
     assert model._get_params()["linear"] is False and model.clone().linear is False
     model.learn_one({"a": 1.0}, 2.0)
     assert model.linear_ is None
+
+
+def test_wide_inputs_learn_with_the_network_alone_and_resume(tmp_path, monkeypatch):
+    """The RLS cost grows as the width squared: past LINEAR_MAX_INPUTS inputs the path is dropped
+    (at build, or when a new feature takes the width past it), and such a state saves and resumes."""
+    import streamnn.regression as reg
+    monkeypatch.setattr(reg, "LINEAR_MAX_INPUTS", 3)
+    rng = np.random.default_rng(0)
+    wide = MLPRegressor(seed=0)
+    wide.learn_one({f"f{j}": float(v) for j, v in enumerate(rng.normal(size=4))}, 1.0)
+    assert wide.linear_ is None
+    grown = MLPRegressor(seed=0)
+    for i in range(40):
+        x = {f"f{j}": float(v) for j, v in enumerate(rng.normal(size=3 if i < 20 else 5))}
+        grown.learn_one(x, float(sum(x.values())))
+        assert (grown.linear_ is not None) == (i < 20)
+    grown.save(tmp_path / "m.pt")
+    back = streamnn.load(tmp_path / "m.pt")
+    x = {f"f{j}": 0.5 for j in range(5)}
+    assert back.linear_ is None and back.predict_one(x) == grown.predict_one(x)
