@@ -22,6 +22,12 @@ from river import base
 from .base import TorchLearner
 from .classification import DEFAULTS, _TestNet
 from .modules import MLP
+from .linear_path import LinearPath
+
+# The linear path's widest input: each of its RLS models keeps a (d, d) matrix, so its cost per
+# step grows as the square of the width (2.6x the network's time per event at 256 inputs, 1.6x at
+# 32-128 in the warm phase); wider inputs learn with the network alone.
+LINEAR_MAX_INPUTS = 128
 from .normalization import RunningStats
 
 __all__ = ["TorchRegressor", "MLPRegressor"]
@@ -147,17 +153,21 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         self.n_skipped_ += int(np.isnan(Y).sum())
         self._learn_frame(X, Y, None if w is None else np.asarray(w, dtype=float))
 
+    def _output(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled rows (n, F) -> (n,), or a row (F,) -> (), predictions in scaled target units."""
+        return self._forward(Z)[..., 0]
+
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
             return float(self._prior(1)[0])
-        out = self._forward(self._scale(self.features_.row(x, grow=False)))
-        return float(self._unscale(out[0]))
+        out = self._output(self._scale(self.features_.row(x, grow=False)))
+        return float(self._unscale(out))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
             return pd.Series(self._prior(len(X)), index=X.index)
-        out = self._forward(self._scale(self.features_.frame(X, grow=False)))
-        return pd.Series(self._unscale(out[:, 0]), index=X.index)
+        out = self._output(self._scale(self.features_.frame(X, grow=False)))
+        return pd.Series(self._unscale(out), index=X.index)
 
 
 class MLPRegressor(TorchRegressor):
@@ -174,6 +184,18 @@ class MLPRegressor(TorchRegressor):
         "tanh" by default (TrumpApproval MAE and Friedman: benchmarks/results/core_lr.md).
     lr_control
         "stream" by default (`StreamLR()`: the rate never falls below lr/10); see `TorchRegressor`.
+    linear
+        True by default: a linear path next to the network (`streamnn.linear_path.LinearPath`):
+        four recursive-least-squares linear models (forgetting factors 1, 0.98, 0.95, 0.9) learn
+        from the first event on the inputs and targets as the scalers winsorise them, and the
+        prediction mixes them with the network by hedge weights from each one's recent
+        prequential absolute error (up to `LINEAR_MAX_INPUTS` = 128 inputs; wider, the network
+        alone). A near-linear or drifting stream is tracked from the start
+        (TrumpApproval MAE 0.30 against 0.55 without it), and where the network is better it takes
+        over (Friedman unchanged): benchmarks/results/core_lr.md,
+        session 8. False: the network alone (the default before session 8; a checkpoint written
+        then loads with `linear=False`). `linear_.weights()` shows the mix, `linear_.n_reset` the
+        blocks refused as not finite.
     loss, scale_target, optimizer, lr, batch_size, update_every, warmup, replay, weight_decay, grad_clip, scale_inputs, device, seed, optimizer_kwargs
         As in `TorchRegressor`. After a drift re-warm the model steps after every sample for
         `DRIFT_WARMUP` (1,000) samples and empties its replay reservoir.
@@ -194,8 +216,9 @@ class MLPRegressor(TorchRegressor):
                  replay: float = DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="stream", device: str = "cpu",
-                 seed: int | None = None, optimizer_kwargs: dict | None = None):
+                 seed: int | None = None, optimizer_kwargs: dict | None = None, linear: bool = True):
         self.hidden = hidden
+        self.linear = linear
         self.activation = activation
         self.dropout = dropout
         self.norm = norm
@@ -221,6 +244,86 @@ class MLPRegressor(TorchRegressor):
     def _make_module(self, n_in, n_out):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
                    dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
+
+    # -- the linear path (`linear=True`): RLS models next to the network, blended by hedge --------
+
+    def _reset(self):
+        super()._reset()
+        self.linear_ = None
+
+    def _build(self, n_in: int):
+        super()._build(n_in)
+        if self.linear and self.linear_ is None and n_in <= LINEAR_MAX_INPUTS:   # a loaded state brings its own
+            self.linear_ = LinearPath(n_in)
+
+    def _grow_inputs(self, n_in: int):
+        super()._grow_inputs(n_in)
+        if self.linear_ is not None:
+            if n_in > LINEAR_MAX_INPUTS:   # its cost grows as the square of the width: the network alone
+                self.linear_ = None
+            else:
+                self.linear_.grow(n_in)
+
+    def _output(self, Z):
+        net = super()._output(Z)
+        if self.linear_ is None or self.linear_.network_only():
+            return net
+        Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
+        center, unit = self._target_window()
+        raw = self.linear_.blend(self._raw_like(Z2), self._unscale(net.reshape(-1)), center, unit)
+        out = (raw - center) / unit        # back to scaled units (`_unscale` inverts it)
+        return out[0] if Z.ndim == 1 else out
+
+    def _raw_like(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled rows -> the rows in their own units, as winsorised and imputed by the scaler."""
+        X = Z.astype(np.float64)
+        if self.scale_inputs is not None:
+            F = min(X.shape[1], len(self.scaler_.mean))
+            X[:, :F] = X[:, :F] * self.scaler_.std[:F] + self.scaler_.mean[:F]
+        return X
+
+    def _target_window(self) -> tuple:
+        """The target's (mean, deviation) that `_unscale` uses: (0, 1) without `scale_target`."""
+        if not self.scale_target:
+            return 0.0, 1.0
+        return float(self.target_scaler_.mean[0]), float(self.target_scaler_.out_std[0]) or 1.0
+
+    def _step(self):
+        """Before the network's step: the hedge scores the predictions made on the new rows (the
+        network's and the linear models', with the scalers as they were) and the linear models
+        learn the rows; learn_many and learn_one take the same steps, so the same path."""
+        if self.linear_ is not None and self._pending:
+            X, Y, W = self.buffer_.last(self._pending, copy=False)   # read before the step writes
+            Z = self._scale(X)
+            center, unit = self._target_window()
+            T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
+            net = self._unscale(self._forward(Z)[:, 0])
+            unit_w = self.buffer_.unit or (W == 1.0).all()
+            self.linear_.learn(self._raw_like(Z), T, net, center, unit, None if unit_w else W)
+        super()._step()
+
+    def _extra_state(self):
+        s = super()._extra_state()
+        if self.linear:   # None: dropped for the width (LINEAR_MAX_INPUTS)
+            s["linear"] = None if self.linear_ is None else self.linear_.state_dict()
+        return s
+
+    def _load_extra_state(self, s):
+        super()._load_extra_state(s)
+        if self.linear and "linear" in s:
+            self.linear_ = None
+            if s["linear"] is not None:
+                path = LinearPath(s["linear"]["W"].shape[1] - 1)
+                path.load_state_dict(s["linear"])
+                self.linear_ = path
+
+    def load_state_dict(self, s: dict):
+        if self.linear and s.get("built") and "linear" not in s.get("extra", {}):
+            raise ValueError("the state was saved without the linear path (linear=False, or a streamnn "
+                             "before session 8); load it with linear=False")
+        if not self.linear and "linear" in s.get("extra", {}):
+            raise ValueError("the state holds a linear path; load it with linear=True")
+        return super().load_state_dict(s)
 
 
 def _finite_array(y) -> np.ndarray:
