@@ -342,6 +342,9 @@ class MLPClassifier(TorchClassifier):
                          classes=classes, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     DRIFT_WARMUP = 1000
+    # Parameters added after checkpoints were written, and the value they had before (one network;
+    # every member at lr): a runtime checkpoint without them resumes where the config says so.
+    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0}
 
     def _get_params(self):
         params = super()._get_params()

@@ -164,3 +164,20 @@ def test_lr_spread_is_checked_saved_and_an_older_checkpoint_resumes_as_before(tm
     _train(model, more), _train(again, more)
     for a, b in zip(model.module_.parameters(), again.module_.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_runtime_checkpoint_from_before_lr_spread_names_it_and_resumes_with_it_set_to_1():
+    from streamnn.checkpoint import CheckpointError
+    from streamnn.runtime.state import check_compatible
+    from streamnn.serialization import _plain_params
+    old = streamnn.MLPClassifier(seed=0, lr_spread=1.0)
+    params = _plain_params(old)
+    del params["lr_spread"]                                     # written before the parameter existed
+    ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
+    check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=1.0), "ck")   # resumes
+    with pytest.raises(CheckpointError, match=r"lr_spread: checkpoint 1.0 vs config 3.0"):
+        check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")
+    del params["members"]                                       # older still: one network
+    with pytest.raises(CheckpointError, match=r"members: checkpoint 1 vs config 3"):
+        check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=1.0), "ck")
+    check_compatible(ck, streamnn.MLPClassifier(seed=0, members=1, lr_spread=1.0), "ck")
