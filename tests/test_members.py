@@ -149,7 +149,7 @@ def test_lr_spread_is_checked_saved_and_an_older_checkpoint_resumes_as_before(tm
     old = _train(streamnn.MLPClassifier(seed=0, lr_spread=1.0), _stream(120))   # as before lr_spread
     state = old.state_dict()
     del state["extra"]["lr_spread"]
-    back = streamnn.MLPClassifier(seed=0).load_state_dict(state)
+    back = streamnn.MLPClassifier(seed=0, lr_spread=3.0).load_state_dict(state)
     assert back.lr_spread == 1.0
     more = _stream(200, seed=7)
     _train(old, more), _train(back, more)
@@ -175,9 +175,10 @@ def test_a_runtime_checkpoint_from_before_lr_spread_names_it_and_resumes_with_it
     del params["lr_spread"]                                     # written before the parameter existed
     ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
     check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=1.0), "ck")   # resumes
+    check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")                 # 1.0 is the default
     with pytest.raises(CheckpointError, match=r"lr_spread: checkpoint 1.0 vs config 3.0"):
-        check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")
+        check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=3.0), "ck")
     del params["members"]                                       # older still: one network
     with pytest.raises(CheckpointError, match=r"members: checkpoint 1 vs config 3"):
-        check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=1.0), "ck")
-    check_compatible(ck, streamnn.MLPClassifier(seed=0, members=1, lr_spread=1.0), "ck")
+        check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")
+    check_compatible(ck, streamnn.MLPClassifier(seed=0, members=1), "ck")
