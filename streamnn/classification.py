@@ -30,7 +30,7 @@ _LOSSES = {"cross_entropy", "ce", "log_loss"}
 DEFAULTS = dict(optimizer="adam", lr=0.007, batch_size=64, update_every=16, warmup=5000, replay=1.0)
 # MLPClassifier's: three members trained as one batched network, larger batches, less replay
 # (issue 15; benchmarks/results/core_lr.md, rounds 3 and 4)
-MLP_DEFAULTS = {**DEFAULTS, "members": 3, "batch_size": 128, "replay": 0.5}
+MLP_DEFAULTS = {**DEFAULTS, "members": 3, "batch_size": 128, "replay": 0.5, "lr_spread": 1.0}
 
 
 def no_label(y) -> bool:
@@ -297,6 +297,12 @@ class MLPClassifier(TorchClassifier):
         network (`members=1, batch_size=64, replay=1.0`, the defaults before issue 15) on river's
         Phishing, Bananas and ImageSegments and on the drift streams measured, at about 1.3x its
         time per event (benchmarks/results/core_lr.md, rounds 3 and 4; drift.md).
+    lr_spread
+        With `members`: member 0 trains at `lr * lr_spread`, the others at `lr` (a per-member
+        learning rate, one batched step: `MLP(member_lr=...)`); 1.0 (the default) = all at `lr`.
+        `lr_spread=3.0` raised Bananas by 0.004 (worst and mean of 10 seeds) and recovered faster
+        after an abrupt drift, but cost ~0.001 on ImageSegments and Phishing's mean, so it is not
+        the default (issue 15, benchmarks/results/core_lr.md round 5).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
@@ -320,7 +326,11 @@ class MLPClassifier(TorchClassifier):
                  warmup: int = MLP_DEFAULTS["warmup"], replay: float = MLP_DEFAULTS["replay"],
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
-                 device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None):
+                 device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
+                 lr_spread: float = MLP_DEFAULTS["lr_spread"]):
+        if not (isinstance(lr_spread, (int, float)) and lr_spread > 0):
+            raise ValueError(f"lr_spread={lr_spread!r}: use a positive number (1.0 = every member at lr)")
+        self.lr_spread = lr_spread
         self.hidden = hidden
         self.activation = activation
         self.dropout = dropout
@@ -333,6 +343,9 @@ class MLPClassifier(TorchClassifier):
                          classes=classes, device=device, seed=seed, optimizer_kwargs=optimizer_kwargs)
 
     DRIFT_WARMUP = 1000
+    # Parameters added after checkpoints were written, and the value they had before (one network;
+    # every member at lr): a runtime checkpoint without them resumes where the config says so.
+    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0}
 
     def _get_params(self):
         params = super()._get_params()
@@ -345,15 +358,23 @@ class MLPClassifier(TorchClassifier):
         yield {"hidden": (8,)}
 
     def _make_module(self, n_in, n_out):
-        return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
-                   dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
+        k, spread = self.members, float(self.lr_spread)
+        return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation, dropout=self.dropout,
+                   norm=self.norm, init=self.init, members=k,
+                   member_lr=(spread,) + (1.0,) * (k - 1) if k > 1 and spread != 1.0 else None)
 
     def _extra_state(self):
-        return {**super()._extra_state(), "members": self.members}
+        return {**super()._extra_state(), "members": self.members, "lr_spread": self.lr_spread}
 
     def load_state_dict(self, s: dict):
         if s.get("built") and "members" not in s.get("extra", {}):
             self.members = 1   # saved before `members` existed (default 3 since issue 15): one network
+        saved = s.get("extra", {}).get("lr_spread", 1.0)   # absent: saved before `lr_spread` (all at lr)
+        if s.get("built") and "lr_spread" not in s.get("extra", {}):
+            self.lr_spread = 1.0   # resumed as it was trained
+        elif s.get("built") and s["extra"].get("members", 1) > 1 and float(saved) != float(self.lr_spread):
+            raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
+                             f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) to resume it")
         return super().load_state_dict(s)
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from .normalization import StreamingNorm
 
 __all__ = ["MLP", "ACTIVATIONS", "BlockLinear", "MemberMean", "grow_input", "grow_output", "first_linear",
-           "last_linear", "members_of"]
+           "last_linear", "members_of", "lr_scales_of"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU, "gelu": nn.GELU, "mish": nn.Mish,
@@ -108,6 +108,10 @@ class MLP(nn.Module):
         member is trained on its own loss (training mode returns (B, O, members)) and predictions
         are the mean of the members' outputs. With `norm="layer"` the normalization spans all
         members' units (they are then not independent); "stream" normalizes each unit alone.
+    member_lr
+        With `members`: one learning-rate multiplier per member (None: all 1), applied by both
+        backends as a scale of each member's parameter update (`lr_scales`); e.g. `(3, 1, 1)`
+        trains member 0 three times as fast as the others.
 
     Examples
     --------
@@ -117,11 +121,15 @@ class MLP(nn.Module):
     """
 
     def __init__(self, n_features: int, n_outputs: int, hidden=(32,), activation="relu",
-                 dropout: float = 0.0, norm=None, init: str = "default", seed=None, members: int = 1):
+                 dropout: float = 0.0, norm=None, init: str = "default", seed=None, members: int = 1,
+                 member_lr=None):
         super().__init__()
         if int(members) != members or members < 1:
             raise ValueError(f"members={members!r}: use a positive integer (1 = one network)")
         self.members = members = int(members)
+        if member_lr is not None and (len(member_lr) != members or not all(v > 0 for v in member_lr)):
+            raise ValueError(f"member_lr={member_lr!r}: give one positive multiplier per member ({members}), or None")
+        self.member_lr = None if member_lr is None else tuple(float(v) for v in member_lr)
         if norm not in (None, "layer", "stream"):
             raise ValueError(f"norm={norm!r}: use None, 'layer' or 'stream'")
         if init not in INITS:
@@ -161,6 +169,26 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, O)
         return self.net(x)
+
+    def lr_scales(self) -> dict | None:
+        """{id(parameter): float32 array of its shape}, the update scale of each element (its
+        member's `member_lr`), for the layers' current shapes; None without `member_lr`."""
+        if self.member_lr is None:
+            return None
+        mult, k = np.asarray(self.member_lr, dtype=np.float32), self.members
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        out = {}
+        for i, lin in enumerate(linears):   # hidden layers are member-major, the last output-major
+            rows = np.arange(lin.out_features)
+            member = rows % k if i == len(linears) - 1 else rows // (lin.out_features // k)
+            out[id(lin.weight)] = np.repeat(mult[member][:, None], lin.in_features, axis=1)
+            out[id(lin.bias)] = mult[member]
+        return out
+
+
+def lr_scales_of(module: nn.Module) -> dict | None:
+    """The update scale of each parameter element of `module` (`MLP.lr_scales`), or None."""
+    return module.lr_scales() if isinstance(module, MLP) else None
 
 
 def first_linear(module: nn.Module, n_in: int | None = None) -> tuple[nn.Module, str]:

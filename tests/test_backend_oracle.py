@@ -60,6 +60,8 @@ def _net(kind, act, n_in, n_out):
         return MLP(n_in, n_out, hidden=(6, 5), activation=act)
     if kind == "members":
         return MLP(n_in, n_out, hidden=(4,), activation=act, members=3)
+    if kind == "member_lr":   # members with a learning rate each (MLPClassifier's lr_spread)
+        return MLP(n_in, n_out, hidden=(4,), activation=act, members=3, member_lr=(1.0, 3.0, 0.5))
     if kind == "sequential":
         return nn.Sequential(nn.Linear(n_in, 7), act(), nn.Linear(7, n_out))
     return AutoEncoder(n_in, 1, hidden=(6,), latent=3, activation=act)
@@ -85,7 +87,13 @@ def _check_step(kind, act, opt, loss, weighted=False, clip=None, steps=3):
         ((per_t * Wt).sum() / Wt.sum()).backward()
         if clip:
             nn.utils.clip_grad_norm_(b.parameters(), clip)
+        scales = b.lr_scales() if isinstance(b, MLP) else None   # members' learning rates
+        before = [p.detach().clone() for p in b.parameters()]
         ob.step()
+        with torch.no_grad():
+            for p, p0 in zip(b.parameters(), before):
+                if scales:   # each element's change scaled by its member's multiplier
+                    p.copy_(p0 + torch.as_tensor(scales[id(p)]) * (p - p0))
         np.testing.assert_allclose(per, per_t.detach().numpy(), rtol=1e-5, atol=1e-6)
         for pa, pb in zip(a.parameters(), b.parameters()):
             np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), rtol=1e-4, atol=1e-6)
@@ -104,7 +112,7 @@ def _check_step(kind, act, opt, loss, weighted=False, clip=None, steps=3):
 
 
 @pytest.mark.parametrize("act", list(ACTS))
-@pytest.mark.parametrize("kind", ["mlp", "members", "sequential", "autoencoder"])
+@pytest.mark.parametrize("kind", ["mlp", "members", "member_lr", "sequential", "autoencoder"])
 def test_activations_and_networks(kind, act):
     loss = "recon" if kind == "autoencoder" else "mse"
     _check_step(kind, act, "adam", loss)
@@ -116,8 +124,13 @@ def test_optimizers_and_losses(opt, loss):
     _check_step("autoencoder" if loss == "recon" else "mlp", "tanh", opt, loss)
 
 
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_members_learning_rates_with_every_optimizer(opt):
+    _check_step("member_lr", "relu", opt, "ce")
+
+
 @pytest.mark.parametrize("loss", ["ce", "mse", "recon"])
-@pytest.mark.parametrize("kind", ["mlp", "members"])
+@pytest.mark.parametrize("kind", ["mlp", "members", "member_lr"])
 def test_sample_weights_and_gradient_clipping(kind, loss):
     if loss == "recon":
         kind = "autoencoder"

@@ -122,3 +122,63 @@ def test_the_members_mean_of_a_prediction_equals_numpys_mean():
         got = MemberMean(3).forward(h)
         ref = h.reshape(h.shape[:-1] + (-1, 3)).mean(axis=-1)
         assert got.dtype == np.float32 and np.array_equal(got, ref)
+
+
+def test_lr_spread_trains_member_0_faster_and_the_others_at_lr():
+    """`lr_spread=3`: member 0's parameters move three times as far in a step as with
+    `lr_spread=1` from the same start; the other members' exactly as far (numpy and torch)."""
+    stream = _stream(1)
+    for use_kernel in (True, False):
+        moved = {}
+        for spread in (1.0, 3.0):
+            kw = dict(seed=0, hidden=(4,), lr_spread=spread, scale_inputs=None)
+            m = _train(streamnn.MLPClassifier(**kw), stream, use_kernel)
+            assert m.n_updates_ == 1 and bool(m._kernel) == use_kernel
+            fresh = streamnn.MLPClassifier(**kw)
+            fresh._build(m.n_in_)
+            moved[spread] = (m.module_.net[0].weight - fresh.module_.net[0].weight).detach().numpy()
+        k0 = slice(0, 4)                                   # member 0's hidden units (member-major)
+        np.testing.assert_allclose(moved[3.0][k0], 3.0 * moved[1.0][k0], rtol=1e-4, atol=1e-7)
+        np.testing.assert_array_equal(moved[3.0][4:], moved[1.0][4:])
+        assert np.abs(moved[1.0][k0]).max() > 0
+
+
+def test_lr_spread_is_checked_saved_and_an_older_checkpoint_resumes_as_before(tmp_path):
+    with pytest.raises(ValueError, match="lr_spread"):
+        streamnn.MLPClassifier(lr_spread=0)
+    old = _train(streamnn.MLPClassifier(seed=0, lr_spread=1.0), _stream(120))   # as before lr_spread
+    state = old.state_dict()
+    del state["extra"]["lr_spread"]
+    back = streamnn.MLPClassifier(seed=0, lr_spread=3.0).load_state_dict(state)
+    assert back.lr_spread == 1.0
+    more = _stream(200, seed=7)
+    _train(old, more), _train(back, more)
+    for x, _ in _stream(20, seed=4):
+        assert back.predict_proba_one(x) == old.predict_proba_one(x)
+    model = _train(streamnn.MLPClassifier(seed=0, lr_spread=2.0), _stream(60))
+    model.save(tmp_path / "m.ckpt")
+    again = streamnn.MLPClassifier.load(tmp_path / "m.ckpt")
+    assert again.lr_spread == 2.0 and again.clone().lr_spread == 2.0
+    with pytest.raises(ValueError, match=r"lr_spread=2.0"):   # resumed only with the spread it had
+        streamnn.MLPClassifier(seed=0, lr_spread=3.0).load_state_dict(model.state_dict())
+    _train(model, more), _train(again, more)
+    for a, b in zip(model.module_.parameters(), again.module_.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_runtime_checkpoint_from_before_lr_spread_names_it_and_resumes_with_it_set_to_1():
+    from streamnn.checkpoint import CheckpointError
+    from streamnn.runtime.state import check_compatible
+    from streamnn.serialization import _plain_params
+    old = streamnn.MLPClassifier(seed=0, lr_spread=1.0)
+    params = _plain_params(old)
+    del params["lr_spread"]                                     # written before the parameter existed
+    ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
+    check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=1.0), "ck")   # resumes
+    check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")                 # 1.0 is the default
+    with pytest.raises(CheckpointError, match=r"lr_spread: checkpoint 1.0 vs config 3.0"):
+        check_compatible(ck, streamnn.MLPClassifier(seed=0, lr_spread=3.0), "ck")
+    del params["members"]                                       # older still: one network
+    with pytest.raises(CheckpointError, match=r"members: checkpoint 1 vs config 3"):
+        check_compatible(ck, streamnn.MLPClassifier(seed=0), "ck")
+    check_compatible(ck, streamnn.MLPClassifier(seed=0, members=1), "ck")

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..modules import lr_scales_of
 from .graph import train_layers
 from .losses import loss_op
 from .ops import MemberMean
@@ -68,6 +69,7 @@ class NumpyBackend:
     def __init__(self, module, layers, members, params, optimizer, loss, grad_clip=None):
         self.loss, self.grad_clip, self.members = loss, grad_clip, members
         self.state = FlatState(params, optimizer)
+        self.state.set_scales(lr_scales_of(module), params)
         pv, gv = self.state.param_views, self.state.grad_views
         for i, (lin, _) in enumerate(layers):         # the ops now read the flat buffer
             lin.rebind(pv[2 * i], pv[2 * i + 1], gv[2 * i], gv[2 * i + 1])

@@ -48,6 +48,7 @@ class FlatState:
         self.grad = np.zeros_like(self.flat)                 # the flat gradient, written in place
         self.grad_views = self.views(self.grad, params)
         self.work = np.empty((2, len(self.flat)), dtype=np.float32)
+        self.scale = None                                    # (P,) update scale per element, or None
         self.steps, self.m, self.v = [], None, None
         group = optimizer.param_groups[0]
         if self.kind is torch.optim.SGD:
@@ -90,8 +91,23 @@ class FlatState:
         if norm > max_norm:
             self.grad *= np.float32(max_norm / (norm + 1e-6))
 
+    def set_scales(self, scales: dict | None, params):
+        """Scale each element's update (`MLP.lr_scales`: {id(param): array}); None: no scaling."""
+        self.scale = None if scales is None else np.concatenate(
+            [scales.get(id(p), np.ones(p.shape, np.float32)).ravel() for p in params]).astype(np.float32)
+
     def update(self, g=None):
-        """One optimizer update from the flat gradient `g` (default: `self.grad`)."""
+        """One optimizer update from the flat gradient `g` (default: `self.grad`), each element's
+        change scaled by `scale` where it is set (a learning rate per element, for any optimizer)."""
+        if self.scale is None:
+            return self._update(g)
+        before = self.flat.copy()
+        self._update(g)
+        self.flat -= before                                  # the change ...
+        self.flat *= self.scale                              # ... scaled ...
+        self.flat += before                                  # ... from where it was
+
+    def _update(self, g=None):
         g = self.grad if g is None else g
         group = self.optimizer.param_groups[0]
         lr, wd = group["lr"], group.get("weight_decay", 0.0)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modules import lr_scales_of
+
 __all__ = ["TorchBackend"]
 
 
@@ -22,6 +24,9 @@ class TorchBackend:
     def __init__(self, module, optimizer, device, grad_clip=None, reason: str = ""):
         self.module, self.optimizer, self.device = module, optimizer, device
         self.grad_clip, self.reason = grad_clip, reason
+        scales = lr_scales_of(module)               # an update scale per element (members' lr), or None
+        self.scales = None if scales is None else [
+            (p, torch.as_tensor(scales[id(p)], device=device)) for p in module.parameters() if id(p) in scales]
 
     def describe(self) -> str:
         return f"torch: {self.reason}" if self.reason else "torch"
@@ -60,5 +65,12 @@ class TorchBackend:
         loss.backward()
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-        self.optimizer.step()
+        if self.scales is None:
+            self.optimizer.step()
+            return preq, True
+        with torch.no_grad():
+            before = [p.detach().clone() for p, _ in self.scales]
+            self.optimizer.step()
+            for (p, s), b in zip(self.scales, before):
+                p.sub_(b).mul_(s).add_(b)           # the change scaled, from where it was
         return preq, True

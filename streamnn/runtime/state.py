@@ -322,8 +322,10 @@ def check_compatible(ck: dict, learner, path: str) -> None:
         raise CheckpointError(f"checkpoint {path} holds a {ck.get('learner')}, the config builds a {want}; "
                          "point [checkpoint] dir elsewhere, or delete the checkpoint to start over")
     mine = _plain_params(learner)
-    diff = sorted(k for k in set(mine) | set(ck["params"]) if mine.get(k) != ck["params"].get(k))
+    before = getattr(learner, "PARAMS_BEFORE", {})   # a parameter added later: the value it had before
+    theirs = {k: ck["params"].get(k, before.get(k)) for k in set(mine) | set(ck["params"])}
+    diff = sorted(k for k in theirs if mine.get(k) != theirs[k])
     if diff:
-        detail = ", ".join(f"{k}: checkpoint {ck['params'].get(k)!r} vs config {mine.get(k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: checkpoint {theirs[k]!r} vs config {mine.get(k)!r}" for k in diff)
         raise CheckpointError(f"checkpoint {path} was written with other learner parameters ({detail}); "
                          "restore them in the config, or delete the checkpoint to start over")
