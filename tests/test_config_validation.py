@@ -288,10 +288,7 @@ def test_run_exits_2_as_a_process_before_any_output(tmp_path):
     assert res.stdout == "" and not os.path.exists(tmp_path / "run")
 
 
-def test_a_learner_key_the_learner_would_never_receive(tmp_path, capsys):
-    """A sequence learner keyed by a field that is not among the features never saw it: every
-    event was one series, silently (the run 'succeeded'). Now a config error naming the field."""
-    text = f"""name = "k"
+KEYED = """name = "k"
 [source]
 type = "file"
 path = "streamnn:data/demo_sensors.csv"
@@ -304,8 +301,14 @@ class = "LSTMRegressor"
 [learner.params]
 key = "machine"
 [run]
-dir = "{tmp_path / 'run'}"
+dir = "RUN"
 """
+
+
+def test_a_learner_key_the_learner_would_never_receive(tmp_path, capsys):
+    """A sequence learner keyed by a field that is not among the features never saw it: every
+    event was one series, silently (the run 'succeeded'). Now a config error naming the field."""
+    text = KEYED.replace("RUN", str(tmp_path / "run"))
     cfg = tmp_path / "k.toml"
     cfg.write_text(text.replace('target = "vibration"\nkey = "machine"', 'target = "vibration"'))
     _refused(cfg, capsys, "[learner.params] key = 'machine'", "[schema] key = 'machine'")
@@ -319,25 +322,9 @@ def test_the_schema_key_reaches_a_keyed_learner(tmp_path, capsys):
     from streamnn.runtime.config import load_config
     from streamnn.runtime.pipeline import Pipeline
     cfg = tmp_path / "k.toml"
-    cfg.write_text(f"""name = "k"
-[source]
-type = "file"
-path = "streamnn:data/demo_sensors.csv"
-[schema]
-features = ["temperature", "pressure"]
-target = "vibration"
-key = "machine"
-[learner]
-class = "LSTMRegressor"
-[learner.params]
-key = "machine"
-hidden_size = 4
-seed = 0
-[run]
-dir = "{tmp_path / 'run'}"
-[report]
-on_exit = false
-""")
+    cfg.write_text(KEYED.replace("RUN", str(tmp_path / "run"))
+                   .replace('key = "machine"\n[run]', 'key = "machine"\nhidden_size = 4\nseed = 0\n[run]')
+                   + "[report]\non_exit = false\n")
     assert main(["check", str(cfg)]) == 0
     p = Pipeline(load_config(str(cfg)))
     summary = p.run()
