@@ -325,10 +325,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
             if extra:
                 self.series_.update(float(win[0, -1]))
             if win.shape[1] > 1:                 # win is a fresh array, never written again
-                if k is None:
-                    self.windows_[k] = win[:, 1:]
-                else:                            # keyed: at most MAX_KEYS windows (least recently seen goes)
-                    remember(self.windows_, k, win[:, 1:])
+                remember(self.windows_, k, win[:, 1:])   # at most MAX_KEYS keys' windows
             if lk.since < self._protect:        # lk.protects(self._protect), inlined
                 self.n_guarded_ += 1
             else:
@@ -343,10 +340,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
             self.calibrator_.update(raw, alarm=alarm)
         # 3. the key's history always moves on; the network learns unless guarded
         if win.shape[1] > 1:
-            if k is None:
-                self.windows_[k] = win[:, 1:]
-            else:
-                remember(self.windows_, k, win[:, 1:])
+            remember(self.windows_, k, win[:, 1:])
         if admit or not self.guard:
             self._learn_row(win.ravel(), 0.0)
         else:
