@@ -328,3 +328,36 @@ def test_an_oversized_line_still_being_written_is_skipped_when_it_ends(tmp_path)
 def test_a_small_json_array_line_names_the_fix():
     err = Decoder(features=["a"], target="y")._parse(b'[{"a": 1}, {"a": 2}]')
     assert isinstance(err, DecodeError) and "not an object" in str(err) and "jq -c" in str(err)
+
+
+def test_resuming_past_an_oversized_line_never_holds_it_whole(tmp_path, monkeypatch):
+    """Seeking to a checkpointed offset skipped lines by iterating the file, which reads each line
+    whole: a restart after a huge line held it in memory again. Now lines are skipped in chunks."""
+    import streamnn.runtime.sources as sources
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"[" + b"1," * 50_000 + b"1]\n" + b'{"a": 1}\n{"a": 2}\n{"a": 3}')
+    longest = []
+
+    class Spy:
+        def __init__(self, f):
+            self.f = f
+
+        def readline(self, size=-1):
+            line = self.f.readline(size)
+            longest.append(len(line))
+            return line
+
+        def __iter__(self):
+            raise AssertionError("a line read whole")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    real = sources.open_file
+    monkeypatch.setattr(sources, "open_file", lambda p: Spy(real(p)))
+    src = sources.FileSource(path, max_line=100)
+    src.CHUNK = 4096
+    src.seek(src.stream, 3)                                   # resume after lines 1 and 2
+    got = src.poll(10)
+    assert [(r.offset, r.value) for r in got] == [(3, b'{"a": 2}'), (4, b'{"a": 3}')]
+    assert max(longest) <= 4096

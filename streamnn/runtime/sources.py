@@ -103,8 +103,19 @@ class FileSource(Source):
             if not text:
                 raise ValueError(f"{self.path}: a CSV source needs a header row on line 1")
             self.columns = next(csv.reader([text]))
-        for _ in itertools.islice(self._f, max(0, next_offset - self._line - 1)):
-            self._line += 1
+        self._skip_lines(max(0, next_offset - self._line - 1))
+
+    def _skip_lines(self, n: int):
+        """Skip `n` lines (resuming at a checkpointed offset) in chunks: a line far longer than
+        memory is passed over, never held whole."""
+        readline, chunk = self._f.readline, self.CHUNK
+        while n > 0:
+            part = readline(chunk)
+            if not part:
+                break
+            if len(part) < chunk or part.endswith(b"\n"):      # the end of a line (or of the file)
+                n -= 1
+                self._line += 1
 
     def assigned(self) -> set:
         return {self.stream}
