@@ -367,14 +367,16 @@ class MLPClassifier(TorchClassifier):
         return {**super()._extra_state(), "members": self.members, "lr_spread": self.lr_spread}
 
     def load_state_dict(self, s: dict):
-        if s.get("built") and "members" not in s.get("extra", {}):
-            self.members = 1   # saved before `members` existed (default 3 since issue 15): one network
-        saved = s.get("extra", {}).get("lr_spread", 1.0)   # absent: saved before `lr_spread` (all at lr)
-        if s.get("built") and "lr_spread" not in s.get("extra", {}):
-            self.lr_spread = 1.0   # resumed as it was trained
-        elif s.get("built") and s["extra"].get("members", 1) > 1 and float(saved) != float(self.lr_spread):
-            raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
-                             f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) to resume it")
+        extra = s.get("extra", {})
+        if s.get("built"):
+            for name, value in self.PARAMS_BEFORE.items():   # saved before the parameter existed:
+                if name not in extra:                          # resumed as it was trained
+                    setattr(self, name, value)
+            saved = extra.get("lr_spread", self.lr_spread)
+            if extra.get("members", 1) > 1 and float(saved) != float(self.lr_spread):
+                raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
+                                 f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) "
+                                 "to resume it")
         return super().load_state_dict(s)
 
 
