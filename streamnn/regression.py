@@ -245,6 +245,10 @@ class MLPRegressor(TorchRegressor):
         return MLP(n_in, n_out, hidden=tuple(self.hidden), activation=self.activation,
                    dropout=self.dropout, norm=self.norm, init=self.init, members=self.members)
 
+    # A parameter added after checkpoints were written, and the value it had before (the network
+    # alone): a runtime checkpoint without it resumes with `linear = false` in the config.
+    PARAMS_BEFORE = {"linear": False}
+
     # -- the linear path (`linear=True`): RLS models next to the network, blended by hedge --------
 
     def _reset(self):

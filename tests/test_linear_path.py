@@ -168,3 +168,16 @@ def test_wide_inputs_learn_with_the_network_alone_and_resume(tmp_path, monkeypat
     back = streamnn.load(tmp_path / "m.pt")
     x = {f"f{j}": 0.5 for j in range(5)}
     assert back.linear_ is None and back.predict_one(x) == grown.predict_one(x)
+
+
+def test_a_runtime_checkpoint_from_before_the_linear_path_resumes_with_linear_false():
+    """The runtime compared the missing parameter (None) with the config's value, so the fix the
+    error names (`linear = false`) was refused too."""
+    from streamnn.runtime.state import check_compatible
+    from streamnn.serialization import _plain_params
+    params = _plain_params(MLPRegressor(seed=0))
+    del params["linear"]                                        # written before the parameter existed
+    ck = {"learner": "streamnn.regression.MLPRegressor", "params": params}
+    check_compatible(ck, MLPRegressor(seed=0, linear=False), "ck")
+    with pytest.raises(CheckpointError, match=r"linear: checkpoint False vs config True"):
+        check_compatible(ck, MLPRegressor(seed=0), "ck")
