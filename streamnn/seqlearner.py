@@ -25,6 +25,11 @@ class SequenceLearner(FrameLearning):
     """The data path of the sequence learners; mixed in before `TorchClassifier`/`TorchRegressor`,
     whose targets, losses and classes it keeps, replacing rows by per-key sequences."""
 
+    # Parameters a runtime checkpoint may differ in: `max_keys` bounds memory, not what was
+    # learned (it was unbounded, None, before it defaulted to MAX_KEYS; a TOML config cannot say
+    # None, so such checkpoints resume under the config's bound)
+    RESUME_FREE = ("max_keys",)
+
     def _init_sequence(self, cell, hidden_size, num_layers, dropout, stateful, window, bptt, key,
                        max_keys, many_to_many):
         self.cell, self.hidden_size, self.num_layers, self.dropout = cell, hidden_size, num_layers, dropout

@@ -279,3 +279,17 @@ def test_the_default_key_bound_forgets_the_least_recently_learned_key():
         m.learn_one({"k": i, "a": float(i % 7)}, float(i % 3))
     assert len(m.keys_) == 50 and m.keys_.n_evicted_keys == 70
     assert m.keys_.get(119) is not None and m.keys_.get(0) is None
+
+
+def test_a_runtime_checkpoint_from_before_the_key_bound_resumes_under_it():
+    """Checkpoints written while max_keys defaulted to None (unbounded) were refused against the
+    new default, and a TOML config cannot say None: max_keys bounds memory, not what was learned,
+    so a checkpoint may differ in it; other parameters still may not."""
+    from streamnn.checkpoint import CheckpointError
+    from streamnn.runtime.state import check_compatible
+    from streamnn.serialization import _plain_params
+    params = {**_plain_params(LSTMRegressor(seed=0)), "max_keys": None}
+    ck = {"learner": "streamnn.sequence.LSTMRegressor", "params": params}
+    check_compatible(ck, LSTMRegressor(seed=0), "ck")
+    with pytest.raises(CheckpointError, match=r"hidden_size: checkpoint 32 vs config 8"):
+        check_compatible(ck, LSTMRegressor(seed=0, hidden_size=8), "ck")

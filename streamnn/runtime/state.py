@@ -324,7 +324,8 @@ def check_compatible(ck: dict, learner, path: str) -> None:
     mine = _plain_params(learner)
     before = getattr(learner, "PARAMS_BEFORE", {})   # a parameter added later: the value it had before
     theirs = {k: ck["params"].get(k, before.get(k)) for k in set(mine) | set(ck["params"])}
-    diff = sorted(k for k in theirs if mine.get(k) != theirs[k])
+    free = getattr(learner, "RESUME_FREE", ())      # bounds on resources, not on what was learned
+    diff = sorted(k for k in theirs if mine.get(k) != theirs[k] and k not in free)
     if diff:
         detail = ", ".join(f"{k}: checkpoint {theirs[k]!r} vs config {mine.get(k)!r}" for k in diff)
         raise CheckpointError(f"checkpoint {path} was written with other learner parameters ({detail}); "
