@@ -45,10 +45,16 @@ import math
 from collections import deque
 
 import numpy as np
+import torch
 
 from .alarm_signals import RangeNovelty
 
 __all__ = ["Likelihood", "RangeNovelty", "AnomalyLikelihood", "fisher", "fisher_many"]
+
+
+def _floats(v) -> list:
+    """A saved sequence of floats (a float64 tensor, or a list in older checkpoints) as a list."""
+    return v.tolist() if torch.is_tensor(v) else list(v)
 
 _LOG10 = math.log(10.0)
 
@@ -185,11 +191,13 @@ class _Tail:
         return twin
 
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "means": list(self.means),
+        # float64 tensors, not lists: a checkpoint pickles a list's thousands of floats one by one
+        return {"recent": torch.tensor(list(self.recent), dtype=torch.float64),
+                "means": torch.tensor(list(self.means), dtype=torch.float64),
                 "sums": [self.s_recent, self.s1, self.s2]}
 
-    def load_state_dict(self, s: dict):
-        self.recent, self.means = deque(s["recent"]), deque(s["means"])
+    def load_state_dict(self, s: dict):   # lists: checkpoints written before session 9
+        self.recent, self.means = deque(_floats(s["recent"])), deque(_floats(s["means"]))
         self.s_recent = math.fsum(self.recent)
         self.s1 = math.fsum(self.means)
         self.s2 = math.fsum(m * m for m in self.means)

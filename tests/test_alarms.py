@@ -49,6 +49,26 @@ def test_state_round_trip_resumes_exactly():
     assert [f for _, f in ra] == [f for _, f in rb] and any(f for _, f in ra)
 
 
+def test_state_is_tensors_and_old_list_states_still_load():
+    """The history is saved as float64 tensors (a list of 10,000 floats made every runtime
+    checkpoint of the detector cost ~70 ms to pickle); a state saved as lists still resumes."""
+    import torch
+
+    a = Likelihood(learning=50, long=300)
+    for r in _noise(500):
+        a.update(r)
+    s = a.state_dict()
+    assert torch.is_tensor(s["means"]) and s["means"].dtype == torch.float64 and len(s["means"]) == 300
+    assert torch.is_tensor(s["recent"])
+    old = {**s, "recent": s["recent"].tolist(), "means": s["means"].tolist()}
+    b, c = Likelihood(learning=50, long=300), Likelihood(learning=50, long=300)
+    b.load_state_dict(s)
+    c.load_state_dict(old)
+    rest = _noise(300, seed=4) + [9.0] * 10
+    ra, rb, rc = ([m.update(r) for r in rest] for m in (a, b, c))
+    assert ra == rb == rc
+
+
 def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="quiet"):
         Likelihood(quiet=0.6, alarm=0.5)
