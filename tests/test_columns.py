@@ -193,6 +193,20 @@ def test_lines_are_dumps_of_the_dicts():
     assert out.lines() == [dumps(o) for o in out]
 
 
+@pytest.mark.parametrize("col", [
+    [0.5] * 4, [0.0, -0.0, 0.0, 0.0], [-0.0] * 4, [float("nan")] * 4, [float("inf")] * 4, [False] * 4,
+    [True, False, False, True], [0, 0, 0, 0], [0, 1, 0, 7], [0, False, 0, 0], [1, 1.0, True, 1],
+    ["a", "a", "a", "a"], ["a", "b%s", "a", "c"], [None] * 4, [SKIP] * 4, [0.5, SKIP, 0.5, 0.5],
+    [1, 2, 3, float("nan")], [2 ** 70] * 4, [{"t": 1.0}] * 4, ["%d %%"] * 4])
+def test_lines_of_shared_and_typed_columns_are_dumps_of_the_dicts(col):
+    """A column every row shares (written once into the format), ints, booleans and texts: the
+    lines are still exactly `dumps` of each output (signed zeros, NaN, 0 vs False, 1 vs 1.0)."""
+    recs = [Record(b"{}", {"file": "s.csv", "line": i}, "s.csv", i) for i in range(4)]
+    for ts in (None, ["t"] * 4, [1.5, 2.5, 3.5, 4.5]):
+        out = OutputBatch(recs, {"score": [0.1, 0.2, 0.3, 0.4], "c": col, "d": list(reversed(col))}, timestamps=ts)
+        assert out.lines() == [dumps(o) for o in out]
+
+
 @pytest.mark.parametrize("keys", [None, ["a"] * 6, ["a", "b", None, "a", None, "b"], [1, 1.0, True, "1", 1, 2]])
 def test_lag_block_equals_a_loop_over_events(keys):
     vals = [1.0, float("nan"), 3.0, 4.0, 5.0, 6.0]

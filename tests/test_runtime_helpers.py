@@ -6,6 +6,8 @@ import json
 import math
 import random
 
+import pytest
+
 import torch
 
 from streamnn.runtime.config import parse
@@ -73,3 +75,36 @@ def assert_same_state(a, b):
         assert isinstance(b, float) and math.isnan(b)
     else:
         assert a == b, (a, b)
+
+
+@pytest.mark.parametrize("kw", [{"fixed": 0.5}, {"sigma": 2.0, "warmup": 20}, {"sigma": 3.0, "warmup": 5, "log": False}])
+def test_score_threshold_check_many_equals_checks_one_by_one(kw):
+    """The runtime flags a batch's scores in one call; flags, thresholds and the running statistics
+    are those of a loop of `check` (NaN, inf, 0 and negative scores included)."""
+    from streamnn.runtime.state import ScoreThreshold
+
+    rng = random.Random(1)
+    scores = [rng.lognormvariate(0, 1) for _ in range(200)] + [float("nan"), float("inf"), 0.0, -1.0, 80.0]
+    rng.shuffle(scores)
+    fixed, sigma, warmup, log = kw.get("fixed"), kw.get("sigma", 4.0), kw.get("warmup", 256), kw.get("log", True)
+    n, mean, var, loop = 0, 0.0, 0.0, []   # the rule written out: EWMA of (log) finite scores
+    for s in scores:
+        thr = fixed if fixed is not None else (math.inf if n < warmup else
+                                               (math.exp if log else float)(mean + sigma * math.sqrt(var)))
+        loop.append((s >= thr, thr))
+        if math.isfinite(s):
+            v = math.log(max(s, 1e-12)) if log else s
+            n += 1
+            a = max(0.01, 1.0 / n)
+            d = v - mean
+            mean, var = mean + a * d, (1 - a) * (var + a * d * d)
+    one, many = ScoreThreshold(**kw), ScoreThreshold(**kw)
+    assert [one.check(s) for s in scores] == loop
+    flags, thresholds = [], []
+    for i in range(0, len(scores), 37):
+        f, t = many.check_many(scores[i:i + 37])
+        flags += f
+        thresholds += t
+    assert [f for f, _ in loop] == flags and any(flags) and not all(flags)
+    assert [t for _, t in loop] == pytest.approx(thresholds, rel=1e-12)
+    assert one.state_dict() == many.state_dict() and many.n == sum(map(math.isfinite, scores))

@@ -167,29 +167,29 @@ class OutputBatch(Sequence):
         if not recs:
             return []
         keys = self.output_keys()
-        parts = []   # (label, column of JSON texts, or of finite floats / ints for %r / %d)
+        parts = []   # (label, values, spec): see `_column`
         if self.key_field or any(k is not None for k in keys):
-            parts.append((',"key":', _cached(keys, skip=not self.key_field)))
-        if self.timestamps is not None:
-            parts.append((',"timestamp":', [_estr(v) if type(v) is str else encode(v) for v in self.timestamps]))
-        for name, col in self.fields.items():
-            label = "," + _estr(name) + ":"
-            if _finite_floats(col):
-                parts.append((label, col, "%r"))
-            else:
-                parts.append((label, [None if v is SKIP else encode(v) for v in col]))
+            parts.append((',"key":', _cached(keys, skip=not self.key_field), "%s"))
+        columns = [(',"timestamp":', self.timestamps)] if self.timestamps is not None else []
+        columns += [("," + _estr(name) + ":", col) for name, col in self.fields.items()]
+        for label, col in columns:
+            values, spec = _column(col)
+            if spec != "skip":
+                parts.append((label, values, spec))
         head = self._head(recs)
-        if head is not None and not any(None in p[1] for p in parts):   # one format for every row
+        if head is not None and not any(p[2] == "%s" and None in p[1] for p in parts):   # one format for every row
             fmt, offsets = head
-            fmt += "".join(p[0].replace("%", "%%") + (p[2] if len(p) > 2 else "%s") for p in parts) + "}"
-            return [fmt % row for row in zip(offsets, offsets, *(p[1] for p in parts))]
+            fmt += "".join((label + values).replace("%", "%%") if spec == "" else label.replace("%", "%%") + spec
+                           for label, values, spec in parts) + "}"
+            return [fmt % row for row in zip(offsets, offsets, *(p[1] for p in parts if p[2] != ""))]
         if self.ids is None:
             ids = [encode(f"{r.stream}:{r.offset}") for r in recs]
         else:
             ids = list(map(encode, self.ids))
         out = ['{"id":' + i + ',"position":' + p for i, p in zip(ids, _positions(recs))]
-        for p in parts:
-            label, col = p[0], p[1] if len(p) == 2 else encode_floats(p[1])
+        for label, values, spec in parts:
+            col = (encode_floats(values) if spec == "%r" else list(map(int.__repr__, values)) if spec == "%d"
+                   else [values] * len(recs) if spec == "" else values)
             out = [s if c is None else s + label + c for s, c in zip(out, col)]
         return [s + "}" for s in out]
 
@@ -198,18 +198,35 @@ class OutputBatch(Sequence):
         '{"id":...,"position":{...}' with two %d for the offset, and the offsets; else None."""
         if self.ids is not None:
             return None
-        r0 = recs[0]
+        r0, n = recs[0], len(recs)
         stream, offsets = r0.stream, [r.offset for r in recs]
         p = _prefix(r0.position, r0.offset)
-        if not p or any(r.stream != stream for r in recs) or any(type(o) is not int for o in offsets):
+        if not p or [r.stream for r in recs].count(stream) != n or set(map(type, offsets)) != {int}:
             return None
         text, size, last = p
-        for r in recs:   # a source writes one stream's positions with the same fields in one order
-            pos = r.position
-            if len(pos) != size or pos.get(last) != r.offset:
-                return None
+        # a source writes one stream's positions with the same fields in one order
+        positions = [r.position for r in recs]
+        if list(map(len, positions)).count(size) != n or [q.get(last) for q in positions] != offsets:
+            return None
         return ('{"id":' + _estr(stream + ":")[:-1].replace("%", "%%") + '%d","position":'
                 + text.replace("%", "%%") + "%d}"), offsets
+
+
+def _column(col: list) -> tuple:
+    """(values, spec) of an output column for `OutputBatch.lines`: "%r" finite floats, "%d" ints,
+    "" one JSON text every row shares (values is that text), "skip" a field no row carries, or
+    "%s" JSON texts (None where the row leaves the field out)."""
+    v0, t0 = col[0], type(col[0])
+    one = set(map(type, col)) == {t0}
+    if one and col.count(v0) == len(col) and not (t0 is float and v0 == 0.0):
+        return (None, "skip") if v0 is SKIP else (encode(v0), "")   # (a signed zero is not shared)
+    if one and t0 is float and _finite_floats(col):
+        return col, "%r"
+    if one and t0 is int:
+        return col, "%d"
+    if one and t0 is bool:
+        return ["true" if v else "false" for v in col], "%s"
+    return [None if v is SKIP else _estr(v) if type(v) is str else encode(v) for v in col], "%s"
 
 
 def _finite_floats(col) -> bool:

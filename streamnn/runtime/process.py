@@ -117,12 +117,10 @@ class BatchPath:
         c, fields, n = unit.counters, predicted.fields, len(ys)
         column = ys if len(has) == n else [SKIP if y is NO_TARGET else y for y in ys]
         if unit.task.kind == "anomaly":
-            thr, flags, thresholds = unit.threshold, [], []
-            for s in fields["score"]:
-                flag, t = thr.check(s)
-                flags.append(flag)
-                thresholds.append(t if math.isfinite(t) else None)
-                c["anomalies"] += flag
+            flags, thresholds = unit.threshold.check_many(fields["score"])
+            if not all(map(math.isfinite, thresholds)):
+                thresholds = [t if math.isfinite(t) else None for t in thresholds]
+            c["anomalies"] += sum(flags)
             fields["anomaly"], fields["threshold"], fields["label"] = flags, thresholds, column
             return []
         fields["y"] = column

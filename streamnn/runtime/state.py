@@ -277,26 +277,36 @@ class ScoreThreshold:
         self.fixed, self.sigma, self.warmup, self.alpha, self.log = fixed, sigma, warmup, alpha, log
         self.n, self.mean, self.var = 0, 0.0, 0.0
 
-    def threshold(self) -> float:
-        if self.fixed is not None:
-            return self.fixed
-        if self.n < self.warmup:
-            return math.inf
-        t = self.mean + self.sigma * math.sqrt(self.var)
-        return math.exp(t) if self.log else t
-
     def check(self, score: float):
         """(is the score anomalous, the threshold it was compared with); then learn from it."""
-        thr = self.threshold()
-        flag = score >= thr
-        if math.isfinite(score):
-            s = math.log(max(score, 1e-12)) if self.log else score
-            self.n += 1
-            a = max(self.alpha, 1.0 / self.n)
-            d = s - self.mean
-            self.mean += a * d
-            self.var = (1 - a) * (self.var + a * d * d)
-        return flag, thr
+        flags, thresholds = self.check_many([score])
+        return flags[0], thresholds[0]
+
+    def check_many(self, scores: list) -> tuple:
+        """`check` of each score in turn: (flags, thresholds), the same floats as a loop."""
+        fixed, log, alpha, warm, sigma = self.fixed, self.log, self.alpha, self.warmup, self.sigma
+        n, mean, var = self.n, self.mean, self.var
+        isfinite, ln, exp, sqrt, inf = math.isfinite, math.log, math.exp, math.sqrt, math.inf
+        flags, thresholds = [], []
+        for score in scores:
+            if fixed is not None:
+                thr = fixed
+            elif n < warm:
+                thr = inf
+            else:
+                t = mean + sigma * sqrt(var)
+                thr = exp(t) if log else t
+            flags.append(score >= thr)
+            thresholds.append(thr)
+            if isfinite(score):
+                s = ln(max(score, 1e-12)) if log else score
+                n += 1
+                a = max(alpha, 1.0 / n)
+                d = s - mean
+                mean += a * d
+                var = (1 - a) * (var + a * d * d)
+        self.n, self.mean, self.var = n, mean, var
+        return flags, thresholds
 
     def state_dict(self) -> dict:
         return {"n": self.n, "mean": self.mean, "var": self.var}
