@@ -261,6 +261,51 @@ def test_decode_batch_equals_a_loop_of_decode_on_csv(name):
     check()
 
 
+clean_cells = st.one_of(st.sampled_from(["1", "-2.5", "0", "1e3", "7", "0.0", "-0.0", "1e308"]),
+                        st.floats(allow_nan=False, allow_infinity=False).map(repr))
+text_cells = st.sampled_from(["2013-12-02 21:15:00", "m1", "5", "", "2.5", "\u00e9t\u00e9", "x:y"])
+odd_cells = st.sampled_from(["", "nan", "inf", "-Infinity", "x", "1e400", "1e31", "1_0", " 3 ", "\x1c5", "\u0663",
+                             "2024-01-01 00:00", "\u00e9", "true", "0x1", "+nan"])
+clean_row = st.tuples(text_cells, text_cells, clean_cells, clean_cells, clean_cells, clean_cells)
+CSV_BLOCK_DECODERS = {
+    **CSV_DECODERS,
+    "block_label": dict(features=["a", "b"], target="y", target_kind="label", key="k", timestamp="ts"),
+    "block_regression": dict(features=FIELDS, target="y", timestamp="ts", max_abs=1e30),
+    "block_targets": dict(features=["a"], target=["y", "b"], key="k"),
+    "block_no_target": dict(features=["a", "noise"], target=None, timestamp="ts"),
+    "block_absent_target": dict(features=[], target="zz", key="k"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_BLOCK_DECODERS))
+def test_csv_blocks_equal_a_loop_of_decode(name, monkeypatch):
+    """Batches of plain CSV rows are read column by column (`_csv_block`); with or without one odd
+    cell they give exactly what `decode` gives record by record, and a clean batch takes the block."""
+    from streamnn.runtime import decoding
+
+    dec = Decoder(max_bytes=200, format="csv", columns=CSV_COLUMNS, **CSV_BLOCK_DECODERS[name])
+    row_path = []
+    real = decoding._read_plain
+    monkeypatch.setattr(decoding, "_read_plain", lambda *a: row_path.append(1) or real(*a))
+
+    @SETTINGS
+    @given(st.lists(clean_row, min_size=4, max_size=24), st.none() | st.tuples(st.integers(0, 23), st.integers(0, 5), odd_cells))
+    def check(rows, odd):
+        rows = [list(r) for r in rows]
+        if odd is not None:
+            i, j, cell = odd
+            rows[i % len(rows)][j] = cell
+        recs = [Record(",".join(r).encode(), {"file": "f", "line": i}, "f", i) for i, r in enumerate(rows)]
+        row_path.clear()
+        _compare(dec, recs)
+        targets = [CSV_COLUMNS.index(t) for t in (dec.targets or [dec.target]) if t in CSV_COLUMNS]
+        fits = (lambda: dec.target_kind == "label" or all(abs(float(r[j])) <= dec.max_abs for r in rows for j in targets))
+        if odd is None and not dec.event_id and not dec.required and fits():
+            assert not row_path   # the block took it
+
+    check()
+
+
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_decode_batch_equals_a_loop_of_decode(name):
     """`decode_batch` on generated batches (hostile and clean records mixed) gives exactly the
