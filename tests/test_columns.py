@@ -197,7 +197,10 @@ def test_lines_are_dumps_of_the_dicts():
     [0.5] * 4, [0.0, -0.0, 0.0, 0.0], [-0.0] * 4, [float("nan")] * 4, [float("inf")] * 4, [False] * 4,
     [True, False, False, True], [0, 0, 0, 0], [0, 1, 0, 7], [0, False, 0, 0], [1, 1.0, True, 1],
     ["a", "a", "a", "a"], ["a", "b%s", "a", "c"], [None] * 4, [SKIP] * 4, [0.5, SKIP, 0.5, 0.5],
-    [1, 2, 3, float("nan")], [2 ** 70] * 4, [{"t": 1.0}] * 4, ["%d %%"] * 4])
+    [1, 2, 3, float("nan")], [2 ** 70] * 4, [{"t": 1.0}] * 4, ["%d %%"] * 4,
+    [{"t": 1.5, "u%\"\u00e9": -2.0}, {"t": 0.25, "u%\"\u00e9": 3.0}, {"t": -0.0, "u%\"\u00e9": 1e300}, {"t": 2.0, "u%\"\u00e9": 5e-324}],
+    [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}, {"b": 4.0}], [{}, {}, {}, {}], [{1: 1.0}, {1: 2.0}, {1: 3.0}, {1: 4.0}],
+    [{"a": 1.0, "b": 2.0}, {"b": 2.0, "a": 1.0}, {"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0}]])
 def test_lines_of_shared_and_typed_columns_are_dumps_of_the_dicts(col):
     """A column every row shares (written once into the format), ints, booleans and texts: the
     lines are still exactly `dumps` of each output (signed zeros, NaN, 0 vs False, 1 vs 1.0)."""

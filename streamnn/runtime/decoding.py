@@ -3,8 +3,10 @@
 Records whose values are plain (number, boolean or null features; finite numeric or label
 targets within range; a string or integer id) are read here without building an `Event`; any
 other record goes through the per-record `Decoder.decode`, so every reason and conversion is the
-same as there (tests/test_fuzz.py proves the two equal on generated records). The range rule is
-checked on the feature matrix at once, and the dead letters keep the records' order.
+same as there (tests/test_fuzz.py proves the two equal on generated records). A CSV batch whose
+rows are all plain is read column by column (`_csv_block`: one split, `float` over a column at
+once); any other CSV batch goes row by row. The range rule is checked on the feature matrix at
+once, and the dead letters keep the records' order.
 
 >>> from streamnn.runtime.records import Record
 >>> from streamnn.runtime.schema import Decoder

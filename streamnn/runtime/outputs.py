@@ -173,6 +173,11 @@ class OutputBatch(Sequence):
         columns = [(',"timestamp":', self.timestamps)] if self.timestamps is not None else []
         columns += [("," + _estr(name) + ":", col) for name, col in self.fields.items()]
         for label, col in columns:
+            flat = _float_dicts(col)
+            if flat is not None:   # dicts of finite floats, one set of keys: a column per key
+                parts += [((label + "{" if j == 0 else ",") + _estr(k) + ":", vals, "%r")
+                          for j, (k, vals) in enumerate(flat)] + [("}", "", "")]
+                continue
             values, spec = _column(col)
             if spec != "skip":
                 parts.append((label, values, spec))
@@ -218,7 +223,7 @@ def _column(col: list) -> tuple:
     "%s" JSON texts (None where the row leaves the field out)."""
     v0, t0 = col[0], type(col[0])
     one = set(map(type, col)) == {t0}
-    if one and col.count(v0) == len(col) and not (t0 is float and v0 == 0.0):
+    if one and t0 in _SCALARS and col.count(v0) == len(col) and not (t0 is float and v0 == 0.0):
         return (None, "skip") if v0 is SKIP else (encode(v0), "")   # (a signed zero is not shared)
     if one and t0 is float and _finite_floats(col):
         return col, "%r"
@@ -227,6 +232,19 @@ def _column(col: list) -> tuple:
     if one and t0 is bool:
         return ["true" if v else "false" for v in col], "%s"
     return [None if v is SKIP else _estr(v) if type(v) is str else encode(v) for v in col], "%s"
+
+
+def _float_dicts(col: list):
+    """[(key, its column of finite floats), ...] when every value of `col` is a dict with the
+    same string keys in the same order, all values finite floats (multi-target predictions); else None."""
+    d0 = col[0]
+    if type(d0) is not dict or not d0 or set(map(type, col)) != {dict}:
+        return None
+    keys = list(d0)
+    if set(map(type, keys)) != {str} or any(list(d) != keys for d in col):
+        return None
+    flat = [(k, [d[k] for d in col]) for k in keys]
+    return flat if all(_finite_floats(vals) for _, vals in flat) else None
 
 
 def _finite_floats(col) -> bool:
@@ -245,6 +263,7 @@ class _Skip:
 
 
 SKIP = _Skip()   # a field this output does not carry
+_SCALARS = (bool, int, float, str, type(None), _Skip)   # equal values of these write the same JSON
 
 
 def _cached(values: list, skip: bool = False) -> list:
