@@ -28,7 +28,19 @@ def _river_check(item):
     return m.group(1) if m else None
 
 
+def _measured_slow() -> set:
+    """Node ids listed in tests/slow_tests.txt (measured durations; see its header)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+    with open(path) as f:
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m "not slow"` deselects
 def pytest_collection_modifyitems(config, items):
+    slow = _measured_slow()
+    for item in items:
+        if item.nodeid in slow:
+            item.add_marker(pytest.mark.slow)
     if not os.environ.get("STREAMNN_FAST"):
         return
     # The fast subset: no slow or Kafka test, and river's check suite (yield_checks, which repeats
