@@ -160,8 +160,11 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
             return float(self._prior(1)[0])
-        out = self._output(self._scale(self.features_.row(x, grow=False)))
-        return float(self._unscale(out))
+        return float(self._unscale(self._predict_row(self.features_.row(x, grow=False))))
+
+    def _predict_row(self, row: np.ndarray) -> np.ndarray:
+        """A raw row (F,) -> its prediction () in scaled target units (predict_one's)."""
+        return self._output(self._scale(row))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
@@ -268,8 +271,26 @@ class MLPRegressor(TorchRegressor):
             else:
                 self.linear_.grow(n_in)
 
-    def _output(self, Z):
+    def _invalidate(self):
+        super()._invalidate()
+        self._seen = None   # the last predict_one while nothing changed since: (row, Z, network's output)
+
+    def _predict_row(self, row):
+        """As `TorchRegressor._predict_row`, and with the linear path, remember the row, its
+        scaled form and the network's output: a `learn_one` of the same row next (the
+        prequential pattern) finds them in `_step` instead of computing them again."""
+        Z = self._scale(row)
         net = super()._output(Z)
+        if self.linear_ is not None:
+            self._seen = (row, Z, net)
+        return self._blend(Z, net)
+
+    def _output(self, Z):
+        return self._blend(Z, super()._output(Z))
+
+    def _blend(self, Z, net):
+        """Scaled rows Z (n, F) or (F,) and the network's outputs on them -> the outputs mixed with
+        the linear path's (scaled target units)."""
         if self.linear_ is None or self.linear_.network_only():
             return net
         Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
@@ -296,12 +317,18 @@ class MLPRegressor(TorchRegressor):
         """Before the network's step: the hedge scores the predictions made on the new rows (the
         network's and the linear models', with the scalers as they were) and the linear models
         learn the rows; learn_many and learn_one take the same steps, so the same path."""
+        seen, self._seen = self._seen, None   # the step changes what a prediction depends on
         if self.linear_ is not None and self._pending:
             X, Y, W = self.buffer_.last(self._pending, copy=False)   # read before the step writes
-            Z = self._scale(X)
+            if len(X) == 1 and seen is not None and seen[0].shape == X[0].shape and (
+                    seen[0].tobytes() == X[0].tobytes()):   # predicted just before: the same arrays
+                Z, net = seen[1].reshape(1, -1), seen[2].reshape(1)
+            else:
+                Z = self._scale(X)
+                net = self._forward(Z)[:, 0]
             center, unit = self._target_window()
             T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
-            net = self._unscale(self._forward(Z)[:, 0])
+            net = self._unscale(net)
             unit_w = self.buffer_.unit or (W == 1.0).all()
             self.linear_.learn(self._raw_like(Z), T, net, center, unit, None if unit_w else W)
         super()._step()
