@@ -276,23 +276,31 @@ class MLPRegressor(TorchRegressor):
         self._seen = None   # the last predict_one while nothing changed since: (row, Z, network's output)
 
     def _predict_row(self, row):
-        """As `TorchRegressor._predict_row`, and with the linear path, remember the row, its
-        scaled form and the network's output: a `learn_one` of the same row next (the
-        prequential pattern) finds them in `_step` instead of computing them again."""
+        """As `TorchRegressor._predict_row`; with the linear path, in Python floats after the
+        linear models' one product (`LinearPath.blend_one`), and remembered: a `learn_one` of the
+        same row next (the prequential pattern) finds the scaled row, the network's output and
+        the rest in `_step` instead of computing them again."""
         Z = self._scale(row)
-        net = super()._output(Z)
-        if self.linear_ is not None:
-            self._seen = (row, Z, net)
-        return self._blend(Z, net)
+        net = super()._output(Z)                       # () scaled target units
+        if self.linear_ is None:
+            return net
+        seen = self._seen = [row, Z, net, None, None]  # + the row in its own units, net in target units
+        if self.linear_.network_only():
+            return net
+        center, unit = self._target_window()
+        raw = seen[3] = self._raw_like(Z.reshape(1, -1))
+        net_t = seen[4] = float(self._unscale(net))
+        return (self.linear_.blend_one(raw, net_t, center, unit) - center) / unit   # as `_blend`
 
     def _output(self, Z):
-        return self._blend(Z, super()._output(Z))
+        net = super()._output(Z)
+        if self.linear_ is None or self.linear_.network_only():
+            return net
+        return self._blend(Z, net)
 
     def _blend(self, Z, net):
         """Scaled rows Z (n, F) or (F,) and the network's outputs on them -> the outputs mixed with
         the linear path's (scaled target units)."""
-        if self.linear_ is None or self.linear_.network_only():
-            return net
         Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
         center, unit = self._target_window()
         raw = self.linear_.blend(self._raw_like(Z2), self._unscale(net.reshape(-1)), center, unit)
@@ -320,17 +328,17 @@ class MLPRegressor(TorchRegressor):
         seen, self._seen = self._seen, None   # the step changes what a prediction depends on
         if self.linear_ is not None and self._pending:
             X, Y, W = self.buffer_.last(self._pending, copy=False)   # read before the step writes
-            if len(X) == 1 and seen is not None and seen[0].shape == X[0].shape and (
-                    seen[0].tobytes() == X[0].tobytes()):   # predicted just before: the same arrays
-                Z, net = seen[1].reshape(1, -1), seen[2].reshape(1)
-            else:
-                Z = self._scale(X)
-                net = self._forward(Z)[:, 0]
             center, unit = self._target_window()
             T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
-            net = self._unscale(net)
             unit_w = self.buffer_.unit or (W == 1.0).all()
-            self.linear_.learn(self._raw_like(Z), T, net, center, unit, None if unit_w else W)
+            if len(X) == 1 and seen is not None and seen[0].shape == X[0].shape and (
+                    seen[0].tobytes() == X[0].tobytes()):   # predicted just before: the same arrays
+                raw = seen[3] if seen[3] is not None else self._raw_like(seen[1].reshape(1, -1))
+                net = np.array([seen[4] if seen[4] is not None else float(self._unscale(seen[2]))])
+            else:
+                Z = self._scale(X)
+                raw, net = self._raw_like(Z), self._unscale(self._forward(Z)[:, 0])
+            self.linear_.learn(raw, T, net, center, unit, None if unit_w else W)
         super()._step()
 
     def _extra_state(self):
