@@ -162,7 +162,8 @@ class LinearPath:
 
     def _offsets(self, X: np.ndarray) -> np.ndarray:
         """(n, F) -> (n, d): the columns' offsets from the origin, then 1 (the bias)."""
-        Z = _with_bias(X, self.W.shape[1])
+        d = self.W.shape[1]
+        Z = np.concatenate((X, np.ones((len(X), 1))), axis=1) if X.shape[1] == d - 1 else _with_bias(X, d)
         Z -= self._ox
         return Z
 

@@ -311,8 +311,13 @@ class MLPRegressor(TorchRegressor):
         """Scaled rows -> the rows in their own units, as winsorised and imputed by the scaler."""
         X = Z.astype(np.float64)
         if self.scale_inputs is not None:
-            F = min(X.shape[1], len(self.scaler_.mean))
-            X[:, :F] = X[:, :F] * self.scaler_.std[:F] + self.scaler_.mean[:F]
+            std, mean = self.scaler_.std, self.scaler_.mean
+            if len(mean) == X.shape[1]:   # the usual case, in place: the same operations
+                X *= std
+                X += mean
+            else:
+                F = min(X.shape[1], len(mean))
+                X[:, :F] = X[:, :F] * std[:F] + mean[:F]
         return X
 
     def _target_window(self) -> tuple:
