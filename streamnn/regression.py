@@ -273,7 +273,7 @@ class MLPRegressor(TorchRegressor):
 
     def _invalidate(self):
         super()._invalidate()
-        self._seen = None   # the last predict_one while nothing changed since: (row, Z, network's output)
+        self._seen = None   # the last predict_one while nothing changed since (`_predict_row`)
 
     def _predict_row(self, row):
         """As `TorchRegressor._predict_row`; with the linear path, in Python floats after the
@@ -281,26 +281,22 @@ class MLPRegressor(TorchRegressor):
         same row next (the prequential pattern) finds the scaled row, the network's output and
         the rest in `_step` instead of computing them again."""
         Z = self._scale(row)
-        net = super()._output(Z)                       # () scaled target units
         if self.linear_ is None:
-            return net
+            return super()._output(Z)
+        Z = Z.reshape(1, -1)   # a batch of one, as `_step` computes it without a remembered row
+        net = super()._output(Z)[0]                    # scaled target units
         seen = self._seen = [row, Z, net, None, None]  # + the row in its own units, net in target units
         if self.linear_.network_only():
             return net
         center, unit = self._target_window()
-        raw = seen[3] = self._raw_like(Z.reshape(1, -1))
+        raw = seen[3] = self._raw_like(Z)
         net_t = seen[4] = float(self._unscale(net))
-        return (self.linear_.blend_one(raw, net_t, center, unit) - center) / unit   # as `_blend`
+        return (self.linear_.blend_one(raw, net_t, center, unit) - center) / unit   # as `_output`
 
     def _output(self, Z):
         net = super()._output(Z)
         if self.linear_ is None or self.linear_.network_only():
             return net
-        return self._blend(Z, net)
-
-    def _blend(self, Z, net):
-        """Scaled rows Z (n, F) or (F,) and the network's outputs on them -> the outputs mixed with
-        the linear path's (scaled target units)."""
         Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
         center, unit = self._target_window()
         raw = self.linear_.blend(self._raw_like(Z2), self._unscale(net.reshape(-1)), center, unit)
@@ -338,7 +334,7 @@ class MLPRegressor(TorchRegressor):
             unit_w = self.buffer_.unit or (W == 1.0).all()
             if len(X) == 1 and seen is not None and seen[0].shape == X[0].shape and (
                     seen[0].tobytes() == X[0].tobytes()):   # predicted just before: the same arrays
-                raw = seen[3] if seen[3] is not None else self._raw_like(seen[1].reshape(1, -1))
+                raw = seen[3] if seen[3] is not None else self._raw_like(seen[1])
                 net = np.array([seen[4] if seen[4] is not None else float(self._unscale(seen[2]))])
             else:
                 Z = self._scale(X)
