@@ -105,8 +105,9 @@ class LinearPath:
     def weights(self) -> np.ndarray:
         """(K + 1,) hedge weights: the linear models, then the network."""
         if self._weights is None:
-            e = np.exp(-self.eta * (self.L - self.L.min()))
-            self._weights = e / e.sum()
+            e = np.exp(-self.eta * (self.L - np.minimum.reduce(self.L)))
+            e /= np.add.reduce(e)
+            self._weights = e
         return self._weights
 
     def blend(self, X: np.ndarray, net: np.ndarray, center: float, unit: float) -> np.ndarray:
@@ -114,14 +115,30 @@ class LinearPath:
         weight times its prediction plus the linear models' weighted sum, clipped to the window
         center +- clip * unit (the target's running mean and deviation) scaled by their weight.
         Linear weights below 1e-4 in all are left out (the network's prediction as it is)."""
-        if self.network_only():
+        wn = float(self.weights()[-1])
+        if wn >= 1.0 - 1e-4:   # `network_only`
             return net
-        wn = self.weights()[-1]
         if self.origin is None:   # nothing learned yet: each linear model predicts the mean
             return (1.0 - wn) * center + wn * net
         v, c = self._mixed()
         lo, hi = (1.0 - wn) * (center - self.clip * unit), (1.0 - wn) * (center + self.clip * unit)
         return np.minimum(np.maximum(X @ v + c, lo), hi) + wn * net
+
+    def blend_one(self, X: np.ndarray, net: float, center: float, unit: float) -> float:
+        """`blend` of one row X (1, F) and the network's prediction `net` (a float): the same
+        IEEE operations in the same order, in Python floats after the one product (predict_one's
+        path, without the overhead of numpy calls on one value)."""
+        wn = float(self.weights()[-1])
+        if wn >= 1.0 - 1e-4:   # `network_only`
+            return net
+        if self.origin is None:
+            return (1.0 - wn) * center + wn * net
+        v, c = self._mixed()
+        lo, hi = (1.0 - wn) * (center - self.clip * unit), (1.0 - wn) * (center + self.clip * unit)
+        y = float((X @ v)[0]) + c
+        y = lo if y < lo else y          # np.maximum / np.minimum: NaN stays NaN
+        y = hi if y > hi else y
+        return y + wn * net
 
     def network_only(self) -> bool:
         """Whether the linear models' weights are below 1e-4 in all (left out of the blend: they
@@ -134,17 +151,21 @@ class LinearPath:
             w = self.weights()[:-1]
             v = w @ self.W                                  # (d,)
             x0, t0 = self.origin[:-1], self.origin[-1]
-            self._mix = v[:-1], float(v[-1] + w.sum() * t0 - v[:-1] @ x0)
+            self._mix = v[:-1], float(v[-1] + np.add.reduce(w) * t0 - v[:-1] @ x0)
         return self._mix
 
     def _clipped(self, P: np.ndarray, center: float, unit: float) -> np.ndarray:
         """Predictions as offsets from the target's origin, clipped to center +- clip * unit."""
-        h, t0 = self.clip * unit, self.origin[-1]
-        return np.minimum(np.maximum(P, center - t0 - h), center - t0 + h)
+        h, t0 = self.clip * unit, float(self.origin[-1])
+        np.maximum(P, center - t0 - h, out=P)
+        return np.minimum(P, center - t0 + h, out=P)
 
     def _offsets(self, X: np.ndarray) -> np.ndarray:
         """(n, F) -> (n, d): the columns' offsets from the origin, then 1 (the bias)."""
-        return _with_bias(X, self.W.shape[1]) - self._ox
+        d = self.W.shape[1]
+        Z = np.concatenate((X, np.ones((len(X), 1))), axis=1) if X.shape[1] == d - 1 else _with_bias(X, d)
+        Z -= self._ox
+        return Z
 
     def learn(self, X: np.ndarray, T: np.ndarray, net: np.ndarray, center: float, unit: float, W=None):
         """Rows (n, F) with targets (n,), and the network's prequential predictions on them (n,):
@@ -162,37 +183,73 @@ class LinearPath:
 
     def _learn(self, X, T, net, center, unit, W, first):
         n, K = len(T), len(self.W)
-        Z, t = self._offsets(X), T - self.origin[-1]               # (n, d), (n,)
+        t0 = float(self.origin[-1])
+        Z = self._offsets(X)                                       # (n, d)
+        if n == 1:
+            t = [float(T[0]) - t0]
+            self._score_one(Z, t[0], float(T[0]), float(net[0]), center, unit, first)
+            self._weights = self._mix = None
+            return self._solve(Z, t, W)
+        t = T - t0                                                 # (n,)
         err = np.empty((n, K + 1))
-        err[:, :K] = (center - self.origin[-1] if first else self._clipped(Z @ self.W.T, center, unit)) - t[:, None]
-        err[:, K] = net - T
+        np.subtract(center - t0 if first else self._clipped(Z @ self.W.T, center, unit), t[:, None], out=err[:, :K])
+        np.subtract(net, T, out=err[:, K])
         err *= 1.0 / unit
         np.abs(err, out=err)
         np.fmin(err, 1e6, out=err)                                 # NaN or inf -> 1e6
         if n == 1:
-            self.L = self.beta * self.L + err[0]
+            L = self.L * self.beta
+            L += err[0]
+            self.L = L
         else:
             self.L = self.beta ** n * self.L + self.beta ** np.arange(n - 1, -1, -1.0) @ err
         self._weights = self._mix = None
         self._solve(Z, t, W)
 
+    def _score_one(self, Z, t, T, net, center, unit, first):
+        """The hedge's update of `_learn` for one row, in Python floats after the one product: the
+        same IEEE operations in the same order as the array expressions."""
+        t0 = float(self.origin[-1])
+        if first:
+            preds = [center - t0] * len(self.W)
+        else:
+            h = self.clip * unit
+            lo, hi = center - t0 - h, center - t0 + h
+            preds = [(hi if p > hi else p) for p in ((lo if p < lo else p) for p in (Z @ self.W.T)[0].tolist())]   # `_clipped`
+        s, beta = 1.0 / unit, self.beta
+        L = []
+        for l0, e in zip(self.L.tolist(), [p - t for p in preds] + [net - T]):
+            e = abs(e * s)
+            L.append(l0 * beta + (e if e < 1e6 else 1e6))         # np.fmin: NaN or inf -> 1e6
+        self.L = np.array(L)
+
     def _solve(self, Z: np.ndarray, t: np.ndarray, w=None):
         """Every model learns the rows Z (n, d) with targets t (n,) in order: one recursive
         least-squares step each (Sherman-Morrison on P, the inverse information, then P / lam).
-        P stays exactly symmetric (its update is an outer product of one vector with itself)."""
-        W, P, lam_inv = self.W, self.P, self._lam_inv
+        P stays exactly symmetric (its update is an outer product of one vector with itself).
+        Written for one row at a time (the usual call): few numpy calls, each on whole arrays."""
+        W, P, lambdas, lam_inv = self.W, self.P, self.lambdas, self._lam_inv
+        K, d = W.shape
         for i in range(len(t)):
-            z, wi = Z[i], 1.0 if w is None else float(w[i])
+            z = Z[i]
             Pz = P @ z                                               # (K, d)
-            c = wi / (self.lambdas + wi * (Pz @ z))                  # (K,)
-            W = W + Pz * ((t[i] - W @ z) * c)[:, None]
-            P = (P - (Pz[:, :, None] * Pz[:, None, :]) * c[:, None, None]) * lam_inv
-        diag = P.reshape(len(P), -1)[:, :: P.shape[1] + 1]           # (K, d), a view
-        if diag.max() > self._cap:   # no wind-up of a direction no row excites (a constant column)
+            if w is None:
+                c = 1.0 / (lambdas + Pz.dot(z))                      # (K,)
+            else:
+                wi = float(w[i])
+                c = wi / (lambdas + wi * Pz.dot(z))
+            W = W + Pz * ((t[i] - W.dot(z)) * c)[:, None]
+            G = Pz[:, :, None] * Pz[:, None, :]                      # (K, d, d)
+            G *= c[:, None, None]
+            P = np.subtract(P, G, out=G)
+            P *= lam_inv
+        diag = P.reshape(K, -1)[:, :: d + 1]                         # (K, d), a view
+        if np.maximum.reduce(diag, axis=None) > self._cap:   # no wind-up of a direction no row excites (a constant column)
             D = np.sqrt(self._cap / np.maximum(diag, self._cap))
             P = P * (D[:, :, None] * D[:, None, :])
-        if not math.isfinite(float(np.add.reduce(W, axis=None)) + float(np.add.reduce(P, axis=None))) or (
-                diag.min() <= 0):
+            diag = P.reshape(K, -1)[:, :: d + 1]
+        if not math.isfinite(float(np.add.reduce(W, axis=None)) + float(np.add.reduce(P.reshape(-1)))) or (
+                np.minimum.reduce(diag, axis=None) <= 0):
             ok = np.isfinite(W).all(axis=1) & np.isfinite(P).all(axis=(1, 2)) & (diag > 0).all(axis=1)
             self.n_reset += int((~ok).sum())
             W[~ok], P[~ok] = self.W[~ok], self.P[~ok]

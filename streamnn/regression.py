@@ -160,8 +160,11 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
     def predict_one(self, x: dict) -> float:
         if self.module_ is None:
             return float(self._prior(1)[0])
-        out = self._output(self._scale(self.features_.row(x, grow=False)))
-        return float(self._unscale(out))
+        return float(self._unscale(self._predict_row(self.features_.row(x, grow=False))))
+
+    def _predict_row(self, row: np.ndarray) -> np.ndarray:
+        """A raw row (F,) -> its prediction () in scaled target units (predict_one's)."""
+        return self._output(self._scale(row))
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self.module_ is None:
@@ -268,6 +271,28 @@ class MLPRegressor(TorchRegressor):
             else:
                 self.linear_.grow(n_in)
 
+    def _invalidate(self):
+        super()._invalidate()
+        self._seen = None   # the last predict_one while nothing changed since (`_predict_row`)
+
+    def _predict_row(self, row):
+        """As `TorchRegressor._predict_row`; with the linear path, in Python floats after the
+        linear models' one product (`LinearPath.blend_one`), and remembered: a `learn_one` of the
+        same row next (the prequential pattern) finds the scaled row, the network's output and
+        the rest in `_step` instead of computing them again."""
+        Z = self._scale(row)
+        if self.linear_ is None:
+            return super()._output(Z)
+        Z = Z.reshape(1, -1)   # a batch of one, as `_step` computes it without a remembered row
+        net = super()._output(Z)[0]                    # scaled target units
+        seen = self._seen = [row, Z, net, None, None]  # + the row in its own units, net in target units
+        if self.linear_.network_only():
+            return net
+        center, unit = self._target_window()
+        raw = seen[3] = self._raw_like(Z)
+        net_t = seen[4] = float(self._unscale(net))
+        return (self.linear_.blend_one(raw, net_t, center, unit) - center) / unit   # as `_output`
+
     def _output(self, Z):
         net = super()._output(Z)
         if self.linear_ is None or self.linear_.network_only():
@@ -282,8 +307,13 @@ class MLPRegressor(TorchRegressor):
         """Scaled rows -> the rows in their own units, as winsorised and imputed by the scaler."""
         X = Z.astype(np.float64)
         if self.scale_inputs is not None:
-            F = min(X.shape[1], len(self.scaler_.mean))
-            X[:, :F] = X[:, :F] * self.scaler_.std[:F] + self.scaler_.mean[:F]
+            std, mean = self.scaler_.std, self.scaler_.mean
+            if len(mean) == X.shape[1]:   # the usual case, in place: the same operations
+                X *= std
+                X += mean
+            else:
+                F = min(X.shape[1], len(mean))
+                X[:, :F] = X[:, :F] * std[:F] + mean[:F]
         return X
 
     def _target_window(self) -> tuple:
@@ -296,14 +326,20 @@ class MLPRegressor(TorchRegressor):
         """Before the network's step: the hedge scores the predictions made on the new rows (the
         network's and the linear models', with the scalers as they were) and the linear models
         learn the rows; learn_many and learn_one take the same steps, so the same path."""
+        seen, self._seen = self._seen, None   # the step changes what a prediction depends on
         if self.linear_ is not None and self._pending:
             X, Y, W = self.buffer_.last(self._pending, copy=False)   # read before the step writes
-            Z = self._scale(X)
             center, unit = self._target_window()
             T = self._unscale(self._prepare_targets(Y).astype(np.float64))   # winsorised as the network's
-            net = self._unscale(self._forward(Z)[:, 0])
             unit_w = self.buffer_.unit or (W == 1.0).all()
-            self.linear_.learn(self._raw_like(Z), T, net, center, unit, None if unit_w else W)
+            if len(X) == 1 and seen is not None and seen[0].shape == X[0].shape and (
+                    seen[0].tobytes() == X[0].tobytes()):   # predicted just before: the same arrays
+                raw = seen[3] if seen[3] is not None else self._raw_like(seen[1])
+                net = np.array([seen[4] if seen[4] is not None else float(self._unscale(seen[2]))])
+            else:
+                Z = self._scale(X)
+                raw, net = self._raw_like(Z), self._unscale(self._forward(Z)[:, 0])
+            self.linear_.learn(raw, T, net, center, unit, None if unit_w else W)
         super()._step()
 
     def _extra_state(self):

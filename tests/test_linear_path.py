@@ -181,3 +181,55 @@ def test_a_runtime_checkpoint_from_before_the_linear_path_resumes_with_linear_fa
     check_compatible(ck, MLPRegressor(seed=0, linear=False), "ck")
     with pytest.raises(CheckpointError, match=r"linear: checkpoint False vs config True"):
         check_compatible(ck, MLPRegressor(seed=0), "ck")
+
+
+def _array_hedge(path, X, T, net, center, unit):
+    """The hedge's update of one row as array expressions (the form before session 9)."""
+    Z = path._offsets(X)
+    t0 = path.origin[-1]
+    lin = np.minimum(np.maximum(Z @ path.W.T, center - t0 - path.clip * unit), center - t0 + path.clip * unit)
+    err = np.abs(np.concatenate([lin[0] - (T[0] - t0), net - T]) * (1.0 / unit))
+    return path.beta * path.L + np.fmin(err, 1e6)
+
+
+def test_the_one_row_forms_give_the_array_forms_values_bit_for_bit():
+    rng = np.random.default_rng(7)
+    path, mixed = LinearPath(3), 0
+    for i in range(300):
+        X = rng.normal(size=(1, 3)) * 5
+        T = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=1) + (40.0 if i > 150 else 0.0)   # a jump: clipping
+        net = np.array([math.nan if i % 50 == 7 else float(rng.normal())])   # NaN counts as 1e6
+        center, unit = float(rng.normal()), float(rng.uniform(0.5, 2.0))
+        if path.origin is not None:
+            expected = _array_hedge(path, X, T, net, center, unit)
+        mixed += not path.network_only()
+        one = path.blend_one(X, float(net[0]), center, unit)
+        many = path.blend(X, net, center, unit)
+        assert one == float(many[0]) or (math.isnan(one) and math.isnan(many[0]))
+        path.learn(X, T, net, center, unit)
+        if i > 0:
+            assert np.array_equal(path.L, expected), i
+    assert mixed > 200   # the linear models took part in the blends compared
+
+
+def test_predict_then_learn_learns_what_learn_alone_learns():
+    # predict_one remembers its row for the step of a learn_one of the same row; a step, another
+    # row, a skipped target or a growth in between must never let a stale prediction through
+    rows = list(datasets.TrumpApproval())[:400]
+    a, b = MLPRegressor(seed=2), MLPRegressor(seed=2)
+    for i, (x, t) in enumerate(rows):
+        a.predict_one(x)
+        if i % 5 == 1:
+            a.learn_one(x, math.nan)        # skipped: nothing changes
+        if i % 7 == 2:
+            a.predict_one(rows[i - 1][0])   # another row predicted last
+        if i == 200:
+            x = {**x, "extra": 1.0}         # a new feature: the network and the linear path grow
+        a.learn_one(x, t)
+        b.learn_one(x, t)
+        if i % 11 == 3:                     # the same row again, not predicted since the last step
+            a.learn_one(x, t)
+            b.learn_one(x, t)
+    for k in ("W", "P", "L"):
+        assert np.array_equal(getattr(a.linear_, k), getattr(b.linear_, k)), k
+    assert [a.predict_one(x) for x, _ in rows[:30]] == [b.predict_one(x) for x, _ in rows[:30]]
