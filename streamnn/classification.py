@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from river import base
 
 from .base import TorchLearner
+from .linear_classifier import LinearExpertMixin
 from .modules import MLP, grow_output, last_linear, members_of
 
 __all__ = ["TorchClassifier", "MLPClassifier"]
@@ -275,7 +276,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         return pd.Series(labels[P.argmax(axis=1)], index=X.index)
 
 
-class MLPClassifier(TorchClassifier):
+class MLPClassifier(LinearExpertMixin, TorchClassifier):
     """A streaming multilayer-perceptron classifier (binary and multi-class).
 
     Parameters
@@ -303,6 +304,15 @@ class MLPClassifier(TorchClassifier):
         `lr_spread=3.0` raised Bananas by 0.004 (worst and mean of 10 seeds) and recovered faster
         after an abrupt drift, but cost ~0.001 on ImageSegments and Phishing's mean, so it is not
         the default (issue 15, benchmarks/results/core_lr.md round 5).
+    linear
+        True by default: linear experts next to the network (`streamnn.linear_classifier`): three
+        multinomial logistic regressions (normalised SGD steps 0.05, 0.25, 1.0) on the inputs the
+        network sees learn from the first event; predictions are the hedge mix of their class
+        probabilities and the network's, weighted by each one's recent prequential log loss (about
+        100 events). A linear or drifting stream is followed from the start and right after a drift;
+        where the network predicts better, its weight goes to 1 (benchmarks/results/core_lr.md,
+        session 9). `linear_.weights()` shows the mix. False: the network alone (as before session 9;
+        a checkpoint written before it loads with `linear=False`).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
@@ -327,7 +337,10 @@ class MLPClassifier(TorchClassifier):
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
-                 lr_spread: float = MLP_DEFAULTS["lr_spread"]):
+                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = True):
+        if not isinstance(linear, bool):
+            raise ValueError(f"linear={linear!r}: use True (linear experts next to the network) or False")
+        self.linear = linear
         if not (isinstance(lr_spread, (int, float)) and lr_spread > 0):
             raise ValueError(f"lr_spread={lr_spread!r}: use a positive number (1.0 = every member at lr)")
         self.lr_spread = lr_spread
@@ -345,7 +358,7 @@ class MLPClassifier(TorchClassifier):
     DRIFT_WARMUP = 1000
     # Parameters added after checkpoints were written, and the value they had before (one network;
     # every member at lr): a runtime checkpoint without them resumes where the config says so.
-    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0}
+    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0, "linear": False}
 
     def _get_params(self):
         params = super()._get_params()
@@ -377,6 +390,7 @@ class MLPClassifier(TorchClassifier):
                 raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
                                  f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) "
                                  "to resume it")
+            self._check_linear_state(s)
         return super().load_state_dict(s)
 
 
