@@ -38,6 +38,7 @@ __all__ = ["LinearExperts", "LinearExpertMixin", "STEPS", "hedge_weights", "deca
 
 # The step sizes of the default linear experts (benchmarks/results/core_lr.md, session 9).
 STEPS = (0.05, 0.25, 1.0)
+HEAD_START = 6.0   # nats (`LinearExperts(head_start=...)`)
 LOSS_CAP = 30.0   # a log loss beyond this (a probability below 1e-13, or not finite) counts as this
 
 
@@ -69,15 +70,21 @@ class LinearExperts:
         One normalised SGD step size per model, each > 0.
     beta, eta
         Hedge: the log losses decay by `beta` per event; weights are softmax(-eta * losses).
+    head_start
+        The linear models' losses start at this, the network's at 0: they lead only once they have
+        predicted better by this many nats (on river's Bananas, a non-linear stream, an even start
+        let them lead in the first 200 events, where the network already classified better).
     """
 
-    def __init__(self, n_features: int, n_classes: int, steps=STEPS, beta: float = 0.99, eta: float = 1.0):
+    def __init__(self, n_features: int, n_classes: int, steps=STEPS, beta: float = 0.99, eta: float = 1.0,
+                 head_start: float = HEAD_START):
         self.steps = np.asarray(steps, dtype=np.float64)
         if self.steps.ndim != 1 or len(self.steps) == 0 or not (np.isfinite(self.steps) & (self.steps > 0)).all():
             raise ValueError(f"steps={tuple(steps)!r}: give one or more positive step sizes")
         self.beta, self.eta = float(beta), float(eta)
         self.W = np.zeros((len(self.steps), n_features + 1, max(1, n_classes)))   # (K, d, C); row d-1: bias
         self.L = np.zeros(len(self.steps) + 1)        # hedge losses: K linear, then the network
+        self.L[:-1] = head_start
         self.n_reset = 0                              # model states refused as not finite
         self._weights = None
 
@@ -140,8 +147,9 @@ class LinearExperts:
         P = self._probas(X[:, :-1], n)                               # (K, m, n)
         rows = np.arange(m)
         err = np.empty((m, K + 1))
-        err[:, :K] = -np.log(P[:, rows, T]).T
-        err[:, K] = -np.log(net[rows, T])
+        err[:, :K] = P[:, rows, T].T
+        err[:, K] = net[rows, T]
+        err = -np.log(err)
         np.fmin(err, LOSS_CAP, out=err)                              # NaN or inf -> LOSS_CAP
         self.L = decayed_sum(self.L, err, self.beta)
         self._weights = None
