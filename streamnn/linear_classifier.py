@@ -39,7 +39,7 @@ __all__ = ["LinearExperts", "LinearExpertMixin", "STEPS", "hedge_weights", "deca
 # The step sizes of the default linear experts (benchmarks/results/core_lr.md, session 9).
 STEPS = (0.05, 0.25, 1.0)
 HEAD_START = 6.0   # nats (`LinearExperts(head_start=...)`)
-LOSS_CAP = 30.0   # a log loss beyond this (a probability below 1e-13, or not finite) counts as this
+LOSS_CAP = 3.0    # a log loss beyond this (a probability below 0.05, or not finite) counts as this
 
 
 def hedge_weights(L: np.ndarray, eta: float) -> np.ndarray:
