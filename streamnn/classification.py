@@ -305,14 +305,14 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
         after an abrupt drift, but cost ~0.001 on ImageSegments and Phishing's mean, so it is not
         the default (issue 15, benchmarks/results/core_lr.md round 5).
     linear
-        True by default: linear experts next to the network (`streamnn.linear_classifier`): three
-        multinomial logistic regressions (normalised SGD steps 0.05, 0.25, 1.0) on the inputs the
-        network sees learn from the first event; predictions are the hedge mix of their class
-        probabilities and the network's, weighted by each one's recent prequential log loss (about
-        100 events). A linear or drifting stream is followed from the start and right after a drift;
-        where the network predicts better, its weight goes to 1 (benchmarks/results/core_lr.md,
-        session 9). `linear_.weights()` shows the mix. False: the network alone (as before session 9;
-        a checkpoint written before it loads with `linear=False`).
+        Linear experts next to the network (`streamnn.linear_classifier`): three multinomial
+        logistic regressions (normalised SGD steps 0.05, 0.25, 1.0) on the inputs the network sees
+        learn from the first event; predictions are the hedge mix of their class probabilities and
+        the network's, weighted by each one's recent prequential log loss (about 100 events).
+        Faster after an abrupt drift on a linear concept (river's Hyperplane, new plane: 0.921
+        against 0.884 in the 5,000 events after it) and better after every gradual drift measured,
+        but 0.0006 lower on Bananas' worst seed, so off by default (benchmarks/results/core_lr.md,
+        session 9). `linear_.weights()` shows the mix.
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
@@ -337,7 +337,7 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
-                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = True):
+                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = False):
         if not isinstance(linear, bool):
             raise ValueError(f"linear={linear!r}: use True (linear experts next to the network) or False")
         self.linear = linear

@@ -31,6 +31,8 @@ a log loss that is not finite counts as `LOSS_CAP`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -82,23 +84,23 @@ class LinearExperts:
         if self.steps.ndim != 1 or len(self.steps) == 0 or not (np.isfinite(self.steps) & (self.steps > 0)).all():
             raise ValueError(f"steps={tuple(steps)!r}: give one or more positive step sizes")
         self.beta, self.eta = float(beta), float(eta)
-        self.W = np.zeros((len(self.steps), n_features + 1, max(1, n_classes)))   # (K, d, C); row d-1: bias
+        self.W = np.zeros((n_features + 1, len(self.steps), max(1, n_classes)))   # (d, K, C); row d-1: bias
         self.L = np.zeros(len(self.steps) + 1)        # hedge losses: K linear, then the network
         self.L[:-1] = head_start
         self.n_reset = 0                              # model states refused as not finite
-        self._weights = None
+        self._weights = self._steps_n = None
 
     @property
     def n_features(self) -> int:
-        return self.W.shape[1] - 1
+        return self.W.shape[0] - 1
 
     def grow(self, n_features: int, n_classes: int):
         """New input columns (zero weights) and new classes (zero logits); the bias stays last."""
-        K, d, C = self.W.shape
+        d, K, C = self.W.shape
         if n_features + 1 <= d and n_classes <= C:
             return
-        W = np.zeros((K, max(d, n_features + 1), max(C, n_classes)))
-        W[:, : d - 1, :C], W[:, -1, :C] = self.W[:, :-1], self.W[:, -1]
+        W = np.zeros((max(d, n_features + 1), K, max(C, n_classes)))
+        W[: d - 1, :, :C], W[-1, :, :C] = self.W[:-1], self.W[-1]
         self.W = W
 
     def weights(self) -> np.ndarray:
@@ -111,11 +113,22 @@ class LinearExperts:
         """Whether the linear models' weights are below 1e-4 in all (left out of the blend)."""
         return self.weights()[-1] >= 1.0 - 1e-4
 
-    def _probas(self, Z: np.ndarray, n: int) -> np.ndarray:
-        """Scaled rows (m, F) -> (K, m, n) class probabilities of each model over the first n classes."""
-        K, d, C = self.W.shape
-        F = min(Z.shape[1], d - 1)
-        logits = Z[:, :F].astype(np.float64) @ self.W[:, :F, :n] + self.W[:, -1:, :n]   # (K, m, n)
+    def _rows(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled rows (m, F) -> (m, d) float64: the first d - 1 columns (zero-padded), then 1 (the bias)."""
+        m, F = Z.shape
+        d = self.W.shape[0]
+        X = np.empty((m, d)) if F >= d - 1 else np.zeros((m, d))
+        F = min(F, d - 1)
+        X[:, :F] = Z[:, :F]
+        X[:, -1] = 1.0
+        return X
+
+    def _probas(self, X: np.ndarray, n: int) -> np.ndarray:
+        """Rows with their bias (m, d) -> (m, K, n) class probabilities of each model over the first
+        n classes (one 2-D matmul for all models)."""
+        d, K, C = self.W.shape
+        W = self.W.reshape(d, K * C) if n == C else self.W[:, :, :n].reshape(d, K * n)
+        logits = (X @ W).reshape(len(X), K, n)                       # (m, K, n)
         logits -= logits.max(axis=-1, keepdims=True)
         e = np.exp(logits, out=logits)
         e /= e.sum(axis=-1, keepdims=True)
@@ -126,7 +139,9 @@ class LinearExperts:
         if self.network_only():
             return net
         w = self.weights()
-        return np.tensordot(w[:-1], self._probas(Z, net.shape[1]), axes=1) + w[-1] * net
+        mix = w[:-1] @ self._probas(self._rows(Z), net.shape[1])      # (K,) @ (m, K, n) -> (m, n)
+        mix += w[-1] * net
+        return mix
 
     def learn(self, Z: np.ndarray, T: np.ndarray, net: np.ndarray, W=None):
         """Scaled rows (m, F), their class indices (m,) and the network's prequential class
@@ -134,37 +149,42 @@ class LinearExperts:
         on each row (the linear models' as of the last call, as they predicted), then the linear
         models take one step on the rows' summed gradients (weighted by `W`, if given)."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # non-finite: refused below
-            self._learn(Z, np.asarray(T, dtype=np.int64), net, W)
+            self._learn(self._rows(Z), np.asarray(T, dtype=np.int64), net, W)
 
-    def _learn(self, Z, T, net, W):
+    def _learn(self, X, T, net, W):
         m, n = net.shape
-        K, d, _ = self.W.shape
-        F = min(Z.shape[1], d - 1)
-        X = np.ones((m, d))
-        X[:, :F] = Z[:, :F]
-        if F < d - 1:
-            X[:, F:-1] = 0.0
-        P = self._probas(X[:, :-1], n)                               # (K, m, n)
+        d, K, C = self.W.shape
+        P = self._probas(X, n)                                       # (m, K, n)
         rows = np.arange(m)
         err = np.empty((m, K + 1))
-        err[:, :K] = P[:, rows, T].T
+        err[:, :K] = P[rows, :, T]
         err[:, K] = net[rows, T]
-        err = -np.log(err)
+        err = -np.log(err, out=err)
         np.fmin(err, LOSS_CAP, out=err)                              # NaN or inf -> LOSS_CAP
         self.L = decayed_sum(self.L, err, self.beta)
         self._weights = None
-        P[:, rows, T] -= 1.0                                         # the gradient of the log loss in the logits
-        s = 1.0 / (1.0 + np.einsum("ij,ij->i", X, X))                # (m,) NLMS normalisation
+        P[rows, :, T] -= 1.0                                         # the gradient of the log loss in the logits
+        s = 1.0 / (1.0 + np.add.reduce(X * X, axis=1))               # (m,) NLMS normalisation
         if W is not None:
             s = s * W
-        G = (X * s[:, None]).T @ P                                   # (K, d, n)
-        new = self.W.copy()
-        new[:, :, :n] -= self.steps[:, None, None] * G
-        ok = np.isfinite(new).all(axis=(1, 2))
-        if not ok.all():
+        G = (X * s[:, None]).T @ P.reshape(m, K * n)                 # (d, K * n)
+        G *= self._step_row(n)
+        if n == C:
+            new = self.W + G.reshape(d, K, n)
+        else:
+            new = self.W.copy()
+            new[:, :, :n] += G.reshape(d, K, n)
+        if not math.isfinite(float(np.add.reduce(new, axis=None))):
+            ok = np.isfinite(new).all(axis=(0, 2))                   # (K,)
             self.n_reset += int((~ok).sum())
-            new[~ok] = self.W[~ok]
+            new[:, ~ok] = self.W[:, ~ok]
         self.W = new
+
+    def _step_row(self, n: int) -> np.ndarray:
+        """(K * n,): minus each model's step size, repeated over its n classes (as G's columns)."""
+        if self._steps_n is None or len(self._steps_n) != len(self.steps) * n:
+            self._steps_n = -np.repeat(self.steps, n)
+        return self._steps_n
 
     def state_dict(self) -> dict:
         return {"steps": torch.from_numpy(self.steps.copy()), "W": torch.from_numpy(self.W.copy()),
@@ -173,10 +193,10 @@ class LinearExperts:
     @classmethod
     def from_state(cls, s: dict) -> "LinearExperts":
         W = s["W"].numpy()
-        experts = cls(W.shape[1] - 1, W.shape[2], steps=s["steps"].numpy().tolist(), beta=s["hyper"][0],
+        experts = cls(W.shape[0] - 1, W.shape[2], steps=s["steps"].numpy().tolist(), beta=s["hyper"][0],
                       eta=s["hyper"][1])
         experts.W, experts.L = W.astype(np.float64, copy=True), s["L"].numpy().astype(np.float64, copy=True)
-        if experts.W.shape[0] != len(experts.steps) or experts.L.shape != (len(experts.steps) + 1,):
+        if experts.W.shape[1] != len(experts.steps) or experts.L.shape != (len(experts.steps) + 1,):
             raise ValueError("a linear-experts state whose weights and losses do not match its steps")
         experts.n_reset = int(s["n_reset"])
         return experts

@@ -38,7 +38,7 @@ def test_a_linear_boundary_is_learned_fast_and_after_an_abrupt_drift():
     where the network alone recovered slowest."""
     stream = list(itertools.chain(synth.Hyperplane(seed=1, n_features=10, noise_percentage=0.05).take(2000),
                                   synth.Hyperplane(seed=1001, n_features=10, noise_percentage=0.05).take(1500)))
-    on = _prequential(MLPClassifier(seed=0), stream)
+    on = _prequential(MLPClassifier(seed=0, linear=True), stream)
     off = _prequential(MLPClassifier(seed=0, linear=False), stream)
     assert on[100:500].mean() > off[100:500].mean() + 0.02, (on[100:500].mean(), off[100:500].mean())
     assert on[2000:2500].mean() > off[2000:2500].mean() + 0.04, (on[2000:2500].mean(), off[2000:2500].mean())
@@ -49,7 +49,7 @@ def test_after_a_label_flip_the_mix_is_no_worse_than_the_network():
     """The experts were confident on the old labels; their clipped log loss lets the hedge leave
     them as fast as the network (with the loss unclipped the mix held 0.57 against 0.725)."""
     stream = _linear_stream(1000, flip_at=800)
-    on = _prequential(MLPClassifier(seed=0), stream)
+    on = _prequential(MLPClassifier(seed=0, linear=True), stream)
     off = _prequential(MLPClassifier(seed=0, linear=False), stream)
     assert on[800:].mean() >= off[800:].mean() - 0.03, (on[800:].mean(), off[800:].mean())
 
@@ -72,7 +72,7 @@ def test_the_hedge_picks_the_better_expert():
 
 def test_the_network_keeps_the_lead_on_a_non_linear_stream():
     rng = np.random.default_rng(2)
-    model = MLPClassifier(seed=0, hidden=(16,))
+    model = MLPClassifier(seed=0, hidden=(16,), linear=True)
     for _ in range(2500):
         x = rng.uniform(-1, 1, size=2)
         model.learn_one({"a": x[0], "b": x[1]}, bool(x[0] * x[1] > 0))
@@ -83,7 +83,7 @@ def test_learn_many_equals_a_learn_one_loop_bit_for_bit():
     stream = _linear_stream(700, seed=3, flip_at=400)
     X = pd.DataFrame([x for x, _ in stream])
     y = pd.Series([t for _, t in stream])
-    a, b = MLPClassifier(seed=3, warmup=200), MLPClassifier(seed=3, warmup=200)
+    a, b = MLPClassifier(seed=3, warmup=200, linear=True), MLPClassifier(seed=3, warmup=200, linear=True)
     for x, t in stream:
         a.learn_one(x, t)
     for i in range(0, len(stream), 37):
@@ -94,7 +94,7 @@ def test_learn_many_equals_a_learn_one_loop_bit_for_bit():
 
 def test_save_and_load_resume_exactly(tmp_path):
     stream = _linear_stream(900, seed=4, flip_at=500)
-    a = MLPClassifier(seed=1, warmup=300)
+    a = MLPClassifier(seed=1, warmup=300, linear=True)
     for x, t in stream[:450]:
         a.learn_one(x, t)
     a.save(tmp_path / "m.pt")
@@ -111,7 +111,7 @@ def test_save_and_load_resume_exactly(tmp_path):
 
 
 def test_non_finite_and_extreme_input_never_poisons_the_experts():
-    model = MLPClassifier(seed=0)
+    model = MLPClassifier(seed=0, linear=True)
     stream = _linear_stream(300, seed=5)
     for i, (x, t) in enumerate(stream):
         if i % 10 == 3:
@@ -128,7 +128,7 @@ def test_non_finite_and_extreme_input_never_poisons_the_experts():
 
 def test_a_class_appearing_mid_stream_grows_the_experts_and_is_predicted():
     rng = np.random.default_rng(6)
-    model = MLPClassifier(seed=0)
+    model = MLPClassifier(seed=0, linear=True)
     hits = []
     for i in range(1500):
         c = int(rng.integers(0, 3 if i >= 500 else 2))
@@ -137,14 +137,14 @@ def test_a_class_appearing_mid_stream_grows_the_experts_and_is_predicted():
         if i >= 1200:
             hits.append(model.predict_one(x) == f"c{c}")
         model.learn_one(x, f"c{c}")
-    assert model.linear_.W.shape == (3, 4, 3)
+    assert model.linear_.W.shape == (4, 3, 3)
     assert np.mean(hits) > 0.9
     p = model.predict_proba_one({"x0": 0.0, "x1": 0.0, "x2": 3.0})
     assert set(p) == {"c0", "c1", "c2"} and max(p, key=p.get) == "c2"
 
 
 def test_a_new_feature_grows_the_experts():
-    model = MLPClassifier(seed=0)
+    model = MLPClassifier(seed=0, linear=True)
     rng = np.random.default_rng(7)
     for i in range(400):
         x = {"a": float(rng.normal())}
@@ -181,22 +181,22 @@ def test_a_state_from_before_the_experts_resumes_as_it_was_trained():
         old.learn_one(x, t)
     state = old.state_dict()
     del state["extra"]["linear"]                                 # written before the parameter existed
-    back = MLPClassifier(seed=0).load_state_dict(state)
+    back = MLPClassifier(seed=0, linear=True).load_state_dict(state)
     assert back.linear is False and back.linear_ is None
     for x, t in stream[200:]:
         assert back.predict_proba_one(x) == old.predict_proba_one(x)
         back.learn_one(x, t), old.learn_one(x, t)
     with pytest.raises(ValueError, match=r"MLPClassifier\(linear=True"):
-        MLPClassifier(seed=0, linear=False).load_state_dict(MLPClassifier(seed=0).state_dict() | {
+        MLPClassifier(seed=0, linear=False).load_state_dict(MLPClassifier(seed=0, linear=True).state_dict() | {
             "built": True, "extra": {"classes": [], "members": 3, "lr_spread": 1.0, "linear": True}})
 
 
 def test_a_runtime_checkpoint_from_before_linear_names_it_and_resumes_with_linear_false():
     from streamnn.runtime.state import check_compatible
     from streamnn.serialization import _plain_params
-    params = _plain_params(MLPClassifier(seed=0))
+    params = _plain_params(MLPClassifier(seed=0, linear=True))
     del params["linear"]                                        # written before the parameter existed
     ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
     check_compatible(ck, MLPClassifier(seed=0, linear=False), "ck")
     with pytest.raises(CheckpointError, match=r"linear: checkpoint False vs config True"):
-        check_compatible(ck, MLPClassifier(seed=0), "ck")
+        check_compatible(ck, MLPClassifier(seed=0, linear=True), "ck")
