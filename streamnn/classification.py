@@ -305,14 +305,11 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
         after an abrupt drift, but cost ~0.001 on ImageSegments and Phishing's mean, so it is not
         the default (issue 15, benchmarks/results/core_lr.md round 5).
     linear
-        Linear experts next to the network (`streamnn.linear_classifier`): three multinomial
-        logistic regressions (normalised SGD steps 0.05, 0.25, 1.0) on the inputs the network sees
-        learn from the first event; predictions are the hedge mix of their class probabilities and
-        the network's, weighted by each one's recent prequential log loss (about 100 events).
-        Faster after an abrupt drift on a linear concept (river's Hyperplane, new plane: 0.921
-        against 0.884 in the 5,000 events after it) and better after every gradual drift measured,
-        but 0.0006 lower on Bananas' worst seed, so off by default (benchmarks/results/core_lr.md,
-        session 9). `linear_.weights()` shows the mix.
+        Linear experts next to the network (`streamnn.linear_classifier`): logistic regressions on
+        the inputs the network sees, learning from the first event, hedge-mixed with the network by
+        recent prequential log loss (`linear_.weights()`). Faster after an abrupt drift of a linear
+        concept and better after gradual ones, but slightly lower on Bananas and ~1.4x the time per
+        event, so off by default (benchmarks/results/core_lr.md, session 9).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
