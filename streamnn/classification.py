@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from river import base
 
 from .base import TorchLearner
+from .linear_classifier import LinearExpertMixin
 from .modules import MLP, grow_output, last_linear, members_of
 
 __all__ = ["TorchClassifier", "MLPClassifier"]
@@ -275,7 +276,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         return pd.Series(labels[P.argmax(axis=1)], index=X.index)
 
 
-class MLPClassifier(TorchClassifier):
+class MLPClassifier(LinearExpertMixin, TorchClassifier):
     """A streaming multilayer-perceptron classifier (binary and multi-class).
 
     Parameters
@@ -303,6 +304,12 @@ class MLPClassifier(TorchClassifier):
         `lr_spread=3.0` raised Bananas by 0.004 (worst and mean of 10 seeds) and recovered faster
         after an abrupt drift, but cost ~0.001 on ImageSegments and Phishing's mean, so it is not
         the default (issue 15, benchmarks/results/core_lr.md round 5).
+    linear
+        Linear experts next to the network (`streamnn.linear_classifier`): logistic regressions on
+        the inputs the network sees, learning from the first event, hedge-mixed with the network by
+        recent prequential log loss (`linear_.weights()`). Faster after an abrupt drift of a linear
+        concept and better after gradual ones, but slightly lower on Bananas and ~1.4x the time per
+        event, so off by default (benchmarks/results/core_lr.md, session 9).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
@@ -327,7 +334,10 @@ class MLPClassifier(TorchClassifier):
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
-                 lr_spread: float = MLP_DEFAULTS["lr_spread"]):
+                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = False):
+        if not isinstance(linear, bool):
+            raise ValueError(f"linear={linear!r}: use True (linear experts next to the network) or False")
+        self.linear = linear
         if not (isinstance(lr_spread, (int, float)) and lr_spread > 0):
             raise ValueError(f"lr_spread={lr_spread!r}: use a positive number (1.0 = every member at lr)")
         self.lr_spread = lr_spread
@@ -345,7 +355,7 @@ class MLPClassifier(TorchClassifier):
     DRIFT_WARMUP = 1000
     # Parameters added after checkpoints were written, and the value they had before (one network;
     # every member at lr): a runtime checkpoint without them resumes where the config says so.
-    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0}
+    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0, "linear": False}
 
     def _get_params(self):
         params = super()._get_params()
@@ -377,6 +387,7 @@ class MLPClassifier(TorchClassifier):
                 raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
                                  f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) "
                                  "to resume it")
+            self._check_linear_state(s)
         return super().load_state_dict(s)
 
 
