@@ -36,27 +36,14 @@ import math
 import numpy as np
 import torch
 
+from .linear_path import decayed_sum, hedge_weights
+
 __all__ = ["LinearExperts", "LinearExpertMixin", "STEPS", "hedge_weights", "decayed_sum"]
 
 # The step sizes of the default linear experts (benchmarks/results/core_lr.md, session 9).
 STEPS = (0.05, 0.25, 1.0)
 HEAD_START = 6.0   # nats (`LinearExperts(head_start=...)`)
 LOSS_CAP = 3.0    # a log loss beyond this (a probability below 0.05, or not finite) counts as this
-
-
-def hedge_weights(L: np.ndarray, eta: float) -> np.ndarray:
-    """Exponentially weighted hedge: softmax(-eta * L) over the experts' losses L, computed from
-    L's minimum (no overflow)."""
-    e = np.exp(-eta * (L - L.min()))
-    return e / e.sum()
-
-
-def decayed_sum(L: np.ndarray, err: np.ndarray, beta: float) -> np.ndarray:
-    """The losses L (E,) decayed by `beta` per row and added the rows' losses err (n, E), in order."""
-    n = len(err)
-    if n == 1:
-        return beta * L + err[0]
-    return beta ** n * L + beta ** np.arange(n - 1, -1, -1.0) @ err
 
 
 class LinearExperts:

@@ -39,10 +39,25 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["LinearPath", "LAMBDAS"]
+__all__ = ["LinearPath", "LAMBDAS", "hedge_weights", "decayed_sum"]
 
 # The forgetting factors of the default linear path (benchmarks/results/core_lr.md, session 8).
 LAMBDAS = (1.0, 0.98, 0.95, 0.9)
+
+
+def hedge_weights(L: np.ndarray, eta: float) -> np.ndarray:
+    """Exponentially weighted hedge: softmax(-eta * L) over the experts' losses L, computed from
+    L's minimum (no overflow)."""
+    e = np.exp(-eta * (L - L.min()))
+    return e / e.sum()
+
+
+def decayed_sum(L: np.ndarray, err: np.ndarray, beta: float) -> np.ndarray:
+    """The losses L (E,) decayed by `beta` per row and added the rows' losses err (n, E), in order."""
+    n = len(err)
+    if n == 1:
+        return beta * L + err[0]
+    return beta ** n * L + beta ** np.arange(n - 1, -1, -1.0) @ err
 
 
 class LinearPath:
@@ -105,9 +120,7 @@ class LinearPath:
     def weights(self) -> np.ndarray:
         """(K + 1,) hedge weights: the linear models, then the network."""
         if self._weights is None:
-            e = np.exp(-self.eta * (self.L - np.minimum.reduce(self.L)))
-            e /= np.add.reduce(e)
-            self._weights = e
+            self._weights = hedge_weights(self.L, self.eta)
         return self._weights
 
     def blend(self, X: np.ndarray, net: np.ndarray, center: float, unit: float) -> np.ndarray:
@@ -197,12 +210,7 @@ class LinearPath:
         err *= 1.0 / unit
         np.abs(err, out=err)
         np.fmin(err, 1e6, out=err)                                 # NaN or inf -> 1e6
-        if n == 1:
-            L = self.L * self.beta
-            L += err[0]
-            self.L = L
-        else:
-            self.L = self.beta ** n * self.L + self.beta ** np.arange(n - 1, -1, -1.0) @ err
+        self.L = decayed_sum(self.L, err, self.beta)
         self._weights = self._mix = None
         self._solve(Z, t, W)
 
