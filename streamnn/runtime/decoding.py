@@ -106,17 +106,7 @@ def _csv_reader(dec):
             return None
         if len(cells) != ncols:
             return None
-        obj = {}
-        for c, i in pick:
-            x = cells[i]
-            if not x:
-                obj[c] = None
-                continue
-            try:
-                obj[c] = float(x)
-            except ValueError:
-                obj[c] = x
-        return obj
+        return {c: _cell(cells[i]) for c, i in pick}
 
     return read
 
@@ -126,24 +116,24 @@ def _csv_reader(dec):
 _FLOAT_CHARS = frozenset("0123456789+-._eE" "infatyINFATY" " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
 
 
+def _cell(v: str):
+    """A CSV cell -> None (empty), a float, or the string itself."""
+    if not v:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def _cells(cells: list) -> list:
-    """CSV cells as `schema._cell` makes them: None (empty), a float, or the string itself."""
+    """`_cell` of each cell (a column at once; string cells told by their characters)."""
     try:
         return list(map(float, cells))
     except ValueError:
         pass
-    out = []
-    for x in cells:
-        if not x:
-            out.append(None)
-        elif x.isascii() and not _FLOAT_CHARS.issuperset(x):
-            out.append(x)
-        else:
-            try:
-                out.append(float(x))
-            except ValueError:
-                out.append(x)
-    return out
+    plain = _FLOAT_CHARS.issuperset
+    return [x if x and x.isascii() and not plain(x) else _cell(x) for x in cells]
 
 
 def _csv_block(dec, records: list, b: Batch) -> bool:
@@ -202,9 +192,7 @@ def _block_targets(dec, column, n: int):
             else:
                 ys.append(dict(zip(dec.targets, vals)))
         return ys
-    if not dec.target:
-        return [no_target] * n
-    if dec.target not in dec.columns:
+    if not dec.target or dec.target not in dec.columns:
         return [no_target] * n
     ys = column(dec.target)
     if dec.target_kind == "label":

@@ -36,7 +36,7 @@ import re
 
 import numpy as np
 
-from .decoding import SCAN as _SCAN, decode_batch
+from .decoding import SCAN as _SCAN, _cell, decode_batch
 from .records import MAX_TEXT, NO_TARGET, DecodeError, Event, Record
 
 __all__ = ["Decoder", "MAX_TEXT", "lag_names", "reason_class", "schema_problem", "too_deep"]
@@ -344,16 +344,6 @@ def _text_len(v) -> int:
 def _too_long(what: str, name, v) -> DecodeError:
     return DecodeError(f"too long: {what} {name!r} is {_text_len(v)} characters; at most MAX_TEXT={MAX_TEXT} "
                        "(every output copies it: send a short identifier)")
-
-
-def _cell(v: str):
-    """A CSV cell -> None (empty), a float, or the string itself."""
-    if not v:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def too_deep(value: bytes, limit: int) -> bool:
