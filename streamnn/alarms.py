@@ -9,8 +9,9 @@ likelihood (Ahmad et al. 2017):
    and standard deviation of those short means over the last `long` events (past only): a
    Gaussian tail probability `p`, log-scaled, `u = -log10(p)`, to `score = u / 10` up to
    `u = 5` and `1 - 2.5 / u` beyond (so 0.5 means `p = 1e-5`, and the score never saturates).
-   No score during the first `learning` events (0.0). For a time series `short` = 10 smooths
-   the raw scores; for independent records use `short=1, suppress=0`.
+   During the first `learning` events the score is provisional: judged against what has been
+   seen so far and capped at `quiet`, so it ranks events but raises no alarm. For a time
+   series `short` = 10 smooths the raw scores; for independent records use `short=1, suppress=0`.
 2. **Suppression.** After an alarm (score >= `alarm`), the next `suppress` events are scored at
    most `quiet` (below the alarm level): one incident raises one alarm, not a hundred.
 3. **Protection.** A wrapped model does not learn an alarm and the first few events after it
@@ -185,7 +186,7 @@ class Likelihood:
     long
         Short means forming the reference distribution.
     learning
-        Events before any score (0.0 until then).
+        Events before the first alarm: until then the score is provisional, at most `quiet`.
     alarm
         Score at or above which an event is an alarm.
     suppress
@@ -250,10 +251,10 @@ class Likelihood:
         if memo is not None and memo[0] == raw and memo[1] == novel and memo[2] == extra:
             return memo[3]
         raw = float(raw)
-        if self.n < self.learning or len(self.tails[0].means) < 2 or not math.isfinite(raw):
+        if len(self.tails[0].means) < 2 or not math.isfinite(raw):
             s = 0.0
         elif novel:
-            s = self.quiet if self.hold > 0 else 1.0
+            s = self.quiet if self.hold > 0 or self.n < self.learning else 1.0
         else:
             min_std, tails = self.min_std, self.tails
             u = tails[0].u(raw, min_std)
@@ -262,7 +263,7 @@ class Likelihood:
                     tails = self._tails(len(extra) + 1)
                 u = fisher((u, *map(_Tail.u, tails[1:], extra, itertools.repeat(min_std))))
             s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u         # _scale(u), inlined
-            if self.hold > 0 and s > self.quiet:
+            if (self.hold > 0 or self.n < self.learning) and s > self.quiet:
                 s = self.quiet
         self._memo = (raw, novel, extra, s)
         return s
@@ -309,7 +310,8 @@ class Likelihood:
             extra_u = self.extra_u(extra if ok.all() else np.where(ok[:, None], extra, np.nan))
         tails, min_std = self.tails, self.min_std
         before = np.cumsum(ok) - ok                                   # finite events before each row
-        ready = (ok & (self.n + before >= self.learning) & (len(tails[0].means) + before >= 2)).tolist()
+        ready = (ok & (len(tails[0].means) + before >= 2)).tolist()
+        early = (self.n + before < self.learning).tolist()        # provisional: capped at `quiet`
         u = tails[0].u_many(raw, min_std)
         if extra_u is not None:
             u = fisher_many([u] + list(extra_u.T))
@@ -317,12 +319,12 @@ class Likelihood:
         self.n += int(ok.sum())
         scores, since = np.empty(N), np.empty(N, np.int64)
         hold, last, alarm, quiet, suppress = self.hold, self.since, self.alarm, self.quiet, self.suppress
-        for j, (v, ok, nv) in enumerate(zip(s, ready, novel.tolist())):
+        for j, (v, ok, nv, e) in enumerate(zip(s, ready, novel.tolist(), early)):
             if not ok:
                 v = 0.0
             elif nv:
-                v = quiet if hold > 0 else 1.0
-            elif hold > 0 and v > quiet:
+                v = quiet if hold > 0 or e else 1.0
+            elif (hold > 0 or e) and v > quiet:
                 v = quiet
             if v >= alarm:
                 hold, last = suppress, 0

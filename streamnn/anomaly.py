@@ -348,8 +348,8 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
 
 
     def score_one(self, x: dict) -> float:
-        """Anomaly score of `x`: the likelihood score in [0, 1] (0.0 during its learning period)
-        or, with `alarms=None`, the calibrated score (0.0 before `min_calib` errors)."""
+        """Anomaly score of `x`: the likelihood score in [0, 1] (at most 0.4, no alarm, during its
+        learning period) or, with `alarms=None`, the calibrated score (0.0 before `min_calib` errors)."""
         if self.module_ is None:
             return 0.0
         a = self._assess(x)

@@ -21,13 +21,28 @@ def _noise(n, seed=0, scale=1.0):
 def test_rare_alarms_on_normal_noise_and_one_alarm_per_burst():
     lk = Likelihood()
     scores = [lk.update(r)[0] for r in _noise(5000)]
-    assert all(s == 0.0 for s in scores[:300])                # learning period
+    assert all(s <= lk.quiet for s in scores[:300])           # learning period: no alarm
+    assert max(scores[:300]) > 0.0                            # but a provisional score
     assert sum(s >= 0.5 for s in scores) <= 2                 # ~no false alarm on 4,700 normal events
     burst = [lk.update(r + 6.0) for r in _noise(lk.suppress, seed=1)]
     alarms = [i for i, (_, a) in enumerate(burst) if a]
     assert alarms and alarms[0] < 10                          # early
     assert len(alarms) == 1                                   # suppressed afterwards
     assert all(s <= lk.quiet for s, _ in burst[alarms[0] + 1:])
+
+
+def test_learning_period_ranks_events_without_an_alarm():
+    # records (short=1): an outlier during the learning period outranks the normal events
+    # around it (a score, not 0.0) but stays at most `quiet`; the same outlier after the
+    # learning period is an alarm
+    lk = Likelihood(short=1, suppress=0)
+    early = [lk.update(r)[0] for r in _noise(100)]
+    odd, alarm = lk.update(20.0)
+    assert not alarm and max(early[20:]) < odd == lk.quiet
+    for r in _noise(300, seed=2):
+        lk.update(r)
+    late, alarm = lk.update(20.0)
+    assert alarm and late > lk.alarm
 
 
 def test_score_is_pure_and_equals_the_update():

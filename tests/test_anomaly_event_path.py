@@ -64,15 +64,16 @@ def _ref_u(tail, raw, min_std):
 
 
 def _ref_score(lk, raw, novel, extra):
-    if lk.n < lk.learning or len(lk.tails[0].means) < 2 or not math.isfinite(raw):
+    if len(lk.tails[0].means) < 2 or not math.isfinite(raw):
         return 0.0
+    capped = lk.hold > 0 or lk.n < lk.learning     # suppression, or the provisional learning period
     if novel:
-        return lk.quiet if lk.hold > 0 else 1.0
+        return lk.quiet if capped else 1.0
     us = [_ref_u(lk.tails[0], raw, lk.min_std)]
     us += [_ref_u(lk.tails[i], e, lk.min_std) if i < len(lk.tails) else math.nan for i, e in enumerate(extra, 1)]
     u = fisher(us) if extra else us[0]
     s = u / 10.0 if u <= 5.0 else 1.0 - 2.5 / u
-    return lk.quiet if lk.hold > 0 and s > lk.quiet else s
+    return lk.quiet if capped and s > lk.quiet else s
 
 
 @pytest.mark.parametrize("params", [{}, {"alarm_params": {"context": True}}, {"alarm_params": {"context": False}},
