@@ -40,9 +40,10 @@ from river import base
 from .autoencoders import ENCODERS, AEKernel, AutoEncoder
 from .base import TorchLearner
 from .alarms import Likelihood
+from .alarm_density import RecordDensity
 from .alarm_signals import RangeNovelty, series_for
 from .anomaly_frames import FramesMixin
-from .anomaly_windows import WindowsMixin
+from .anomaly_windows import WindowsMixin, _arg
 from .calibration import CALIBRATIONS, ScoreCalibrator, default_threshold
 from .keystore import remember
 
@@ -99,7 +100,10 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         "season" (default) its change size and its seasonal distance, the distance to the values
         about one, two and three periods back (`streamnn.alarm_season`: a day unlike the
         previous days); "change" the change size only; True the change size and context
-        novelty; False none; see `streamnn.alarm_signals.series_for` and docs/anomaly.md).
+        novelty; False none; see `streamnn.alarm_signals.series_for` and docs/anomaly.md;
+        "density": on records of several features, the `k` (default 20) of the distance to the
+        `k`-th nearest of the last 1,000 records that joins the error's likelihood,
+        `streamnn.alarm_density.RecordDensity`; None to switch it off).
     calibration
         With `alarms=None`: "tail", "rank", "zscore" or None (raw errors); see
         `streamnn.calibration`.
@@ -200,11 +204,12 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         super()._reset()
         params = dict(self.alarm_params or {})
         novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
-        context = params.pop("context", "season")
+        context, density = params.pop("context", "season"), params.pop("density", 20)
         self.likelihood_ = Likelihood(**params) if self.alarms else None
         self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
         series = series_for(context, "alarm_params['context']")
         self.series_ = series if self.alarms else None   # used on one value stream
+        self.density_ = RecordDensity(int(density)) if self.alarms and density else None   # on records
         t = self.threshold if self.threshold is not None else default_threshold(self.calibration)
         self._alarm_at = math.inf if t is None else t   # what counts as an alarm for guard/calibration
         self.calibrator_ = ScoreCalibrator(self.calibration or "rank", self.calib_window, self.min_calib,
@@ -323,7 +328,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
             if self.range_ is not None:
                 self.range_.update(xs)
             if extra:
-                self.series_.update(float(win[0, -1]))
+                self._evidence(win.shape[0]).update(_arg(win[:, -1]))
             if win.shape[1] > 1:                 # win is a fresh array, never written again
                 remember(self.windows_, k, win[:, 1:])   # at most MAX_KEYS keys' windows
             if lk.since < self._protect:        # lk.protects(self._protect), inlined

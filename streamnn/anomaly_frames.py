@@ -140,10 +140,10 @@ class FramesMixin:
         novel = rng.novel_many(names, V) if rng is not None else np.zeros(N, bool)
         if lk.n == 0:
             self._configure_alarms(V.shape[1], lk)
-        eu = None   # the series evidence does not depend on the network: judged for the whole frame
-        if self.series_ is not None and V.shape[1] == 1:
-            extras = self.series_.scores(V[:, 0])
-            eu = lk.extra_u(extras)
+        eu = None   # the evidence does not depend on the network: judged for the whole frame
+        ev = self._evidence(V.shape[1])
+        if ev is not None:
+            eu = lk.extra_u(ev.scores(V[:, 0] if V.shape[1] == 1 else V))
         zeros, i = np.zeros(N), 0
         while i < N:   # one stretch: the rows up to the next optimizer step at most
             n = 1 if self.n_seen_ < self._warm_limit() else max(1, self.update_every - self._pending)
@@ -177,9 +177,10 @@ class FramesMixin:
         if self.likelihood_ is None:
             out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
             return pd.Series(out, index=X.index, dtype=float)
-        lk, rng, series = self.likelihood_.fork(), self.range_, self.series_ if V.shape[1] == 1 else None
+        lk, rng, ev = self.likelihood_.fork(), self.range_, self._evidence(V.shape[1])
         novel = rng.novel_many(self.features_.names, V) if rng is not None else np.zeros(len(V), bool)
         if lk.n == 0:
             self._configure_alarms(V.shape[1], lk)
-        out, _ = lk.update_many(raw, novel, series.scores(V[:, 0], keep=False) if series is not None else None)
+        extra = None if ev is None else ev.scores(V[:, 0] if V.shape[1] == 1 else V, keep=False)
+        out, _ = lk.update_many(raw, novel, extra)
         return pd.Series(out, index=X.index, dtype=float)

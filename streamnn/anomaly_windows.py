@@ -15,10 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .alarm_density import RecordDensity
 from .alarm_signals import SeriesContext
 from .features import series_key
 
-__all__ = ["WindowsMixin"]
+__all__ = ["WindowsMixin", "_arg"]
+
+
+def _arg(values: np.ndarray):
+    """An event's values (C,) as its evidence takes them: a float on a one value stream (the
+    series context), the row on records of several features (the record density)."""
+    return float(values[0]) if len(values) == 1 else values
 
 _PLAIN_KEYS = (str, int, float, bool, type(None))
 
@@ -74,12 +81,18 @@ class WindowsMixin:
             return memo[2]
         return None
 
+    def _evidence(self, C: int):
+        """The evidence beside the error for events of `C` features: the series context of a one
+        value stream (`SeriesContext`), the record density of several (`RecordDensity`); None
+        with a key (many series in one stream) or when switched off."""
+        if self.key is not None:
+            return None
+        return self.series_ if C == 1 else self.density_
+
     def _extra(self, win) -> tuple:
-        """The series evidence of an event with window `win`: (change, context novelty) of its
-        value on a single value stream (one feature, no key), else () (`SeriesContext`)."""
-        if self.series_ is None or self.key is not None or win.shape[0] != 1:
-            return ()
-        return self.series_.signals(float(win[0, -1]))
+        """The evidence's raw signals of an event with window `win` (C, W), or ()."""
+        ev = self._evidence(win.shape[0])
+        return () if ev is None else ev.signals(_arg(win[:, -1]))
 
     def _assess(self, x: dict):
         """(key, (C, W) window, raw error, calibrated score, novel, extra evidence) of `x`; pure apart from a
@@ -108,18 +121,20 @@ class WindowsMixin:
         raw = self._raw_errors(np.stack(rows))
         if self.likelihood_ is not None:   # the alarm rules run over the rows, on copies
             lk, rng, key = self.likelihood_.fork(), copy.deepcopy(self.range_), self.key
-            series = copy.deepcopy(self.series_) if key is None and rows[0].size == self.window_ else None
+            C = rows[0].size // self.window_
+            series = copy.deepcopy(self._evidence(C))
             out = np.empty(len(raw))
             for i, (r, x) in enumerate(zip(raw.tolist(), X.to_dict(orient="records"))):
                 xs = x if key is None else {n: v for n, v in x.items() if n != key}
                 if lk.n == 0 and not math.isnan(r):
                     self._configure_alarms(len(xs), lk)
-                extra = () if series is None else series.signals(float(rows[i][-1]))
+                last = rows[i].reshape(C, self.window_)[:, -1]
+                extra = () if series is None else series.signals(_arg(last))
                 out[i] = lk.update(r, rng is not None and rng.novel(xs), extra)[0]
                 if rng is not None:
                     rng.update(xs)
                 if extra:
-                    series.update(float(rows[i][-1]))
+                    series.update(_arg(last))
         else:
             out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
         return pd.Series(out, index=X.index, dtype=float)
@@ -139,7 +154,8 @@ class WindowsMixin:
                 "alarm_rate": float(self.alarm_rate_), "n_guarded": self.n_guarded_,
                 "likelihood": self.likelihood_.state_dict() if self.likelihood_ is not None else None,
                 "range": self.range_.state_dict() if self.range_ is not None else None,
-                "series": self.series_.state_dict() if self.series_ is not None else None}
+                "series": self.series_.state_dict() if self.series_ is not None else None,
+                "density": self.density_.state_dict() if self.density_ is not None else None}
 
     def _load_extra_state(self, s: dict):
         self.calibrator_.load_state_dict(s["calibrator"])
@@ -154,3 +170,7 @@ class WindowsMixin:
             self.series_ = SeriesContext() if s.get("series") is not None else None
             if self.series_ is not None:
                 self.series_.load_state_dict(s["series"])
+        if self.density_ is not None:  # the same for the record density (states before session 10)
+            self.density_ = RecordDensity() if s.get("density") is not None else None
+            if self.density_ is not None:
+                self.density_.load_state_dict(s["density"])

@@ -269,10 +269,13 @@ def test_learn_many_equals_learn_one_and_score_many_matches_score_one():
     raw = [lk.raw_score_one(x) for x in events[600:]]
     twin = pickle.loads(pickle.dumps(lk.likelihood_))
     rng = pickle.loads(pickle.dumps(lk.range_))
+    dens = pickle.loads(pickle.dumps(lk.density_))   # records: the density evidence joins the error
     expect = []
     for r, x in zip(raw, events[600:]):
-        expect.append(twin.update(r, rng.novel(x))[0])
+        v = np.array([x[n] for n in lk.features_.names])
+        expect.append(twin.update(r, rng.novel(x), dens.signals(v))[0])
         rng.update(x)
+        dens.update(v)
     np.testing.assert_allclose(lk.score_many(frame).to_numpy(), expect, atol=1e-6)
 
 
