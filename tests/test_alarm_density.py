@@ -33,8 +33,9 @@ def _reference(V, k, memory):
     rows before it, features weighed by 1 / the variance of all finite rows before it."""
     out, past = np.full(len(V), np.nan), []
     for i, v in enumerate(V):
-        if not np.isfinite(v * v).all():
-            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.isfinite(v * v).all():
+                continue
         if len(past) >= k:
             P, W = np.array(past[-memory:]), np.array(past)
             w = 1.0 / np.maximum(W.var(axis=0), 1e-18 * (1.0 + W.mean(axis=0) ** 2))
