@@ -42,16 +42,17 @@ def test_kernel_matches_torch_step(kw, task):
     slow = _train(make(seed=2, **kw), stream, False)
     assert fast._kernel and slow._kernel is False
     assert fast.n_updates_ == slow.n_updates_ > 0
-    # atol 1e-3: with SGD at lr 0.05 and momentum 0.9, a hidden unit whose pre-activation sits at
-    # ReLU's kink can take the other branch under a CPU's float32 rounding (one unit's row differed
-    # by 8e-4 on an AMD EPYC with one thread; every other weight agreed to 1e-7)
+    # SGD at lr 0.05: a hidden unit whose pre-activation sits at ReLU's kink can take the other
+    # branch under a CPU's float32 rounding (one unit's row differed by 8e-4, its momentum by 7e-5,
+    # on an AMD EPYC with one thread; every other weight agreed to 1e-7): a looser bound there
+    loose = kw.get("optimizer") == "sgd"
     for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-3 if loose else 1e-4)
     for (ka, va), (kb, vb) in zip(fast.optimizer_.state_dict()["state"].items(),
                                   slow.optimizer_.state_dict()["state"].items()):
         for name in va:
             np.testing.assert_allclose(torch.as_tensor(va[name]).numpy(), torch.as_tensor(vb[name]).numpy(),
-                                       rtol=1e-3, atol=1e-5)
+                                       rtol=1e-3, atol=1e-3 if loose else 1e-5)
     assert fast.lr_ == slow.lr_
 
 
@@ -74,10 +75,11 @@ def test_leaky_relu_slope_is_read_from_the_module():
     fast = _train(streamnn.MLPRegressor(seed=3, **kw), TRUMP[:40], True)
     slow = _train(streamnn.MLPRegressor(seed=3, **kw), TRUMP[:40], False)
     assert fast._kernel and slow._kernel is False
-    # atol 1e-3: with SGD at lr 0.05 and momentum 0.9, a hidden unit whose pre-activation sits at
-    # ReLU's kink can take the other branch under a CPU's float32 rounding (one unit's row differed
-    # by 8e-4 on an AMD EPYC with one thread; every other weight agreed to 1e-7)
+    # SGD at lr 0.05: a hidden unit whose pre-activation sits at ReLU's kink can take the other
+    # branch under a CPU's float32 rounding (one unit's row differed by 8e-4, its momentum by 7e-5,
+    # on an AMD EPYC with one thread; every other weight agreed to 1e-7): a looser bound there
+    loose = kw.get("optimizer") == "sgd"
     for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-3 if loose else 1e-4)
     x = TRUMP[40][0]
     assert abs(fast.predict_one(x) - slow.predict_one(x)) < 1e-3
