@@ -140,10 +140,8 @@ class FramesMixin:
         novel = rng.novel_many(names, V) if rng is not None else np.zeros(N, bool)
         if lk.n == 0:
             self._configure_alarms(V.shape[1], lk)
-        eu = None   # the evidence does not depend on the network: judged for the whole frame
-        ev = self._evidence(V.shape[1])
-        if ev is not None:
-            eu = lk.extra_u(ev.scores(V[:, 0] if V.shape[1] == 1 else V))
+        extra = self._frame_extra(V)   # the evidence does not depend on the network: judged for the whole frame
+        eu = None if extra is None else lk.extra_u(extra)
         zeros, i = np.zeros(N), 0
         while i < N:   # one stretch: the rows up to the next optimizer step at most
             n = 1 if self.n_seen_ < self._warm_limit() else max(1, self.update_every - self._pending)
@@ -177,10 +175,9 @@ class FramesMixin:
         if self.likelihood_ is None:
             out = self.calibrator_.transform_many(raw) if self.calibration is not None else raw
             return pd.Series(out, index=X.index, dtype=float)
-        lk, rng, ev = self.likelihood_.fork(), self.range_, self._evidence(V.shape[1])
+        lk, rng = self.likelihood_.fork(), self.range_
         novel = rng.novel_many(self.features_.names, V) if rng is not None else np.zeros(len(V), bool)
         if lk.n == 0:
             self._configure_alarms(V.shape[1], lk)
-        extra = None if ev is None else ev.scores(V[:, 0] if V.shape[1] == 1 else V, keep=False)
-        out, _ = lk.update_many(raw, novel, extra)
+        out, _ = lk.update_many(raw, novel, self._frame_extra(V, keep=False))
         return pd.Series(out, index=X.index, dtype=float)

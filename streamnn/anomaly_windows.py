@@ -89,6 +89,12 @@ class WindowsMixin:
             return None
         return self.series_ if C == 1 else self.density_
 
+    def _frame_extra(self, V: np.ndarray, keep: bool = True):
+        """The evidence's raw signals (N, k) of a frame's values `V` (N, C), each row added after it
+        is scored (`keep=False`: the evidence is left as it was), or None."""
+        ev = self._evidence(V.shape[1])
+        return None if ev is None else ev.scores(V[:, 0] if V.shape[1] == 1 else V, keep)
+
     def _extra(self, win) -> tuple:
         """The evidence's raw signals of an event with window `win` (C, W), or ()."""
         ev = self._evidence(win.shape[0])
