@@ -37,6 +37,8 @@ import torch
 
 __all__ = ["RecordDensity"]
 
+_PIECE = 128        # rows judged at once: (rows, memory + rows) distances each, so short pieces cost
+                    # less than a whole frame against itself
 _FLOOR = 1e-4        # squared distances below this (in standard deviations) count as this: the log
                      # of a duplicate row would be an outlier far below the rest and widen the yardstick
 
@@ -62,7 +64,8 @@ class RecordDensity:
         self.ref = np.zeros(C)                   # the first row: moments are taken about it
         self.s1 = np.zeros(C)                    # sum and sum of squares of the rows less `ref`
         self.s2 = np.zeros(C)
-        self._memo = None                        # ((n, pos, rows' bytes), signals) of the last call
+        self._memo = None                        # ((n, pos, rows' bytes), signals, finite rows) of
+                                                 # the last keep=False call
 
     def signals(self, v: np.ndarray) -> tuple:
         """(log distance to the `k`-th nearest stored record,) of the next record `v` (C,); pure."""
@@ -74,105 +77,108 @@ class RecordDensity:
 
     def scores(self, V: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signals` of each row of `V` (N, C) in order, each row added after it is scored (unless
-        `keep=False`: the state is left as it was): (N, 1)."""
+        `keep=False`: the state is left as it was): (N, 1). A `keep=False` call then a `keep=True`
+        call of the same rows from the same state (score_many then learn_many of one frame)
+        compute the distances once."""
         V = np.asarray(V, np.float64)
         N, C = V.shape
-        out = np.full((N, 1), np.nan)
-        if not N:
-            return out
         if C != self.C:                           # a new width: the memory starts again
             if not keep:
                 return RecordDensity(self.k, self.memory).scores(V)
             self._clear(C)
-        with np.errstate(over="ignore", invalid="ignore"):
-            ok = np.isfinite(V * V).all(axis=1)
-        if not ok.all() or N > self.memory:       # rows with a value that is not finite (or whose
-            twin = self if keep else self._copy()  # square is not): NaN, not stored; long frames
-            rows = np.flatnonzero(ok)              # in pieces of at most `memory` rows
-            for a in range(0, len(rows), self.memory):
-                part = rows[a:a + self.memory]
-                out[part] = twin._scores(V[part])
-            return out
-        return self._scores(V, keep)
-
-    def _scores(self, V: np.ndarray, keep: bool = True) -> np.ndarray:
-        """`scores` of finite rows, at most `memory` of them (a `keep=False` call then a `keep=True`
-        call of the same rows from the same state compute them once)."""
-        N, M, k = len(V), self.memory, self.k
-        if N == 1:
-            return self._score_one(V[0], keep)
-        # the variances before each row, from sequential sums (as a loop of `update` adds them);
-        # squared distances weigh each feature by 1 / its variance (standardised features)
-        ref = self.ref if self.n else V[0]
-        R = V - ref
-        s1 = np.cumsum(np.vstack([self.s1, R]), axis=0)
-        s2 = np.cumsum(np.vstack([self.s2, R * R]), axis=0)
-        # row j goes to slot (pos + j) % M; it sees the stored rows not yet overwritten by the
-        # rows before it, and the rows before it
-        slot = (self.pos + np.arange(N)) % M
         key = (self.n, self.pos, V.tobytes())
         memo = self._memo
         if memo is not None and memo[0] == key:
             out = memo[1]
-        else:
-            n = (self.n + np.arange(N, dtype=np.float64))[:, None]
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                mu = s1[:N] / n
-                w = 1.0 / np.maximum(s2[:N] / n - mu * mu, 1e-18 * (1.0 + (mu + ref) ** 2))
-            w = np.where(np.isfinite(w), w, 0.0)                   # (N, C)
-            # sum_c w (a - v)^2 = (a*a) @ w - 2 a @ (w v) + (w v) . v, around a common centre
-            c = mu[0] + ref if self.n else V[0]
-            B, X = self.buf[:self.size] - c, V - c
-            WX = w * X
-            q = (WX * X).sum(axis=1)
-            D = np.empty((N, self.size + N))
-            D[:, :self.size] = (w @ (B * B).T) - 2.0 * (WX @ B.T) + q[:, None]
-            D[:, self.size:] = (w @ (X * X).T) - 2.0 * (WX @ X.T) + q[:, None]
-            if self.size:                       # stored rows overwritten by the rows before
-                j, i = np.tril_indices(N, -1)
-                hit = slot[i] < self.size
-                D[j[hit], slot[i][hit]] = np.inf
-            D[:, self.size:][np.triu_indices(N)] = np.inf            # only the rows before
-            seen = np.minimum(self.size + np.arange(N), M)
-            out = np.full((N, 1), np.nan)
-            if D.shape[1] >= k:
-                dk = np.partition(D, k - 1, axis=1)[:, k - 1]
-                out[:, 0] = np.where(seen >= k, 0.5 * np.log(np.maximum(dk, _FLOOR)), np.nan)
-            self._memo = (key, out)
-        if not keep:
+            if keep:
+                self._memo = None
+                self._add(V[memo[2]])
             return out
-        self._memo = None
-        self.s1, self.s2, self.n, self.ref = s1[N], s2[N], self.n + N, ref
-        self.buf[slot] = V
-        self.pos = int((self.pos + N) % M)
-        self.size = min(M, self.size + N)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(V * V).all(axis=1)   # a value that is not finite (or whose square
+        rows = np.flatnonzero(ok)                 # is not): NaN, not stored
+        out = np.full((N, 1), np.nan)
+        if len(rows) == N and N == 1:
+            out[0, 0] = self._one(V[0])
+            if keep:
+                self._add(V)
+        else:
+            twin = self if keep else self._copy()
+            step = min(self.memory, _PIECE)
+            for a in range(0, len(rows), step):   # pieces of rows: each sees the ones before in memory
+                part = V[rows[a:a + step]]
+                out[rows[a:a + step], 0] = twin._many(part)
+                twin._add(part)
+        self._memo = None if keep else (key, out, rows)
         return out
 
-    def _score_one(self, v: np.ndarray, keep: bool) -> np.ndarray:
-        """`_scores` of one row: the same arithmetic without the frame's bookkeeping."""
-        memo, key = self._memo, (self.n, self.pos, v.tobytes())
-        if memo is not None and memo[0] == key:
-            out = memo[1]
+    def _weights(self, n, s1, s2, ref):
+        """1 / the variance of each feature from the moments (n, s1, s2 about `ref`); 0 where it
+        is not finite."""
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            mu = s1 / n
+            w = 1.0 / np.maximum(s2 / n - mu * mu, 1e-18 * (1.0 + (mu + ref) ** 2))
+        return np.where(np.isfinite(w), w, 0.0), mu + ref
+
+    def _one(self, v: np.ndarray) -> float:
+        """The signal of one finite row against the stored rows."""
+        size = self.size
+        if size < self.k:                        # (then also n >= k > 0 below)
+            return math.nan
+        w, _ = self._weights(self.n, self.s1, self.s2, self.ref)
+        d = ((self.buf[:size] - v) ** 2) @ w
+        dk = float(np.partition(d, self.k - 1)[self.k - 1])
+        return 0.5 * math.log(dk if dk > _FLOOR else _FLOOR)
+
+    def _many(self, V: np.ndarray) -> np.ndarray:
+        """The signals (N,) of finite rows `V`, N <= memory, each against the stored rows not yet
+        overwritten by the rows before it and the rows before it; pure."""
+        N, M, k, size = len(V), self.memory, self.k, self.size
+        ref = self.ref if self.n else V[0]
+        R = V - ref          # the moments before each row, from sequential sums as `_add` adds them
+        s1 = np.cumsum(np.vstack([self.s1, R]), axis=0)[:N]
+        s2 = np.cumsum(np.vstack([self.s2, R * R]), axis=0)[:N]
+        w, mean = self._weights((self.n + np.arange(N, dtype=np.float64))[:, None], s1, s2, ref)
+        # sum_c w (a - v)^2 = w . (a*a) - 2 (w v) . a + (w v) . v: one matrix product
+        # [w, -2 w v, (w v) . v] @ [a*a, a, 1] over the stored rows (oldest first, so that the rows
+        # before row j overwrote the first of them) and the frame's rows, around a common centre
+        c = mean[0] if self.n else V[0]
+        order = (np.arange(size) + (self.pos - size)) % M
+        P = np.concatenate([self.buf[order], V]) - c                            # (size + N, C)
+        X = P[size:]
+        WX = w * X
+        A = np.concatenate([w, -2.0 * WX, (WX * X).sum(axis=1)[:, None]], axis=1)   # (N, 2C + 1)
+        D = A @ np.concatenate([P * P, P, np.ones((size + N, 1))], axis=1).T     # (N, size + N)
+        D[:, size:][np.triu(np.ones((N, N), bool))] = np.inf    # the frame's rows from this one on
+        g = max(0, size + N - M)                 # stored rows (the oldest) that the frame overwrites
+        if g:                                    # row j: those the rows before it overwrote
+            D[:, :g][np.arange(g)[None, :] < np.arange(N)[:, None] - (M - size)] = np.inf
+        seen = np.minimum(size + np.arange(N), M)
+        if D.shape[1] < k:
+            return np.full(N, np.nan)
+        D.partition(k - 1, axis=1)
+        dk = D[:, k - 1]
+        return np.where(seen >= k, 0.5 * np.log(np.maximum(dk, _FLOOR)), np.nan)
+
+    def _add(self, V: np.ndarray) -> None:
+        """Add finite rows `V` (N, C) to the moments and the memory."""
+        N = len(V)
+        if not N:
+            return
+        if not self.n:
+            self.ref = V[0].copy()
+        R = V - self.ref
+        if N == 1:
+            self.s1, self.s2 = self.s1 + R[0], self.s2 + R[0] * R[0]
         else:
-            out = np.full((1, 1), np.nan)
-            size = self.size
-            if size >= self.k:                   # (then n >= k: no division by zero)
-                mu = self.s1 / self.n
-                w = 1.0 / np.maximum(self.s2 / self.n - mu * mu, 1e-18 * (1.0 + (mu + self.ref) ** 2))
-                d = ((self.buf[:size] - v) ** 2) @ np.where(w < np.inf, w, 0.0)
-                dk = float(np.partition(d, self.k - 1)[self.k - 1])
-                out[0, 0] = 0.5 * math.log(dk if dk > _FLOOR else _FLOOR)
-            self._memo = (key, out)
-        if keep:
-            self._memo = None
-            if not self.n:
-                self.ref = v.copy()
-            r = v - self.ref
-            self.s1, self.s2, self.n = self.s1 + r, self.s2 + r * r, self.n + 1
-            self.buf[self.pos] = v
-            self.pos = (self.pos + 1) % self.memory
-            self.size = min(self.memory, self.size + 1)
-        return out
+            self.s1 = np.cumsum(np.vstack([self.s1, R]), axis=0)[-1]
+            self.s2 = np.cumsum(np.vstack([self.s2, R * R]), axis=0)[-1]
+        self.n += N
+        M = self.memory
+        take = V[-M:]
+        self.buf[(self.pos + N - len(take) + np.arange(len(take))) % M] = take
+        self.pos = (self.pos + N) % M
+        self.size = min(M, self.size + N)
 
     def _copy(self) -> "RecordDensity":
         twin = RecordDensity.__new__(RecordDensity)
