@@ -35,12 +35,42 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["RecordDensity"]
+__all__ = ["RecordDensity", "kth_smallest"]
 
 _PIECE = 128        # rows judged at once: (rows, memory + rows) distances each, so short pieces cost
                     # less than a whole frame against itself
+_BLOCK = 128        # values per block in `kth_smallest`
 _FLOOR = 1e-4        # squared distances below this (in standard deviations) count as this: the log
                      # of a duplicate row would be an outlier far below the rest and widen the yardstick
+
+
+def kth_smallest(D: np.ndarray, k: int) -> np.ndarray:
+    """The `k`-th smallest value of each row of `D` (N, M), exactly as `np.partition` gives it,
+    about three times as fast on rows of a thousand values; a C-contiguous `D` whose width is a
+    multiple of `_BLOCK` is reordered in place (no copy).
+
+    numpy's selection slows down per value on long rows (here ~10 ns a value at 1,000 against ~3 ns
+    at 128), so the row is cut into blocks of `_BLOCK` values (the last one padded with inf): the
+    `k` smallest of the row are among the `k` smallest of its blocks, and those are few.
+
+    >>> D = np.random.default_rng(0).random((5, 1000))
+    >>> bool((kth_smallest(D, 20) == np.partition(D, 19, axis=1)[:, 19]).all())
+    True
+    """
+    N, M = D.shape
+    if M <= 2 * _BLOCK or k > _BLOCK:
+        return np.partition(D, k - 1, axis=1)[:, k - 1]
+    nb = -(-M // _BLOCK)
+    if M % _BLOCK == 0 and D.flags.c_contiguous:   # blocks in place (D is reordered)
+        P = D.reshape(N, nb, _BLOCK)
+    else:
+        P = np.empty((N, nb, _BLOCK))
+        flat = P.reshape(N, nb * _BLOCK)
+        flat[:, :M], flat[:, M:] = D, np.inf
+    P.partition(k - 1, axis=2)
+    C = P[:, :, :k].reshape(N, nb * k)
+    C.partition(k - 1, axis=1)
+    return C[:, k - 1]
 
 
 class RecordDensity:
@@ -127,7 +157,7 @@ class RecordDensity:
             return math.nan
         w, _ = self._weights(self.n, self.s1, self.s2, self.ref)
         d = ((self.buf[:size] - v) ** 2) @ w
-        dk = float(np.partition(d, self.k - 1)[self.k - 1])
+        dk = float(kth_smallest(d[None], self.k)[0])
         return 0.5 * math.log(dk if dk > _FLOOR else _FLOOR)
 
     def _many(self, V: np.ndarray) -> np.ndarray:
@@ -148,16 +178,20 @@ class RecordDensity:
         X = P[size:]
         WX = w * X
         A = np.concatenate([w, -2.0 * WX, (WX * X).sum(axis=1)[:, None]], axis=1)   # (N, 2C + 1)
-        D = A @ np.concatenate([P * P, P, np.ones((size + N, 1))], axis=1).T     # (N, size + N)
-        D[:, size:][np.triu(np.ones((N, N), bool))] = np.inf    # the frame's rows from this one on
+        Q = np.concatenate([P * P, P, np.ones((size + N, 1))], axis=1)
+        pad = -(size + N) % _BLOCK if size + N > 2 * _BLOCK else 0    # whole blocks for kth_smallest
+        if pad:
+            Q = np.concatenate([Q, np.zeros((pad, Q.shape[1]))])
+        D = A @ Q.T                                                               # (N, size + N + pad)
+        D[:, size + N:] = np.inf
+        D[:, size:size + N][np.triu(np.ones((N, N), bool))] = np.inf    # the frame's rows from this one on
         g = max(0, size + N - M)                 # stored rows (the oldest) that the frame overwrites
         if g:                                    # row j: those the rows before it overwrote
             D[:, :g][np.arange(g)[None, :] < np.arange(N)[:, None] - (M - size)] = np.inf
         seen = np.minimum(size + np.arange(N), M)
-        if D.shape[1] < k:
+        if size + N < k:
             return np.full(N, np.nan)
-        D.partition(k - 1, axis=1)
-        dk = D[:, k - 1]
+        dk = kth_smallest(D, k)
         return np.where(seen >= k, 0.5 * np.log(np.maximum(dk, _FLOOR)), np.nan)
 
     def _add(self, V: np.ndarray) -> None:

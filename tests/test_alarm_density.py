@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from streamnn import AutoencoderDetector
-from streamnn.alarm_density import RecordDensity
+from streamnn.alarm_density import RecordDensity, kth_smallest
 
 
 def _rows(n=1500, seed=0):
@@ -68,6 +68,21 @@ def test_frames_equal_a_loop_and_scoring_is_pure(k, memory, frame):
     assert np.array_equal(np.isnan(got), np.isnan(loop))
     np.testing.assert_allclose(got[~np.isnan(got)], loop[~np.isnan(loop)], rtol=1e-12, atol=1e-12)
     assert np.isnan(got[[100, 750, 900]]).all() and np.isfinite(got[-100:]).all()
+
+
+@pytest.mark.parametrize("width", [1, 40, 256, 257, 384, 1000, 1152, 2100])
+@pytest.mark.parametrize("k", [1, 20, 128, 129])
+def test_kth_smallest_equals_numpys_partition(width, k):
+    """The blocked selection is exact: the same value as np.partition, with ties, infinities and
+    widths that are or are not whole blocks."""
+    if k > width:
+        pytest.skip("k beyond the row")
+    rng = np.random.default_rng(width * 1000 + k)
+    for D in (rng.random((7, width)), np.round(rng.random((7, width)), 1),
+              np.where(rng.random((7, width)) < 0.7, np.inf, rng.random((7, width)))):
+        want = np.partition(D, k - 1, axis=1)[:, k - 1]
+        got = kth_smallest(D.copy(), k)
+        assert np.array_equal(got, want)
 
 
 def test_a_sparse_region_scores_higher_and_the_state_resumes_exactly():
