@@ -41,9 +41,10 @@ from streamnn.evaluation.nab import score_corpus  # noqa: E402
 KINDS = ("spike", "level", "variance", "frequency", "stuck", "dropout", "pattern")
 DETECTORS = {
     "AutoencoderDetector()": lambda s: _ae(s),
+    "AutoencoderDetector(context='season')": lambda s: _ae(s, {"context": "season"}),
     "AutoencoderDetector(context=False)": lambda s: _ae(s, {"context": False}),
     "AutoencoderDetector(context=True)": lambda s: _ae(s, {"context": True}),
-    "AnomalyLikelihood(MinMaxScaler|HST)": lambda s: _hst(s, "season"),
+    "AnomalyLikelihood(MinMaxScaler|HST)": lambda s: _hst(s, "level"),
     "AnomalyLikelihood(MinMaxScaler|HST) [context=False]": lambda s: _hst(s, False),
 }
 

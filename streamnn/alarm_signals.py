@@ -33,6 +33,7 @@ import math
 import numpy as np
 import torch
 
+from .alarm_level import LevelShift
 from .alarm_season import Seasonal
 
 __all__ = ["RangeNovelty", "SeriesContext", "series_for"]
@@ -107,6 +108,7 @@ def series_for(context, where: str = "context"):
 
     - False: none (the model's error alone, with range novelty);
     - "change": the change size;
+    - "level": the change size, the seasonal distance and the level shift (`streamnn.alarm_level`);
     - "season": the change size and the seasonal distance (`streamnn.alarm_season`);
     - True: the change size and the context novelty.
     """
@@ -118,8 +120,11 @@ def series_for(context, where: str = "context"):
         return SeriesContext(context=False)
     if context == "season":
         return SeriesContext(context=False, season=True)
-    raise ValueError(f"{where}={context!r}: use 'season' (the change size and the seasonal distance), "
-                     "'change' (the change size), True (the change size and context novelty) or False")
+    if context == "level":
+        return SeriesContext(context=False, season=True, level=True)
+    raise ValueError(f"{where}={context!r}: use 'level' (the change size, the seasonal distance and the "
+                     "level shift), 'season' (the change size and the seasonal distance), 'change' (the "
+                     "change size), True (the change size and context novelty) or False")
 
 
 class SeriesContext:
@@ -134,17 +139,21 @@ class SeriesContext:
     context
         False: the change size only (`signals` gives a 1-tuple, `scores` one column).
     season
-        True: the seasonal distance (`streamnn.alarm_season.Seasonal`) is one more signal, last.
+        True: the seasonal distance (`streamnn.alarm_season.Seasonal`) is one more signal.
+    level
+        True: the level shift (`streamnn.alarm_level.LevelShift`) is one more signal, last.
     """
 
     _EPS = 1e-9       # floor of a change, relative to the largest magnitude seen (log of a flat run)
 
-    def __init__(self, bits: int = 2, order: int = 8, context: bool = True, season: bool = False):
+    def __init__(self, bits: int = 2, order: int = 8, context: bool = True, season: bool = False,
+                 level: bool = False):
         if bits < 1 or order < 2 or bits * order > 20:
             raise ValueError(f"bits={bits}, order={order}: need bits >= 1, order >= 2, bits * order <= 20")
         self.bits, self.order, self.context = int(bits), int(order), bool(context)
         self.season = Seasonal() if season else None
-        self.width = 1 + self.context + bool(season)     # signals per event
+        self.level = LevelShift() if level else None
+        self.width = 1 + self.context + bool(season) + bool(level)    # signals per event
         self._mask = (1 << (self.bits * self.order)) - 1
         self.last = math.nan          # the previous value
         self.lo, self.hi, self.amax = math.inf, -math.inf, 0.0
@@ -165,9 +174,9 @@ class SeriesContext:
         self._top = (1 << self.bits) - 1
 
     def signals(self, v: float) -> tuple:
-        """(log change size, share of new patterns, seasonal distance) of the next value `v`, as
-        configured; NaN for a non-finite value (and the change of the first one); pure apart
-        from a one-entry cache."""
+        """(log change size, share of new patterns, seasonal distance, level shift) of the next
+        value `v`, as configured; NaN for a non-finite value (and the change of the first one);
+        pure apart from a one-entry cache."""
         memo = self._memo
         if memo is not None and memo[0] == v:
             return memo[1]
@@ -176,8 +185,11 @@ class SeriesContext:
         last = self.last
         change = math.log(abs(v - last) + self._EPS * (1.0 + self.amax)) if last - last == 0.0 else math.nan
         if not self.context:
-            self._memo = (v, (change, self.season.signal(v)) if self.season else (change,), 0, 0, 0)
-            return self._memo[1]
+            out = (change, self.season.signal(v)) if self.season else (change,)
+            if self.level:
+                out += (self.level.signal(v),)
+            self._memo = (v, out, 0, 0, 0)
+            return out
         r, top = self.hi - self.lo, self._top
         if r > 0.0:
             level = int((v - self.lo) / r * (top + 1))
@@ -200,6 +212,8 @@ class SeriesContext:
         out = (change, (length + 1 - first) / (self.order - 1))
         if self.season:
             out += (self.season.signal(v),)
+        if self.level:
+            out += (self.level.signal(v),)
         self._memo = (v, out, code, length, first)
         return out
 
@@ -214,6 +228,8 @@ class SeriesContext:
         self._memo = None
         if self.season:
             self.season.update(v)
+        if self.level:
+            self.level.update(v)
         if self.context:
             self.code = code = memo[2]
             self.length = length = memo[3]
@@ -233,10 +249,9 @@ class SeriesContext:
     def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signals` of each finite value of `values` (N,) in order, each value added after it is
         scored, vectorized: (N, width). `keep=False` leaves the state as it was (`score_many`)."""
-        if self.season is None:
-            return self._scores(values, keep)
-        season = self.season.scores(values, keep)
-        return np.concatenate([self._scores(values, keep), season[:, None]], axis=1)
+        more = [s.scores(values, keep)[:, None] for s in (self.season, self.level) if s is not None]
+        base = self._scores(values, keep)
+        return np.concatenate([base] + more, axis=1) if more else base
 
     def _scores(self, values: np.ndarray, keep: bool) -> np.ndarray:
         """`scores` of the change size and context novelty."""
@@ -284,6 +299,7 @@ class SeriesContext:
     def state_dict(self) -> dict:
         return {"bits": self.bits, "order": self.order, "context": self.context, "last": self.last,
                 "season": self.season.state_dict() if self.season else None, "lo": self.lo, "hi": self.hi,
+                "level": self.level.state_dict() if self.level else None,
                 "amax": self.amax, "code": self.code, "length": self.length,
                 "seen": torch.from_numpy(np.flatnonzero(np.frombuffer(self.seen, np.uint8)))}
 
@@ -293,7 +309,11 @@ class SeriesContext:
         if s.get("season") is not None:
             self.season = Seasonal()
             self.season.load_state_dict(s["season"])
-        self.width = 1 + self.context + (self.season is not None)
+        self.level = None                  # states written before the level shift have none
+        if s.get("level") is not None:
+            self.level = LevelShift()
+            self.level.load_state_dict(s["level"])
+        self.width = 1 + self.context + (self.season is not None) + (self.level is not None)
         self._mask = (1 << (self.bits * self.order)) - 1
         self.last, self.lo, self.hi, self.amax = s["last"], s["lo"], s["hi"], s["amax"]
         self.code, self.length = s["code"], s["length"]

@@ -64,6 +64,17 @@ def fisher(us) -> float:
             t = (a + b) * _LOG10                      # the last one missing (a series with no period)
             v = (t - math.log(1.0 + t)) / _LOG10
             return v if v > 0.0 else 0.0
+    elif k == 4:                     # error, change, season, level: the default on a series
+        a, b, c, d = us
+        if a == a and b == b and d == d:
+            if c == c:
+                t = (a + b + c + d) * _LOG10
+                half = t * (t / 2)
+                v = (t - math.log(1.0 + t + half + half * (t / 3))) / _LOG10
+            else:                                     # no period known
+                t = (a + b + d) * _LOG10
+                v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
+            return v if v > 0.0 else 0.0
     if any(u != u for u in us):
         us = [u for u in us if u == u]
         k = len(us)

@@ -17,8 +17,8 @@ class AnomalyLikelihood(base.AnomalyDetector):
     `learn_one` updates the likelihood and lets the detector learn, except an alarm and the
     `protect` - 1 events after it. `novelty`: the `RangeNovelty` tolerance (None: off); `context`:
     on a stream of events with one numeric feature, evidence about that value joins the raw
-    score's (`streamnn.alarm_signals.series_for`: "season", the default, the change size and the
-    seasonal distance; "change" the change size only; True the change size and context novelty;
+    score's (`streamnn.alarm_signals.series_for`: "level", the default, the change size, the
+    seasonal distance and the level shift; "season" the first two; "change" the change size only; True the change size and context novelty;
     False off), as in `AutoencoderDetector`'s `alarm_params`; the other parameters are those of
     `Likelihood`.
 
@@ -33,7 +33,7 @@ class AnomalyLikelihood(base.AnomalyDetector):
     def __init__(self, detector: base.Estimator | None = None, short: int = 10, long: int = 4000,
                  learning: int = 300, alarm: float = 0.5, suppress: int = 100, quiet: float = 0.4,
                  min_std: float = 0.05, novelty: float | None = 0.05, protect: int = 10,
-                 context: bool | str = "season"):
+                 context: bool | str = "level"):
         series = series_for(context)
         self.detector = detector
         self.short, self.long, self.learning, self.alarm = short, long, learning, alarm

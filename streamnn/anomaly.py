@@ -97,10 +97,12 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         Keyword arguments of `streamnn.alarms.Likelihood` (plus "novelty": the range tolerance,
         None to switch it off; "protect": events not learned from an alarm on; "context": on a
         single value stream, evidence about the value that joins the error's likelihood:
-        "season" (default) its change size and its seasonal distance, the distance to the values
-        about one, two and three periods back (`streamnn.alarm_season`: a day unlike the
-        previous days); "change" the change size only; True the change size and context
-        novelty; False none; see `streamnn.alarm_signals.series_for` and docs/anomaly.md;
+        "level" (default) its change size, its seasonal distance (the distance to the values
+        about one, two and three periods back, `streamnn.alarm_season`: a day unlike the
+        previous days) and its level shift (the mean of the last 30 values against the 600
+        before them, `streamnn.alarm_level`: a slow drift or a new level); "season" the first
+        two; "change" the change size only; True the change size and context novelty; False
+        none; see `streamnn.alarm_signals.series_for` and docs/anomaly.md;
         "density": on records of several features, the `k` (default 20) of the distance to the
         `k`-th nearest of the last 1,000 records that joins the error's likelihood,
         `streamnn.alarm_density.RecordDensity`; None to switch it off).
@@ -204,7 +206,7 @@ class AutoencoderDetector(FramesMixin, WindowsMixin, TorchLearner, base.AnomalyD
         super()._reset()
         params = dict(self.alarm_params or {})
         novelty, self._protect = params.pop("novelty", 0.05), params.pop("protect", 10)
-        context, density = params.pop("context", "season"), params.pop("density", 20)
+        context, density = params.pop("context", "level"), params.pop("density", 20)
         self.likelihood_ = Likelihood(**params) if self.alarms else None
         self.range_ = RangeNovelty(novelty) if self.alarms and novelty is not None else None
         series = series_for(context, "alarm_params['context']")

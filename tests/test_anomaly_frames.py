@@ -64,15 +64,17 @@ def _assert_same(a, b):
     if a.series_ is not None:
         sa, sb = a.series_.state_dict(), b.series_.state_dict()
         assert sa.pop("seen").tolist() == sb.pop("seen").tolist()
-        ea, eb = sa.pop("season"), sb.pop("season")
-        assert sa == sb and (ea is None) == (eb is None)
-        if ea is not None:                              # the seasonal distance's values and period
-            assert ea.pop("values").tolist() == eb.pop("values").tolist() and ea == eb
+        for part in ("season", "level"):               # the seasonal distance's and the level
+            ea, eb = sa.pop(part), sb.pop(part)         # shift's values, period and sums
+            assert (ea is None) == (eb is None)
+            if ea is not None:
+                assert ea.pop("values").tolist() == eb.pop("values").tolist() and ea == eb
+        assert sa == sb
 
 
 SERIES = {"alarm_params": {"context": True}}     # change size and context novelty join the error
-PLAIN = {"alarm_params": {"context": False}}     # the error alone (the default adds the change size
-                                                 # and the seasonal distance)
+PLAIN = {"alarm_params": {"context": False}}     # the error alone (the default adds the change size,
+                                                 # the seasonal distance and the level shift)
 
 
 @pytest.mark.parametrize("frame", [1, 37, 1024])
