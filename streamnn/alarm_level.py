@@ -11,6 +11,8 @@ and a high yardstick, a steady one that leaves its level stands out. NaN until `
 values have been seen.
 
 A standard deviation under 1e-6 of the largest magnitude seen counts as that (a flat series).
+Values near the float limit (squares that overflow) give NaN or inf signals, which the alarm rules
+leave out.
 
 Everything is causal: each value is judged against past values only (`signal` is pure), then
 added (`update`). `scores` does the same for a frame of values (a loop: O(1) a value).
@@ -80,7 +82,9 @@ class LevelShift:
         m = self.sl / count
         var = self.ql / count - m * m
         sd = math.sqrt(var) if var > 0.0 else 0.0
-        floor = self._EPS * (1.0 + self.amax)
+        floor = self._EPS * self.amax
+        if floor < 1e-300:
+            floor = 1e-300
         d = (self.sr + (v - self.c)) / short - m
         return (d if d >= 0.0 else -d) / (sd if sd > floor else floor)
 
@@ -118,10 +122,11 @@ class LevelShift:
         vals = np.array([self.ring[i % cap] for i in range(max(0, n - short + 1 - self.long), n)])
         split = len(vals) - min(n, short - 1)
         level, recent = vals[:split], vals[split:]
-        self.c = c = math.fsum(level) / len(level) if len(level) else float(vals[-1])
-        self.sr = math.fsum(recent - c)
-        self.sl = math.fsum(level - c)
-        self.ql = math.fsum((level - c) ** 2)
+        with np.errstate(over="ignore", invalid="ignore"):    # values near the float limit: inf sums,
+            self.c = c = float(level.mean()) if len(level) else float(vals[-1])   # NaN signals
+            self.sr = float(np.sum(recent - c))
+            self.sl = float(np.sum(level - c))
+            self.ql = float(np.sum((level - c) ** 2))
 
     def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signal` of each value of `values` (N,) in order, each finite value added after it is

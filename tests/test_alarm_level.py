@@ -2,6 +2,7 @@
 and what it adds to `AutoencoderDetector` on a slow drift."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def _formula(v, short=30, long=600, min_long=100):
     out = np.full(len(f), np.nan)
     for i in range(short + min_long - 1, len(f)):
         recent, level = f[i - short + 1:i + 1], f[max(0, i - short + 1 - long):i - short + 1]
-        floor = 1e-6 * (1.0 + np.abs(f[:i]).max())
+        floor = max(1e-6 * np.abs(f[:i]).max(), 1e-300)
         out[i] = abs(recent.mean() - level.mean()) / max(level.std(), floor)
     full = np.full(len(v), np.nan)
     full[np.isfinite(v)] = out
@@ -73,6 +74,31 @@ def test_the_state_resumes_exactly():
     b = LevelShift()
     b.load_state_dict(pickle.loads(pickle.dumps(a.state_dict())))
     np.testing.assert_array_equal(_loop(b, v[1900:]), _loop(a, v[1900:]))
+
+
+@pytest.mark.parametrize("case", ["huge", "tiny", "zeros then a step", "at the float limit"])
+def test_any_scale_and_the_float_limit(case):
+    """A series of any scale gets the same signal (no absolute floor); values whose squares
+    overflow give signals that are not finite (left out by the alarm rules), never an error or a
+    warning."""
+    v = np.random.default_rng(3).normal(size=2000)
+    ref = LevelShift().scores(v)
+    if case == "huge":
+        v = v * 1e200
+    elif case == "tiny":
+        v = v * 1e-100
+    elif case == "zeros then a step":
+        v = np.zeros(2000)
+        v[1500:] = 1e-9
+    else:
+        v[::3], v[1::3] = 1.7e308, -1.7e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = LevelShift().scores(v)
+    if case == "tiny":
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    if case == "zeros then a step":
+        assert np.nanmax(got[:1500]) == 0.0 and got[1500] > 1e6
 
 
 def test_bad_parameters_and_values_that_are_not_finite():
