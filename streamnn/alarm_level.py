@@ -130,21 +130,38 @@ class LevelShift:
 
     def scores(self, values: np.ndarray, keep: bool = True) -> np.ndarray:
         """`signal` of each value of `values` (N,) in order, each finite value added after it is
-        scored (as `update` would: the same arithmetic); `keep=False` leaves the state as it was."""
+        scored (as `update` would: the same arithmetic); `keep=False` leaves the state as it was.
+        A `keep=False` call then a `keep=True` call of the same values from the same state
+        (score_many then learn_many of one frame) run the loop once."""
+        v = np.asarray(values, np.float64)
+        key = (self.n, self.c, self.sr, self.sl, self.ql, self.amax, v.tobytes())
+        memo = self.__dict__.pop("_memo", None)
+        if memo is not None and memo[0] == key:
+            if keep:                                   # the state the loop reached, as it is
+                self.__dict__.update(memo[2].__dict__)
+                return memo[1]
+            self._memo = memo
+            return memo[1].copy()
         twin = self if keep else self._copy()
-        out = np.full(len(values), np.nan)
+        out = np.full(len(v), np.nan)
         signal, update = twin.signal, twin.update
-        for j, x in enumerate(np.asarray(values, np.float64).tolist()):
+        for j, x in enumerate(v.tolist()):
             if x - x == 0.0:
                 out[j] = signal(x)
                 update(x)
+        if not keep:
+            self._memo = (key, out.copy(), twin)
         return out
 
     def _copy(self) -> "LevelShift":
         twin = LevelShift.__new__(LevelShift)
         twin.__dict__.update(self.__dict__)
+        twin.__dict__.pop("_memo", None)
         twin.ring = list(self.ring)
         return twin
+
+    def __getstate__(self):            # the memo is a cache: scoring leaves the pickled state as it was
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
     def _last(self) -> list:
         n, cap = self.n, self.cap
