@@ -61,7 +61,7 @@ ANCHORS = [("ARTime", 74.9, 65.1, 80.4), ("Numenta HTM", 70.5, 62.6, 75.2), ("CA
 BASELINE = "AutoencoderDetector() [baseline]"
 
 
-def make(name: str, baseline=None):
+def make(name: str, baseline=None, seed=None):
     import torch
     from river import anomaly, preprocessing
 
@@ -69,13 +69,13 @@ def make(name: str, baseline=None):
     from streamnn.alarms import AnomalyLikelihood
     torch.set_num_threads(1)
     if name == "AutoencoderDetector()":
-        return streamnn.AutoencoderDetector()
+        return streamnn.AutoencoderDetector(seed=seed)
     if name == SEASON:   # the change size and the seasonal distance, without the level shift
-        return streamnn.AutoencoderDetector(alarm_params={"context": "season"})
+        return streamnn.AutoencoderDetector(seed=seed, alarm_params={"context": "season"})
     if name == SERIES:   # the series evidence (change size, context novelty) joins the error
-        return streamnn.AutoencoderDetector(alarm_params={"context": True})
+        return streamnn.AutoencoderDetector(seed=seed, alarm_params={"context": True})
     if name == PLAIN:    # the network's error alone (with range novelty)
-        return streamnn.AutoencoderDetector(alarm_params={"context": False})
+        return streamnn.AutoencoderDetector(seed=seed, alarm_params={"context": False})
     if name == BASELINE:   # an older copy of the package, imported as streamnn_baseline
         sys.path.insert(0, baseline)
         import streamnn_baseline
@@ -88,8 +88,8 @@ def make(name: str, baseline=None):
 
 
 def run_file(job):
-    name, values, baseline = job
-    model = make(name, baseline)
+    name, values, baseline, seed = job
+    model = make(name, baseline, seed)
     scores = np.empty(len(values))
     t, c = time.perf_counter(), time.process_time()
     for i, v in enumerate(values.tolist()):
@@ -106,8 +106,8 @@ def _warm_up():
         model.learn_one({"value": float(i % 7)})
 
 
-def run_all(corpus, names, processes=2, baseline=None):
-    jobs = [(n, c["values"], baseline) for n in names for c in corpus]
+def run_all(corpus, names, processes=2, baseline=None, seed=None):
+    jobs = [(n, c["values"], baseline, seed) for n in names for c in corpus]
     with Pool(processes, initializer=_warm_up) as pool:
         out = pool.map(run_file, jobs, chunksize=1)
     res = {}
@@ -127,6 +127,7 @@ def write(path, res, corpus, args, wall):
              "one fresh detector per file, defaults, `{\"value\": v}` per event (score_one then learn_one); "
              "one threshold per profile over the whole corpus (`streamnn.evaluation.nab`). "
              f"Command: `python benchmarks/nab.py{' --files %d' % args.files if args.files else ''}"
+             f"{' --seed %d' % args.seed if args.seed is not None else ''}"
              f"{' --processes %d' % args.processes if args.processes != 2 else ''}"
              f"{' --baseline ' + args.baseline if args.baseline else ''}`; "
              f"{platform.processor() or platform.machine()}, {args.processes} process(es), one thread each, "
@@ -166,6 +167,8 @@ def main():
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nab.md"))
     ap.add_argument("--processes", type=int, default=2, help="worker processes (one thread each)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="the seed of streamnn's detectors (default: None, a fresh draw per file)")
     ap.add_argument("--baseline", default=None,
                     help="an older streamnn package directory: its AutoencoderDetector() runs as a peer")
     args = ap.parse_args()
@@ -180,7 +183,7 @@ def main():
         shutil.copytree(args.baseline, Path(baseline) / "streamnn_baseline")
         names.insert(1, BASELINE)
     t = time.time()
-    res = run_all(corpus, names, processes=args.processes, baseline=baseline)
+    res = run_all(corpus, names, processes=args.processes, baseline=baseline, seed=args.seed)
     write(args.out, res, corpus, args, time.time() - t)
 
 
