@@ -53,41 +53,20 @@ def fisher(us) -> float:
     (chi-squared with 2k degrees of freedom); one value is returned as it is. NaN values (a signal
     with no evidence on this event: no history yet, a series with no period) are left out, so they
     do not dilute the others."""
-    k = len(us)
-    if k == 3:                       # the usual cases, unrolled (the same rounding as below)
-        a, b, c = us
-        if a == a and b == b:
-            if c == c:
-                t = (a + b + c) * _LOG10
-                v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
-                return v if v > 0.0 else 0.0
-            t = (a + b) * _LOG10                      # the last one missing (a series with no period)
-            v = (t - math.log(1.0 + t)) / _LOG10
-            return v if v > 0.0 else 0.0
-    elif k == 4:                     # error, change, season, level: the default on a series
-        a, b, c, d = us
-        if a == a and b == b and d == d:
-            if c == c:
-                t = (a + b + c + d) * _LOG10
-                half = t * (t / 2)
-                v = (t - math.log(1.0 + t + half + half * (t / 3))) / _LOG10
-            else:                                     # no period known
-                t = (a + b + d) * _LOG10
-                v = (t - math.log(1.0 + t + t * (t / 2))) / _LOG10
-            return v if v > 0.0 else 0.0
-    if any(u != u for u in us):
-        us = [u for u in us if u == u]
-        k = len(us)
+    t, k, first = 0.0, 0, 0.0                  # one pass: the sum and count of the defined ones
+    for u in us:
+        if u == u:
+            if not k:
+                first = u
+            t += u
+            k += 1
     if k == 1:
-        return us[0]
-    t = sum(us) * _LOG10
-    if k == 3:
-        acc = 1.0 + t + t * (t / 2)
-    else:
-        acc = term = 1.0
-        for i in range(1, k):
-            term *= t / i
-            acc += term
+        return first
+    t *= _LOG10
+    acc = term = 1.0
+    for i in range(1, k):
+        term *= t / i
+        acc += term
     v = (t - math.log(acc)) / _LOG10
     return v if v > 0.0 else 0.0
 
