@@ -185,9 +185,7 @@ class SeriesContext:
         last = self.last
         change = math.log(abs(v - last) + self._EPS * (1.0 + self.amax)) if last - last == 0.0 else math.nan
         if not self.context:
-            out = (change, self.season.signal(v)) if self.season else (change,)
-            if self.level:
-                out += (self.level.signal(v),)
+            out = (change,) + self._more(v)
             self._memo = (v, out, 0, 0, 0)
             return out
         r, top = self.hi - self.lo, self._top
@@ -209,13 +207,14 @@ class SeriesContext:
                 first = k + 1
             else:
                 top = k
-        out = (change, (length + 1 - first) / (self.order - 1))
-        if self.season:
-            out += (self.season.signal(v),)
-        if self.level:
-            out += (self.level.signal(v),)
+        out = (change, (length + 1 - first) / (self.order - 1)) + self._more(v)
         self._memo = (v, out, code, length, first)
         return out
+
+    def _more(self, v: float) -> tuple:
+        """The seasonal distance and the level shift of `v`, as configured."""
+        out = (self.season.signal(v),) if self.season else ()
+        return out + (self.level.signal(v),) if self.level else out
 
     def update(self, v: float) -> None:
         """Add the value `v` (non-finite values are skipped)."""
