@@ -21,6 +21,7 @@ from river import base
 
 from .base import TorchLearner
 from .linear_classifier import LinearExpertMixin
+from .neighbors import NeighbourMixin
 from .modules import MLP, grow_output, last_linear, members_of
 
 __all__ = ["TorchClassifier", "MLPClassifier"]
@@ -31,7 +32,7 @@ _LOSSES = {"cross_entropy", "ce", "log_loss"}
 DEFAULTS = dict(optimizer="adam", lr=0.007, batch_size=64, update_every=16, warmup=5000, replay=1.0)
 # MLPClassifier's: three members trained as one batched network, larger batches, less replay
 # (issue 15; benchmarks/results/core_lr.md, rounds 3 and 4)
-MLP_DEFAULTS = {**DEFAULTS, "members": 3, "batch_size": 128, "replay": 0.5, "lr_spread": 1.0}
+MLP_DEFAULTS = {**DEFAULTS, "members": 3, "batch_size": 128, "replay": 0.5, "lr_spread": 1.0, "neighbors": 10}
 
 
 def no_label(y) -> bool:
@@ -276,7 +277,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         return pd.Series(labels[P.argmax(axis=1)], index=X.index)
 
 
-class MLPClassifier(LinearExpertMixin, TorchClassifier):
+class MLPClassifier(NeighbourMixin, LinearExpertMixin, TorchClassifier):
     """A streaming multilayer-perceptron classifier (binary and multi-class).
 
     Parameters
@@ -310,6 +311,15 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
         recent prequential log loss (`linear_.weights()`). Faster after an abrupt drift of a linear
         concept and better after gradual ones, but slightly lower on Bananas and ~1.4x the time per
         event, so off by default (benchmarks/results/core_lr.md, session 9).
+    neighbors
+        A nearest-neighbour vote next to the network (`streamnn.neighbors`): the `neighbors`
+        nearest of the last 1,000 rows the network saw (scaled as it saw them) vote on the class,
+        and the vote is mixed with the network's probabilities by weights that follow
+        exponentiated gradient on the mixture's log loss (`neighbors_.w`: network, vote). 10 by
+        default since session 12: river's Bananas 0.880-0.883 -> 0.892-0.893 (worst of seeds 0-9
+        and 10-19), faster after abrupt and gradual drifts of non-linear concepts, Phishing
+        unchanged, ImageSegments -0.001; about 1.2-1.3x the time per event. 0 = the network alone.
+        Off beyond 128 inputs (`neighbors.MAX_INPUTS`).
     lr_control
         As in `TorchClassifier`; the default here is "plateau_floor" (`PlateauLR(min_lr_ratio=0.1)`:
         plateau control that never goes below lr/10, so that the model keeps following drift).
@@ -334,7 +344,12 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
                  weight_decay: float = 0.0, grad_clip: float | None = None,
                  scale_inputs: str | None = "welford", lr_control="plateau_floor", classes: tuple | None = None,
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
-                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = False):
+                 lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = False,
+                 neighbors: int = MLP_DEFAULTS["neighbors"]):
+        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 0:
+            raise ValueError(f"neighbors={neighbors!r}: use the number of nearest neighbours that vote "
+                             "(e.g. 10), or 0 for the network alone")
+        self.neighbors = neighbors
         if not isinstance(linear, bool):
             raise ValueError(f"linear={linear!r}: use True (linear experts next to the network) or False")
         self.linear = linear
@@ -355,7 +370,7 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
     DRIFT_WARMUP = 1000
     # Parameters added after checkpoints were written, and the value they had before (one network;
     # every member at lr): a runtime checkpoint without them resumes where the config says so.
-    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0, "linear": False}
+    PARAMS_BEFORE = {"members": 1, "lr_spread": 1.0, "linear": False, "neighbors": 0}
 
     def _get_params(self):
         params = super()._get_params()
@@ -388,6 +403,7 @@ class MLPClassifier(LinearExpertMixin, TorchClassifier):
                                  f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) "
                                  "to resume it")
             self._check_linear_state(s)
+            self._check_neighbors_state(s)
         return super().load_state_dict(s)
 
 

@@ -38,8 +38,10 @@ def test_a_linear_boundary_is_learned_fast_and_after_an_abrupt_drift():
     where the network alone recovered slowest."""
     stream = list(itertools.chain(synth.Hyperplane(seed=1, n_features=10, noise_percentage=0.05).take(2000),
                                   synth.Hyperplane(seed=1001, n_features=10, noise_percentage=0.05).take(1500)))
-    on = _prequential(MLPClassifier(seed=0, linear=True), stream)
-    off = _prequential(MLPClassifier(seed=0, linear=False), stream)
+    # the linear experts against the network alone (the neighbour vote, on by default, also
+    # helps early: with it on both sides the margin here is 0.020 instead of 0.04)
+    on = _prequential(MLPClassifier(seed=0, linear=True, neighbors=0), stream)
+    off = _prequential(MLPClassifier(seed=0, linear=False, neighbors=0), stream)
     assert on[100:500].mean() > off[100:500].mean() + 0.02, (on[100:500].mean(), off[100:500].mean())
     assert on[2000:2500].mean() > off[2000:2500].mean() + 0.04, (on[2000:2500].mean(), off[2000:2500].mean())
     assert on[2500:].mean() > 0.9, on[2500:].mean()
