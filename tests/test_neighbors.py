@@ -126,12 +126,17 @@ def test_predicting_or_not_leaves_the_learner_the_same():
     """The step reads back the probabilities the predictions computed; without predictions it
     computes them: the same expert either way."""
     stream = _rings(700, seed=5)
-    a, b = MLPClassifier(seed=1, warmup=100), MLPClassifier(seed=1, warmup=100)
+    a, b, c = (MLPClassifier(seed=1, warmup=100) for _ in range(3))
     for x, t in stream:
         a.predict_proba_one(x)
         a.learn_one(x, t)
         b.learn_one(x, t)
-    assert np.array_equal(a.neighbors_.w, b.neighbors_.w) and np.array_equal(a.neighbors_.R, b.neighbors_.R)
+    X, y = pd.DataFrame([x for x, _ in stream]), pd.Series([t for _, t in stream])
+    for i in range(0, len(stream), 64):                        # frames predicted, then learned (the runtime)
+        c.predict_proba_many(X.iloc[i:i + 64])
+        c.learn_many(X.iloc[i:i + 64], y.iloc[i:i + 64])
+    for m in (a, c):
+        assert np.array_equal(m.neighbors_.w, b.neighbors_.w) and np.array_equal(m.neighbors_.R, b.neighbors_.R)
 
 
 def test_save_and_load_resume_exactly(tmp_path):
