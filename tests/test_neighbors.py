@@ -63,13 +63,22 @@ def test_the_vote_is_the_rule_written_out_with_ties_shared():
 
 
 def test_a_row_gets_the_same_vote_alone_or_in_a_frame():
+    """`proba` (rows in blocks) equals `vote` row by row, bit for bit: ties on a grid, scales from
+    1e-3 to 1e3, rows narrower or wider than the memory."""
     rng = np.random.default_rng(2)
-    ex = NeighbourExpert()
-    ex.learn(rng.normal(size=(1500, 4)), rng.integers(0, 2, size=1500))
-    Z = rng.normal(size=(64, 4)).astype(np.float32)
-    frame = ex.proba(Z, 2)
-    assert all(np.array_equal(frame[i], ex.vote(Z[i], 2)) for i in range(64))
-    assert ex.n == 1000 and np.allclose(frame.sum(axis=1), 1.0)
+    for _ in range(60):
+        F, C, k = int(rng.integers(1, 40)), int(rng.integers(1, 6)), int(rng.integers(1, 15))
+        ex = NeighbourExpert(k=k, memory=int(rng.integers(k, 300)))
+        grid = bool(rng.integers(0, 2))
+        R = rng.integers(-2, 3, size=(int(rng.integers(1, 400)), F)) if grid else \
+            rng.normal(size=(int(rng.integers(1, 400)), F)) * 10.0 ** rng.integers(-3, 4)
+        ex.learn(R, rng.integers(0, C, size=len(R)))
+        width = int(rng.integers(1, 45))
+        Z = (rng.integers(-2, 3, size=(int(rng.integers(2, 70)), width)) if grid else
+             rng.normal(size=(int(rng.integers(2, 70)), width))).astype(np.float32)
+        frame = ex.proba(Z, C)
+        assert all(np.array_equal(frame[i], ex.vote(Z[i], C)) for i in range(len(Z)))
+        assert np.allclose(frame.sum(axis=1), 1.0)
 
 
 def _board(n, seed=0):
