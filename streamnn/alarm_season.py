@@ -51,8 +51,14 @@ def find_period(h: np.ndarray, min_lag: int = 8, min_acf: float = 0.3) -> int:
     L = len(h)
     if L < 64:
         return 0
-    f = np.fft.rfft(h - h.mean(), 2 * L)
-    ac = np.fft.irfft(f.real * f.real + f.imag * f.imag, 2 * L)[:L]
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = np.fft.rfft(h - h.mean(), 2 * L)
+        ac = np.fft.irfft(f.real * f.real + f.imag * f.imag, 2 * L)[:L]
+    if not math.isfinite(ac[0]):                        # values near the float range overflow the
+        s = float(np.abs(h).max())                      # squares: the same autocorrelation, scaled
+        if not math.isfinite(s):                        # (a value that is not finite: no period)
+            return 0
+        return find_period(h / s, min_lag, min_acf)
     if not ac[0] > 0.0:                                 # a constant stretch
         return 0
     ac = ac / ac[0]

@@ -171,8 +171,9 @@ class FeatureRegistry:
             if pos:
                 src, dst = zip(*pos)
                 out[:, list(dst)] = A[:, list(src)]
-        if not math.isfinite(np.add.reduce(out, axis=None)):   # a finite sum: no inf to replace
-            out[np.isinf(out)] = np.nan
+        inf = np.isinf(out)   # (not a sum's finiteness: +inf and -inf, or 1e308s, warned in numpy)
+        if inf.any():
+            out[inf] = np.nan
         return out
 
     def frame_rows(self, X):

@@ -274,7 +274,11 @@ class _MultiOutput(TorchLearner):
         r = self._reg_slots()
         if getattr(self, "scale_target", False) and len(r):
             Y = Y.copy()
-            Y[:, r] = (Y[:, r] - self.target_scaler_.mean[r]) * self.target_scaler_.inv_std[r]
+            ts = self.target_scaler_
+            Z = (Y[:, r] - ts.mean[r]) * ts.inv_std[r]
+            if ts.clip is not None:   # winsorised like a regressor's target: one extreme value never
+                Z = np.clip(Z, ts._nzlim[r], ts._zlim[r])   # overflows (NaN, a missing target, stays)
+            Y[:, r] = Z
         return Y.astype(np.float32)
 
     # -- prediction --------------------------------------------------------------------------

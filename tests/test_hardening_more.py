@@ -546,3 +546,50 @@ def test_a_refused_feature_leaves_the_learner_as_it_was(how, bad):
     assert list(m.features_.index) == ["a"] and m.n_seen_ == 1
     m.learn_many(X[["a"]], pd.Series(np.arange(6.0)))
     assert m.n_seen_ == 7
+
+
+# -- extreme values: no numpy warning, no stalled learning (session 12) -------------------------
+
+def test_a_huge_finite_target_of_a_multi_target_regressor_is_winsorised_not_a_stalled_model():
+    """A target of 1e300 was scaled without the winsorising window, overflowed float32 and made
+    every step whose batch (or replay) held it non-finite: 111 of 550 steps skipped afterwards."""
+    import warnings
+    rng = np.random.default_rng(0)
+
+    def gen(n):
+        for _ in range(n):
+            x = {"a": float(rng.normal()), "b": float(rng.normal())}
+            yield x, {"u": 2 * x["a"] + 1, "v": x["b"] - x["a"]}
+
+    model = streamnn.MultiTargetRegressor(seed=0)
+    for x, y in gen(500):
+        model.learn_one(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i, (x, y) in enumerate(gen(550)):
+            model.learn_one(x, {"u": 1e300, "v": 0.0} if i == 10 else y)
+    assert model.n_nonfinite_ == 0
+    assert np.mean([abs(model.predict_one(x)["u"] - y["u"]) for x, y in gen(200)]) < 0.2
+
+
+def test_values_near_the_float_range_raise_no_numpy_warning():
+    """Frames holding +inf and -inf (or 1e308s) summed to NaN in a finiteness check, and a
+    detector's season finder squared values near the float range: RuntimeWarnings for the user."""
+    import warnings
+    import pandas as pd
+    from streamnn.alarm_season import find_period
+
+    wave = np.sin(np.arange(1000) * 2 * np.pi / 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_period(wave * 1e300) == find_period(wave) == 24
+        assert find_period(np.r_[wave[:500], np.inf, wave[501:]]) == 0
+        model = streamnn.MLPClassifier(seed=0)
+        X = pd.DataFrame({"a": [np.inf, -np.inf, 1e308, 1e308], "b": [1.0, 2.0, 3.0, 4.0]})
+        model.learn_many(X, pd.Series([0, 1, 0, 1]))
+        assert np.isfinite(model.predict_proba_many(X).to_numpy()).all()
+        det = streamnn.AutoencoderDetector(seed=0)
+        for i in range(700):
+            x = {"v": float(wave[i % 1000]) * (1e300 if i % 97 == 5 else 1.0)}
+            det.score_one(x)
+            det.learn_one(x)
