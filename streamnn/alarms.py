@@ -295,7 +295,8 @@ class Likelihood:
         """-log10 tails (N, k) of the extra raw scores `extra` (N, k) of the next N events, each
         added after it is scored; for `update_many(..., extra_u=)` (the extra evidence does not
         depend on the model, so a frame's can be judged at once)."""
-        tails = self._tails(1 + extra.shape[1])[1:]
+        k = extra.shape[1]
+        tails = self._tails(1 + k)[1:1 + k]   # as `score` pairs them (fewer signals than before: the first k)
         return np.stack([t.u_many(extra[:, j], self.min_std) for j, t in enumerate(tails)], axis=1)
 
     def update_many(self, raw: np.ndarray, novel: np.ndarray, extra: np.ndarray | None = None,

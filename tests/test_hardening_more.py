@@ -593,3 +593,32 @@ def test_values_near_the_float_range_raise_no_numpy_warning():
             x = {"v": float(wave[i % 1000]) * (1e300 if i % 97 == 5 else 1.0)}
             det.score_one(x)
             det.learn_one(x)
+
+
+def test_a_one_value_sensor_that_gains_a_second_field_keeps_running(tmp_path):
+    """One value for 400 events (series evidence: season, level shift), then a second sensor comes
+    online: the frame path judged the record density with the series' extra tails and raised an
+    IndexError; with `features = "*"` that stopped the consumer on every restart (a poison pill).
+    Frames now pair the signals with their tails as `score` does."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    rows = [{"v": float(np.sin(i / 5) + rng.normal(0, 0.1))} for i in range(700)]
+    for i in range(400, 700):
+        rows[i]["w"] = float(rng.normal())
+    frames = streamnn.AutoencoderDetector(seed=0)
+    framed = []
+    for i in range(0, len(rows), 50):
+        X = pd.DataFrame(rows[i:i + 50])
+        framed += frames.score_many(X).tolist()
+        frames.learn_many(X)
+    framed = np.array(framed)
+    assert np.isfinite(framed).all() and ((framed >= 0) & (framed <= 1)).all()
+    assert framed[450:].max() > 0 and frames.density_.n > 0   # the records' evidence took over
+    src = tmp_path / "s.jsonl"
+    with open(src, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({"id": f"e{i}", **r}) + "\n")
+    raw = config(tmp_path / "r", {"type": "file", "path": str(src)}, AE,
+                 schema={"features": "*", "target": None})   # (listed features: both columns from the start)
+    p, summary = run(raw)
+    assert summary["dead_letters"] == 0 and len(lines(tmp_path / "r" / "predictions.jsonl")) == 700
