@@ -44,6 +44,8 @@ from . import checkpoint
 from .base import _load, _plain_params, _qualified, resolve_device
 from .regression import _finite
 
+MAX_ABS = 1e30   # larger values are skipped, as the runtime's range rule ([schema] max_abs) refuses them
+
 __all__ = ["MLPForecaster"]
 
 
@@ -201,9 +203,9 @@ class MLPForecaster(SavedForecaster, Forecaster):
 
     def learn_one(self, y: float, x: dict | None = None) -> None:
         y = _finite(y)
-        if y is None:   # missing, NaN, inf, or an integer beyond the float range
-            self.n_skipped_ += 1
-            return
+        if y is None or abs(y) > MAX_ABS:   # missing, NaN, inf, an integer beyond the float range, or
+            self.n_skipped_ += 1            # beyond the runtime's range rule (its windows' differences
+            return                          # and scales would overflow)
         self._warn_x(x)
         self._keep(y)
         self.n_seen_ += 1
@@ -224,6 +226,7 @@ class MLPForecaster(SavedForecaster, Forecaster):
         at = draw[:, None] + np.arange(1, H + 1)[None, :]                     # (B, H)
         known = at <= n - 1
         target = np.where(known, (self.y_[np.minimum(at, n - 1)] - base) / scale, 0.0)
+        np.clip(target, -1e30, 1e30, out=target)   # (values within MAX_ABS: no inf in float32)
         weight = known * (scale / scale.mean()) ** self.scale_power                 # (B, H)
         if self._device.type == "cpu":
             self._numpy_step(z, target, weight)

@@ -622,3 +622,21 @@ def test_a_one_value_sensor_that_gains_a_second_field_keeps_running(tmp_path):
                  schema={"features": "*", "target": None})   # (listed features: both columns from the start)
     p, summary = run(raw)
     assert summary["dead_letters"] == 0 and len(lines(tmp_path / "r" / "predictions.jsonl")) == 700
+
+
+def test_a_forecaster_skips_values_beyond_the_range_rule_without_numpy_warnings():
+    """MLPForecaster scaled its windows by their differences: a value of 1e300 overflowed them
+    (RuntimeWarnings, an inf target cast to float32). Values beyond 1e30 are skipped as the
+    runtime's range rule refuses them; up to it, no warning."""
+    import warnings
+    ys = [10 + np.sin(i * 2 * np.pi / 12) for i in range(500)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bad, skipped in ((1e300, 1), (-1e308, 1), (1e30, 0)):
+            model = streamnn.MLPForecaster(seed=0)
+            for i, y in enumerate(ys):
+                model.learn_one(bad if i == 300 else y)
+            assert model.n_skipped_ == skipped
+            f = model.forecast(3)
+            truth = [10 + np.sin((500 + j) * 2 * np.pi / 12) for j in range(3)]
+            assert np.isfinite(f).all() and max(abs(a - b) for a, b in zip(f, truth)) < 0.2, f
