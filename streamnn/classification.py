@@ -397,13 +397,15 @@ class MLPClassifier(NeighbourMixin, LinearExpertMixin, TorchClassifier):
             for name, value in self.PARAMS_BEFORE.items():   # saved before the parameter existed:
                 if name not in extra:                          # resumed as it was trained
                     setattr(self, name, value)
-            saved = extra.get("lr_spread", self.lr_spread)
-            if extra.get("members", 1) > 1 and float(saved) != float(self.lr_spread):
-                raise ValueError(f"this state was trained with lr_spread={saved!r}, the learner has "
-                                 f"lr_spread={self.lr_spread!r}: build MLPClassifier(lr_spread={saved!r}, ...) "
-                                 "to resume it")
-            self._check_linear_state(s)
-            self._check_neighbors_state(s)
+            # parameters that shape the state: the saved value must be the learner's (lr_spread
+            # only matters with several members)
+            for name in ("lr_spread", "linear", "neighbors"):
+                saved, have = extra.get(name, getattr(self, name)), getattr(self, name)
+                if name == "lr_spread" and extra.get("members", 1) <= 1:
+                    continue
+                if saved != have:
+                    raise ValueError(f"this state was trained with {name}={saved!r}, the learner has "
+                                     f"{name}={have!r}: build MLPClassifier({name}={saved!r}, ...) to resume it")
         return super().load_state_dict(s)
 
 

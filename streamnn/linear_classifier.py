@@ -251,11 +251,3 @@ class LinearExpertMixin:
         self.linear_ = None
         if self.linear and "linear_experts" in s:
             self.linear_ = LinearExperts.from_state(s["linear_experts"])
-
-    def _check_linear_state(self, s: dict):
-        """Before a load: the state's `linear` must be the learner's (`PARAMS_BEFORE` has set it
-        for a state saved before the parameter existed)."""
-        saved = bool(s.get("extra", {}).get("linear", False))
-        if s.get("built") and saved != bool(self.linear):
-            raise ValueError(f"this state was trained with linear={saved!r}, the learner has "
-                             f"linear={self.linear!r}: build MLPClassifier(linear={saved!r}, ...) to resume it")

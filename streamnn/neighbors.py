@@ -271,12 +271,3 @@ class NeighbourMixin:
         self.neighbors_ = None
         if self.neighbors and "neighbor_expert" in s:
             self.neighbors_ = NeighbourExpert.from_state(s["neighbor_expert"])
-
-    def _check_neighbors_state(self, s: dict):
-        """Before a load: the state's `neighbors` must be the learner's (`PARAMS_BEFORE` has set
-        it for a state saved before the parameter existed)."""
-        saved = int(s.get("extra", {}).get("neighbors", 0) or 0)
-        if s.get("built") and saved != int(self.neighbors or 0):
-            raise ValueError(f"this state was trained with neighbors={saved!r}, the learner has "
-                             f"neighbors={self.neighbors!r}: build MLPClassifier(neighbors={saved!r}, ...) "
-                             "to resume it")

@@ -110,16 +110,20 @@ def test_save_and_load_resume_exactly(tmp_path):
         b.learn_one(x, t)
     assert pa == pb and np.array_equal(a.linear_.W, b.linear_.W)
     assert not a.linear_.network_only()   # the linear experts took part in those predictions
+    # the neighbour vote (on by default) too: its rows, classes and weights
+    assert b.neighbors == 10 and np.array_equal(a.neighbors_.R, b.neighbors_.R)
+    assert np.array_equal(a.neighbors_.T, b.neighbors_.T) and np.array_equal(a.neighbors_.w, b.neighbors_.w)
 
 
 def test_non_finite_and_extreme_input_never_poisons_the_experts():
-    model = MLPClassifier(seed=0, linear=True)
+    model = MLPClassifier(seed=0, linear=True)   # and the neighbour vote (on by default)
     stream = _linear_stream(300, seed=5)
     for i, (x, t) in enumerate(stream):
         if i % 10 == 3:
             x = {**x, "x0": [float("nan"), float("inf"), -float("inf"), 1e300][i % 4]}
         model.learn_one(x, t)
     assert np.isfinite(model.linear_.W).all() and np.isfinite(model.linear_.L).all()
+    assert np.isfinite(model.neighbors_.R).all() and np.isfinite(model.neighbors_.w).all()
     p = model.predict_proba_one({"x0": 1e300, "x1": float("inf")})
     assert all(np.isfinite(v) for v in p.values()) and abs(sum(p.values()) - 1.0) < 1e-9
     experts = LinearExperts(2, 2)
@@ -174,31 +178,3 @@ def test_linear_is_a_checked_parameter_and_off_means_no_experts():
     assert model._get_params()["linear"] is False and model.clone().linear is False
     model.learn_one({"a": 1.0}, "x")
     assert model.linear_ is None
-
-
-def test_a_state_from_before_the_experts_resumes_as_it_was_trained():
-    old = MLPClassifier(seed=0, linear=False)
-    stream = _linear_stream(300, seed=8)
-    for x, t in stream[:200]:
-        old.learn_one(x, t)
-    state = old.state_dict()
-    del state["extra"]["linear"]                                 # written before the parameter existed
-    back = MLPClassifier(seed=0, linear=True).load_state_dict(state)
-    assert back.linear is False and back.linear_ is None
-    for x, t in stream[200:]:
-        assert back.predict_proba_one(x) == old.predict_proba_one(x)
-        back.learn_one(x, t), old.learn_one(x, t)
-    with pytest.raises(ValueError, match=r"MLPClassifier\(linear=True"):
-        MLPClassifier(seed=0, linear=False).load_state_dict(MLPClassifier(seed=0, linear=True).state_dict() | {
-            "built": True, "extra": {"classes": [], "members": 3, "lr_spread": 1.0, "linear": True}})
-
-
-def test_a_runtime_checkpoint_from_before_linear_names_it_and_resumes_with_linear_false():
-    from streamnn.runtime.state import check_compatible
-    from streamnn.serialization import _plain_params
-    params = _plain_params(MLPClassifier(seed=0, linear=True))
-    del params["linear"]                                        # written before the parameter existed
-    ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
-    check_compatible(ck, MLPClassifier(seed=0, linear=False), "ck")
-    with pytest.raises(CheckpointError, match=r"linear: checkpoint False vs config True"):
-        check_compatible(ck, MLPClassifier(seed=0, linear=True), "ck")

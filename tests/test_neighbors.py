@@ -11,6 +11,7 @@ import streamnn
 from streamnn.checkpoint import CheckpointError
 from streamnn.classification import MLPClassifier
 from streamnn.neighbors import MAX_INPUTS, NeighbourExpert
+from test_linear_classifier import _prequential
 
 
 def _rings(n, seed=0):
@@ -22,14 +23,6 @@ def _rings(n, seed=0):
         r, a = (1.0 if c else 2.0) + rng.normal(0, 0.15), rng.uniform(0, 2 * np.pi)
         out.append(({"a": float(r * np.cos(a)), "b": float(r * np.sin(a))}, c))
     return out
-
-
-def _prequential(model, stream):
-    hits = []
-    for x, y in stream:
-        hits.append(model.predict_one(x) == y)
-        model.learn_one(x, y)
-    return np.array(hits)
 
 
 def _vote_written_out(R, T, z, k, n_classes):
@@ -148,49 +141,37 @@ def test_predicting_or_not_leaves_the_learner_the_same():
         assert np.array_equal(m.neighbors_.w, b.neighbors_.w) and np.array_equal(m.neighbors_.R, b.neighbors_.R)
 
 
-def test_save_and_load_resume_exactly(tmp_path):
-    stream = _rings(900, seed=6)
-    a = MLPClassifier(seed=1, warmup=300)
-    for x, t in stream[:450]:
-        a.learn_one(x, t)
-    a.save(tmp_path / "m.pt")
-    b = streamnn.load(tmp_path / "m.pt")
-    assert b.neighbors == 10 and np.array_equal(a.neighbors_.R, b.neighbors_.R)
-    pa, pb = [], []
-    for x, t in stream[450:]:
-        pa.append(a.predict_proba_one(x))
-        pb.append(b.predict_proba_one(x))
-        a.learn_one(x, t)
-        b.learn_one(x, t)
-    assert pa == pb and np.array_equal(a.neighbors_.w, b.neighbors_.w)
-
-
-def test_a_state_from_before_the_expert_resumes_as_it_was_trained():
-    old = MLPClassifier(seed=0, neighbors=0)
+@pytest.mark.parametrize("name, on, off", [("neighbors", 10, 0), ("linear", True, False)])
+def test_a_state_from_before_an_expert_parameter_resumes_as_it_was_trained(name, on, off):
+    """The experts' parameters (`neighbors`, `linear`) came after checkpoints were written: a state
+    without one resumes as it was trained (`PARAMS_BEFORE`), one with it names the parameter."""
+    old = MLPClassifier(seed=0, **{name: off})
     stream = _rings(300, seed=7)
     for x, t in stream[:200]:
         old.learn_one(x, t)
     state = old.state_dict()
-    del state["extra"]["neighbors"]                              # written before the parameter existed
-    back = MLPClassifier(seed=0).load_state_dict(state)
-    assert back.neighbors == 0 and back.neighbors_ is None
+    del state["extra"][name]                                     # written before the parameter existed
+    back = MLPClassifier(seed=0, **{name: on}).load_state_dict(state)
+    assert getattr(back, name) == off and getattr(back, name + "_") is None
     for x, t in stream[200:]:
         assert back.predict_proba_one(x) == old.predict_proba_one(x)
         back.learn_one(x, t), old.learn_one(x, t)
-    with pytest.raises(ValueError, match=r"MLPClassifier\(neighbors=10"):
-        MLPClassifier(seed=0, neighbors=0).load_state_dict(MLPClassifier(seed=0).state_dict() | {
-            "built": True, "extra": {"classes": [], "members": 3, "lr_spread": 1.0, "neighbors": 10}})
+    extra = {"classes": [], "members": 3, "lr_spread": 1.0, "linear": False, "neighbors": 10, name: on}
+    with pytest.raises(ValueError, match=rf"MLPClassifier\({name}={on}"):
+        MLPClassifier(seed=0, **{name: off}).load_state_dict(
+            MLPClassifier(seed=0, **{name: on}).state_dict() | {"built": True, "extra": extra})
 
 
-def test_a_runtime_checkpoint_from_before_neighbors_names_it_and_resumes_without_them():
+@pytest.mark.parametrize("name, on, off", [("neighbors", 10, 0), ("linear", True, False)])
+def test_a_runtime_checkpoint_from_before_an_expert_parameter_names_it(name, on, off):
     from streamnn.runtime.state import check_compatible
     from streamnn.serialization import _plain_params
-    params = _plain_params(MLPClassifier(seed=0))
-    del params["neighbors"]                                      # written before the parameter existed
+    params = _plain_params(MLPClassifier(seed=0, **{name: on}))
+    del params[name]                                             # written before the parameter existed
     ck = {"learner": "streamnn.classification.MLPClassifier", "params": params}
-    check_compatible(ck, MLPClassifier(seed=0, neighbors=0), "ck")
-    with pytest.raises(CheckpointError, match=r"neighbors: checkpoint 0 vs config 10"):
-        check_compatible(ck, MLPClassifier(seed=0), "ck")
+    check_compatible(ck, MLPClassifier(seed=0, **{name: off}), "ck")
+    with pytest.raises(CheckpointError, match=rf"{name}: checkpoint {off} vs config {on}"):
+        check_compatible(ck, MLPClassifier(seed=0, **{name: on}), "ck")
 
 
 def test_a_damaged_state_is_refused():
@@ -204,16 +185,8 @@ def test_a_damaged_state_is_refused():
         NeighbourExpert.from_state({**s, "w": s["w"] * 3})
 
 
-def test_non_finite_and_extreme_input_never_poisons_the_vote():
-    model = MLPClassifier(seed=0)
-    stream = _rings(400, seed=8)
-    for i, (x, t) in enumerate(stream):
-        if i % 10 == 3:
-            x = {**x, "a": [float("nan"), float("inf"), -float("inf"), 1e300][i % 4]}
-        model.learn_one(x, t)
-    assert np.isfinite(model.neighbors_.R).all() and np.isfinite(model.neighbors_.w).all()
-    p = model.predict_proba_one({"a": 1e300, "b": float("inf")})
-    assert all(np.isfinite(v) for v in p.values()) and abs(sum(p.values()) - 1.0) < 1e-9
+def test_non_finite_and_extreme_rows_give_finite_votes():
+    """(Through the learner: test_linear_classifier.py's extreme-input test, with both experts.)"""
     ex = NeighbourExpert(k=2, memory=4)
     ex.learn(np.array([[3e38, -3e38], [1.0, 1.0]]), np.array([0, 1]))
     v = ex.proba(np.array([[np.inf, np.nan]]), 2)                 # held within BOUND: finite distances
