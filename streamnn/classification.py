@@ -21,7 +21,7 @@ from river import base
 
 from .base import TorchLearner
 from .linear_classifier import LinearExpertMixin
-from .neighbors import NeighbourMixin
+from .neighbors import MEMORY as NEIGHBOUR_MEMORY, NeighbourMixin
 from .modules import MLP, grow_output, last_linear, members_of
 
 __all__ = ["TorchClassifier", "MLPClassifier"]
@@ -346,9 +346,10 @@ class MLPClassifier(NeighbourMixin, LinearExpertMixin, TorchClassifier):
                  device: str = "cpu", seed: int | None = None, optimizer_kwargs: dict | None = None,
                  lr_spread: float = MLP_DEFAULTS["lr_spread"], linear: bool = False,
                  neighbors: int = MLP_DEFAULTS["neighbors"]):
-        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 0:
+        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or not 0 <= neighbors <= NEIGHBOUR_MEMORY:
             raise ValueError(f"neighbors={neighbors!r}: use the number of nearest neighbours that vote "
-                             "(e.g. 10), or 0 for the network alone")
+                             f"(e.g. 10; at most {NEIGHBOUR_MEMORY:,}, the rows the vote keeps), or 0 for "
+                             "the network alone")
         self.neighbors = neighbors
         if not isinstance(linear, bool):
             raise ValueError(f"linear={linear!r}: use True (linear experts next to the network) or False")

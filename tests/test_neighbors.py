@@ -237,7 +237,7 @@ def test_a_drift_rewarm_empties_the_memory_and_weight_zero_rows_are_not_held():
 
 
 def test_neighbors_is_a_checked_parameter_and_0_means_no_expert():
-    for bad in (-1, 2.5, True, "10"):
+    for bad in (-1, 2.5, True, "10", 1001):
         with pytest.raises(ValueError, match="neighbors="):
             MLPClassifier(neighbors=bad)
     with pytest.raises(ValueError, match="k="):
