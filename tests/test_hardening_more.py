@@ -640,3 +640,28 @@ def test_a_forecaster_skips_values_beyond_the_range_rule_without_numpy_warnings(
             f = model.forecast(3)
             truth = [10 + np.sin((500 + j) * 2 * np.pi / 12) for j in range(3)]
             assert np.isfinite(f).all() and max(abs(a - b) for a, b in zip(f, truth)) < 0.2, f
+
+
+@pytest.mark.parametrize("features", [["a"], "*"])
+def test_a_keyed_learner_with_delayed_labels_keeps_its_string_key(tmp_path, features):
+    """A series learner keyed by the schema's key (string sensor ids), with event ids: an event
+    whose label comes later, matched from the delayed-label cache, was learned from a frame built
+    as floats, key included: "could not convert string to float: 'm1'" stopped the run."""
+    src = tmp_path / "s.jsonl"
+    rows = []
+    for i in range(300):
+        r = {"id": f"e{i}", "m": ["m1", "m2"][i % 2], "a": float(np.sin(i / 7))}
+        if i % 10 != 3:
+            r["y"] = "up" if r["a"] > 0 else "down"
+        rows.append(r)
+        if i % 10 == 3:
+            rows.append({"id": f"e{i}", "y": "up" if r["a"] > 0 else "down"})   # its label, later
+    with open(src, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    raw = config(tmp_path / "r", {"type": "file", "path": str(src)},
+                 {"class": "LSTMClassifier", "params": {"seed": 0, "key": "m"}},
+                 schema={"features": features, "target": "y", "event_id": "id", "key": "m"})
+    p, summary = run(raw)
+    assert summary["dead_letters"] == 0 and summary["learned"] == 300
+    assert p.runner.totals()["delayed_matched"] == 30

@@ -167,7 +167,7 @@ class BatchPath:
             ys.append(batch.ys[i])
         if len(xs) == len(p) and not labels:
             return X, ys
-        return (frame(xs, None if p.names is None else cols) if xs else None), ys
+        return (_frame_of(xs, None if p.names is None else cols, self._learner_key(unit)) if xs else None), ys
 
     def _over_cap(self, unit, batch, i: int, added: set) -> bool:
         """With ``features = "*"``: whether row i's new feature names would take the unit past
@@ -233,6 +233,17 @@ class BatchPath:
         unit.counters["dead_letters"] += 1
         if self.metrics is not None:
             self.metrics.dead_letter(reason_class(reason))
+
+
+def _frame_of(xs: list, cols, key):
+    """Feature dicts -> the learner's frame; the learner's key column (a sensor id, often a
+    string) is kept as it is, after the numeric columns, as `features` adds it."""
+    if key is None:
+        return frame(xs, cols)
+    F = frame([{k: v for k, v in x.items() if k != key} for x in xs],
+              None if cols is None else [c for c in cols if c != key])
+    F[key] = np.array([x.get(key) for x in xs], dtype=object)
+    return F
 
 
 def _target_column(ys: list, field: str, dec) -> np.ndarray:
