@@ -334,3 +334,10 @@ def test_the_schema_key_reaches_a_keyed_learner(tmp_path, capsys):
         machines = {row.split(",")[1] for row in f.read().splitlines()[1:]}
     assert summary["dead_letters"] == 0 and summary["learned"] > 0
     assert set(learner.keys_.slots) == machines and len(machines) > 1
+
+
+def test_a_learner_the_runtime_has_no_task_for_is_a_config_error(tmp_path, capsys):
+    """`class = "MultiLabelClassifier"` printed a TypeError traceback from `check` and `run`."""
+    cfg = _config(tmp_path, params="")
+    cfg.write_text(cfg.read_text().replace('class = "MLPClassifier"', 'class = "MultiLabelClassifier"'))
+    _refused(cfg, capsys, "[learner] class = 'MultiLabelClassifier'", "one pipeline per label")

@@ -185,7 +185,13 @@ def parse(raw: dict, learner: bool = True) -> Config:
     cls = resolve_learner(cfg.learner["class"], cfg.learner["params"])   # fails now, not hours later
     from .tasks import task_for
 
-    task = task_for(cls(**cfg.learner["params"]))
+    learner = cls(**cfg.learner["params"])
+    try:
+        task = task_for(learner)
+    except TypeError as e:   # a learner the runtime has no task for (e.g. MultiLabelClassifier)
+        raise ConfigError(f"[learner] class = {cfg.learner['class']!r}: {e} (it runs classifiers, "
+                          "regressors, MultiTargetRegressor and anomaly detectors; for several labels, "
+                          "one pipeline per label with an MLPClassifier)") from None
     if task.supervised and not cfg.schema["target"]:
         raise ConfigError(f"[schema] target is missing; a {cls.__name__} learns from a target: set "
                           "target = \"<field>\" (or a list of fields for several targets)")
