@@ -98,6 +98,7 @@ def test_unknown_format_or_extension(tmp_path, capsys, source, needle):
     ("a,noise,y", "[schema] features: 'b' is not a column of"),       # 'b' would always be missing
     ("a,b,b,noise,y", "the CSV header names 'b' more than once"),     # the last 'b' silently won
     ("", "a CSV source needs a header row on line 1"),                # was a traceback-free ValueError in run only
+    ("a;b;noise;y", "the file is ';'-separated, and streamnn reads comma-separated CSV"),   # named, not just missing
 ])
 def test_csv_header_against_the_schema(tmp_path, capsys, header, needle):
     """A CSV's header is known before the first event: the schema's fields must be in it."""

@@ -133,13 +133,16 @@ def _csv_header_problems(field: str, path: str, shown: str, schema: dict) -> lis
     src.close()
     problems = [f"{field} = {shown!r}: the CSV header names {c!r} more than once; give each column its own name"
                 for c in sorted({c for c in cols if cols.count(c) > 1})]
+    other = next((d for d in (";", "\t", "|") if len(cols) == 1 and d in cols[0]), None)
+    hint = (f" (the header is one column holding {other!r}: the file is {other!r}-separated, and streamnn "
+            "reads comma-separated CSV; convert it, e.g. with csvformat or pandas)") if other else ""
     for key in ("features", "target", "event_id", "key", "timestamp", "required", "lag_fields"):
         value = schema.get(key)
         names = [] if value in (None, "*") else [value] if isinstance(value, str) else list(value)
         missing = [n for n in names if n not in cols]
         if missing:
             problems.append(f"[schema] {key}: {missing[0]!r} is not a column of {shown!r} (its header: "
-                            f"{', '.join(cols)[:120]}); fix the name, or the file's header")
+                            f"{', '.join(cols)[:120]}); fix the name, or the file's header{hint}")
     return problems
 
 
