@@ -665,3 +665,20 @@ def test_a_keyed_learner_with_delayed_labels_keeps_its_string_key(tmp_path, feat
     p, summary = run(raw)
     assert summary["dead_letters"] == 0 and summary["learned"] == 300
     assert p.runner.totals()["delayed_matched"] == 30
+
+
+def test_a_forecast_from_lags_alone_with_event_ids_learns_every_record(tmp_path):
+    """`features = []` and lags of the targets (pipelines/sensor_forecast.toml's shape) plus an
+    `event_id`: every record looked like a late label (no feature) and all 300 were dead letters
+    ("unmatched label"). Without features there is no telling them apart: every record is an event."""
+    src = tmp_path / "s.jsonl"
+    with open(src, "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": f"e{i}", "m": ["m1", "m2"][i % 2], "t": float(np.sin(i / 9)),
+                                "p": float(np.cos(i / 7))}) + "\n")
+    raw = config(tmp_path / "r", {"type": "file", "path": str(src)},
+                 {"class": "MultiTargetRegressor", "params": {"seed": 0}},
+                 schema={"features": [], "target": ["t", "p"], "event_id": "id", "key": "m",
+                         "lags": 4, "lag_fields": ["t", "p"]})
+    p, summary = run(raw)
+    assert summary["dead_letters"] == 0 and summary["learned"] == 300 and summary["events_out"] == 300

@@ -62,7 +62,9 @@ class BatchPath:
         batch, errors = dec.decode_batch(records)                          # 1. decode
         for record, reason in errors:
             self._dead_letter(unit, record, reason)
-        delayed = self.delayed_labels > 0 and bool(dec.event_id) and task.supervised
+        # delayed labels need features to tell an event from its later label: with `features = []`
+        # (inputs only from lags of the targets) every record is an event
+        delayed = self.delayed_labels > 0 and bool(dec.event_id) and task.supervised and dec.features != []
         pred, labels = self._route(unit, batch, delayed)                   # 2. route
         p = batch if len(pred) == len(batch) else batch.take(pred)
         X = features(p, unit.lags, dec, self._learner_key(unit))           # 3. lags
