@@ -141,6 +141,10 @@ class FeatureRegistry:
                 present = col.dropna()                    # (to_numpy would turn them into nanoseconds)
                 if len(present):
                     raise _type_error(k, present.iloc[0])
+            if getattr(col.dtype, "kind", "O") == "O":   # numpy would parse a text "1.5" as a number; `row` refuses text
+                bad = next((v for v in col if isinstance(v, (str, bytes))), None)
+                if bad is not None:
+                    raise _type_error(k, bad)
             try:
                 out[:, self.index[k]] = col.to_numpy(dtype=np.float64, na_value=np.nan)
             except OverflowError:   # integers beyond the float range: like inf, missing

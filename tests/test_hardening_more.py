@@ -682,3 +682,19 @@ def test_a_forecast_from_lags_alone_with_event_ids_learns_every_record(tmp_path)
                          "lags": 4, "lag_fields": ["t", "p"]})
     p, summary = run(raw)
     assert summary["dead_letters"] == 0 and summary["learned"] == 300 and summary["events_out"] == 300
+
+
+@pytest.mark.parametrize("dtype", [object, "string"])
+def test_text_that_looks_like_a_number_is_refused_in_frames_as_in_rows(dtype):
+    """`learn_many` read a column of texts such as "1.5" as numbers (numpy parses them) where
+    `learn_one` refuses text; a model trained that way then refused its own inputs in
+    `predict_one`. Frames now refuse it as rows do, and register nothing."""
+    import pandas as pd
+    from streamnn.features import FeatureTypeError
+    X = pd.DataFrame({"a": [1.0, 2.0], "c": pd.Series(["1.5", "2.5"], dtype=dtype)})
+    for model in (streamnn.MLPClassifier(seed=0), streamnn.MLPRegressor(seed=0)):
+        with pytest.raises(FeatureTypeError, match="feature 'c' is a str"):
+            model.learn_one({"a": 1.0, "c": "1.5"}, 1)
+        with pytest.raises(FeatureTypeError, match="feature 'c' is a str"):
+            model.learn_many(X, pd.Series([1, 0]))
+        assert model.features_.names == [] and model.n_seen_ == 0
