@@ -344,3 +344,18 @@ def test_a_detector_without_labels_is_not_warned_about_its_target(tmp_path, caps
                    .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
     assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
     assert _warnings(capsys.readouterr().err) == []
+
+
+def test_inspect_a_saved_forecaster_shows_what_it_learned(tmp_path, capsys):
+    """A series forecaster keeps its counters at the top of its state: inspect printed "None
+    samples learned, None updates, lr None" and "features None" for one that had learned 30 values."""
+    import streamnn
+    for cls in (streamnn.MLPForecaster, streamnn.LSTMForecaster):
+        model = cls(seed=0)
+        for i in range(30):
+            model.learn_one(float(i % 7))
+        path = str(tmp_path / f"{cls.__name__}.pt")
+        model.save(path)
+        assert main(["inspect", path]) == 0
+        text = capsys.readouterr().out
+        assert "30 samples learned" in text and "None" not in text, text

@@ -59,7 +59,8 @@ def describe_checkpoint(path: str) -> dict:
     stamp = ck.get("saved_at") or os.path.getmtime(path)
     info["saved_at"] = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat(timespec="seconds")
     c = st.get("counters", {})
-    info["learner_state"] = {"built": st.get("built"), "n_seen": c.get("n_seen"), "n_updates": c.get("n_updates"),
+    info["learner_state"] = {"built": st.get("built"), "n_seen": c.get("n_seen", st.get("n_seen")),   # (forecasters: top level)
+                             "n_updates": c.get("n_updates"),
                              "features": plain((st.get("features") or {}).get("names")),
                              "classes": plain((st.get("extra") or {}).get("classes"))}
     lr = st.get("optimizer", {}).get("param_groups", [{}])[0].get("lr") if st.get("optimizer") else None
@@ -98,11 +99,15 @@ def _refusal(path: str, e: Exception) -> str:
 def _print_info(info: dict) -> None:
     ls, pos = info["learner_state"], info["positions"] or {}
     print(f"{info['file']} ({info['bytes']:,} bytes, {info['kind']}, saved {info['saved_at']})")
+    known = [f"{ls['n_seen']} samples learned" if ls["n_seen"] is not None else None,
+             f"{ls['n_updates']} updates" if ls["n_updates"] is not None else None,
+             f"lr {ls['lr']}" if ls["lr"] is not None else None]   # (a series forecaster keeps fewer)
     print(f"  learner   {info['learner']}" + (f" ({info['task']})" if info["task"] else "")
-          + f": {ls['n_seen']} samples learned, {ls['n_updates']} updates, lr {ls['lr']}")
+          + (": " + ", ".join(k for k in known if k) if any(known) else ""))
     for stream, off in (info["offsets"] or {}).items():
         print(f"  stream    {stream}: next offset {off}, last position {json.dumps(pos.get(stream))}")
-    print(f"  features  {ls['features']}")
+    if ls["features"] is not None:
+        print(f"  features  {ls['features']}")
     if ls.get("classes") is not None:
         print(f"  classes   {ls['classes']}")
     if info["counters"] is not None:
