@@ -273,12 +273,8 @@ class _MultiOutput(TorchLearner):
     def _prepare_targets(self, Y: np.ndarray) -> np.ndarray:   # (B, K) raw -> scaled float32
         r = self._reg_slots()
         if getattr(self, "scale_target", False) and len(r):
-            Y = Y.copy()
-            ts = self.target_scaler_
-            Z = (Y[:, r] - ts.mean[r]) * ts.inv_std[r]
-            if ts.clip is not None:   # winsorised like a regressor's target: one extreme value never
-                Z = np.clip(Z, ts._nzlim[r], ts._zlim[r])   # overflows (NaN, a missing target, stays)
-            Y[:, r] = Z
+            Y = Y.copy()   # scaled and winsorised like a regressor's target (one extreme value never
+            Y[:, r] = self.target_scaler_.transform(Y, fill=False)[:, r]   # overflows); NaN (missing) stays
         return Y.astype(np.float32)
 
     # -- prediction --------------------------------------------------------------------------
