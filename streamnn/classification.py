@@ -318,7 +318,7 @@ class MLPClassifier(NeighbourMixin, LinearExpertMixin, TorchClassifier):
         exponentiated gradient on the mixture's log loss (`neighbors_.w`: network, vote). 10 by
         default since session 12: river's Bananas 0.880-0.883 -> 0.892-0.893 (worst of seeds 0-9
         and 10-19), faster after abrupt and gradual drifts of non-linear concepts, Phishing
-        unchanged, ImageSegments -0.001; 1.2-1.4x the time per event, about 2x in frames
+        unchanged, ImageSegments -0.001; 1.2-1.4x the time per event, about 1.7x in frames of 64
         (benchmarks/results/core_lr.md, round 6). 0 = the network alone.
         Off beyond 128 inputs (`neighbors.MAX_INPUTS`).
     lr_control

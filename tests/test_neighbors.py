@@ -61,10 +61,10 @@ def test_a_row_gets_the_same_vote_alone_or_in_a_frame():
     rng = np.random.default_rng(2)
     for _ in range(60):
         F, C, k = int(rng.integers(1, 40)), int(rng.integers(1, 6)), int(rng.integers(1, 15))
-        ex = NeighbourExpert(k=k, memory=int(rng.integers(k, 300)))
+        ex = NeighbourExpert(k=k, memory=int(rng.choice([rng.integers(k, 300), 384, 1000])))   # 384: whole blocks of the selection
         grid = bool(rng.integers(0, 2))
-        R = rng.integers(-2, 3, size=(int(rng.integers(1, 400)), F)) if grid else \
-            rng.normal(size=(int(rng.integers(1, 400)), F)) * 10.0 ** rng.integers(-3, 4)
+        rows = int(rng.choice([rng.integers(1, 400), ex.memory, 1200]))
+        R = rng.integers(-2, 3, size=(rows, F)) if grid else rng.normal(size=(rows, F)) * 10.0 ** rng.integers(-3, 4)
         ex.learn(R, rng.integers(0, C, size=len(R)))
         width = int(rng.integers(1, 45))
         Z = (rng.integers(-2, 3, size=(int(rng.integers(2, 70)), width)) if grid else
