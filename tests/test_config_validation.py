@@ -338,7 +338,14 @@ def test_the_schema_key_reaches_a_keyed_learner(tmp_path, capsys):
 
 
 def test_a_learner_the_runtime_has_no_task_for_is_a_config_error(tmp_path, capsys):
-    """`class = "MultiLabelClassifier"` printed a TypeError traceback from `check` and `run`."""
+    """A learner of no river kind the runtime runs (a forecaster) printed a TypeError traceback
+    from `check` and `run` (it was `MultiLabelClassifier` until it got its task)."""
+    cfg = _config(tmp_path, params="")
+    cfg.write_text(cfg.read_text().replace('class = "MLPClassifier"', 'class = "LSTMForecaster"'))
+    _refused(cfg, capsys, "[learner] class = 'LSTMForecaster'", "MultiLabelClassifier and anomaly detectors")
+
+
+def test_a_multi_label_learner_with_one_target_is_a_config_error(tmp_path, capsys):
     cfg = _config(tmp_path, params="")
     cfg.write_text(cfg.read_text().replace('class = "MLPClassifier"', 'class = "MultiLabelClassifier"'))
-    _refused(cfg, capsys, "[learner] class = 'MultiLabelClassifier'", "one pipeline per label")
+    _refused(cfg, capsys, "[schema] target: a MultiLabelClassifier needs a list of target fields")

@@ -100,7 +100,7 @@ def _execute(cfg, args, replay_file=None, fresh=False, locks=None) -> int:
     _add_to_metrics_json(pipeline.run_dir, warnings=summary["warnings"])
     write_log("done", err, **{k: summary.get(k) for k in (
         "events_in", "events_out", "learned", "dead_letters", "anomalies", "prequential_loss",
-        "accuracy", "events_per_s", "checkpoints") if k in summary}, warnings=len(summary["warnings"]))
+        "accuracy", "exact_match", "events_per_s", "checkpoints") if k in summary}, warnings=len(summary["warnings"]))
     print(json.dumps({"run_dir": pipeline.run_dir, "predictions": [s["path"] for s in cfg.sinks if s.get("path")],
                       "checkpoints": cfg.checkpoint["dir"], "report": summary.get("report"),
                       "events_in": summary["events_in"], "dead_letters": summary["dead_letters"],

@@ -188,14 +188,13 @@ def parse(raw: dict, learner: bool = True) -> Config:
     learner = cls(**cfg.learner["params"])
     try:
         task = task_for(learner)
-    except TypeError as e:   # a learner the runtime has no task for (e.g. MultiLabelClassifier)
+    except TypeError as e:   # a learner the runtime has no task for
         raise ConfigError(f"[learner] class = {cfg.learner['class']!r}: {e} (it runs classifiers, "
-                          "regressors, MultiTargetRegressor and anomaly detectors; for several labels, "
-                          "one pipeline per label with an MLPClassifier)") from None
+                          "regressors, MultiTargetRegressor, MultiLabelClassifier and anomaly detectors)") from None
     if task.supervised and not cfg.schema["target"]:
         raise ConfigError(f"[schema] target is missing; a {cls.__name__} learns from a target: set "
                           "target = \"<field>\" (or a list of fields for several targets)")
-    if task.kind == "multi_target" and not isinstance(cfg.schema["target"], list):
+    if task.kind in ("multi_target", "multi_label") and not isinstance(cfg.schema["target"], list):
         raise ConfigError(f"[schema] target: a {cls.__name__} needs a list of target fields, "
                           f"e.g. target = [{cfg.schema['target']!r}, ...]")
     return cfg

@@ -182,6 +182,8 @@ def _block_targets(dec, column, n: int):
     """The targets of a CSV block as `_read_plain` takes them, or None where a row needs the row path."""
     hi, no_target = dec.max_abs, NO_TARGET
     if dec.targets is not None:
+        if dec.target_kind == "flag":   # labels of a multi-label learner: the row path reads them
+            return None
         tcols = [column(t) for t in dec.targets]
         ys = []
         for vals in zip(*tcols):
@@ -205,7 +207,7 @@ def _block_targets(dec, column, n: int):
 
 
 def _read_plain(dec, records: list, b: Batch, errors: list, read) -> None:
-    feats, label = list(b.names), dec.target_kind == "label"
+    feats, label, flags = list(b.names), dec.target_kind == "label", dec.target_kind == "flag"
     target, targets = (None, dec.targets) if dec.targets is not None else (dec.target, None)
     eid_f, key_f, ts_f, required = dec.event_id, dec.key, dec.timestamp, dec._required
     hi = dec.max_abs
@@ -226,7 +228,7 @@ def _read_plain(dec, records: list, b: Batch, errors: list, read) -> None:
                 if ok and label and ty is float and y.is_integer():
                     y = int(y)
             else:
-                y = _plain_targets(obj, targets, lo, hi)
+                y = _plain_flags(obj, targets) if flags else _plain_targets(obj, targets, lo, hi)
                 ok = y is not None
             if (ok and (not feats or plain_types(map(type, row)))
                     and (not required or None not in list(map(get, required)))
@@ -255,6 +257,16 @@ def _plain_targets(obj: dict, targets: list, lo: float, hi: float):
         if not ((tv is float or tv is int) and lo <= v <= hi):
             return None
     return ys
+
+
+def _plain_flags(obj: dict, targets: list):
+    """Several labels of a multi-label learner: all absent -> NO_TARGET, all JSON booleans -> their
+    dict, anything else -> None (the per-record decode decides, 1 / 0 included)."""
+    ys = {t: obj.get(t) for t in targets}
+    vals = list(ys.values())
+    if vals.count(None) == len(vals):
+        return NO_TARGET
+    return ys if all(v is True or v is False for v in vals) else None
 
 
 def _check_matrix(dec, b: Batch, records: list, errors: list) -> None:

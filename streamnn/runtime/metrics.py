@@ -136,8 +136,8 @@ class RunMetrics:
                "event_time": getattr(self._unit, "last_time", None),
                "lr": lr, "anomalies": totals["anomalies"], "dead_letters": totals["dead_letters"],
                "learn_s": a["learn_s"], "predict_s": a["predict_s"]}
-        if self._unit is not None and self._unit.task.kind == "classification" and n_loss:
-            row["accuracy"] = (totals["correct"] - prev.get("correct", 0)) / n_loss
+        if self._unit is not None and self._unit.task.kind in _CORRECT and n_loss:
+            row[_CORRECT[self._unit.task.kind]] = (totals["correct"] - prev.get("correct", 0)) / n_loss
         self.last = row
         if self._series is not None:
             self._series.write(json.dumps(row) + "\n")
@@ -231,13 +231,19 @@ def _num(v):
     return v if math.isfinite(v) else None
 
 
+# the share of events predicted right, by task: a classifier's accuracy; a multi-label
+# classifier's exact match (every label right)
+_CORRECT = {"classification": "accuracy", "multi_label": "exact_match"}
+
+
 def summarize(runner, totals: dict, elapsed: float) -> dict:
     """Totals of a run as a plain dict (the content of ``metrics.json``)."""
     out = {k: v for k, v in totals.items() if k not in ("loss_sum", "loss_n", "correct")}
     out["prequential_loss"] = totals["loss_sum"] / totals["loss_n"] if totals["loss_n"] else None
     kinds = {u.task.kind for u in runner.units.values()}
-    if "classification" in kinds and totals["loss_n"]:
-        out["accuracy"] = totals["correct"] / totals["loss_n"]
+    for kind in kinds & set(_CORRECT):
+        if totals["loss_n"]:
+            out[_CORRECT[kind]] = totals["correct"] / totals["loss_n"]
     out["task"] = kinds.pop() if len(kinds) == 1 else sorted(kinds)
     out["elapsed_s"] = elapsed
     out["events_per_s"] = runner.n_read / elapsed if elapsed > 0 else None

@@ -119,7 +119,7 @@ def _plot_prequential(rows, task, out, xlabel):
     if task == "anomaly":   # a detector has no prequential loss: its last training loss per window
         title = f"Training loss of the detector (last step of each metrics window of ~{_step(rows):,} events)"
     else:
-        name = "log loss" if task == "classification" else "squared error"
+        name = {"classification": "log loss", "multi_label": "binary log loss (mean over the labels)"}.get(task, "squared error")
         title = f"Prequential (test-then-train) {name}, {_window(rows)}"
     fig, ax = _figure(title, xlabel=xlabel, ylabel="loss")
     drawn = False
@@ -129,11 +129,12 @@ def _plot_prequential(rows, task, out, xlabel):
         if x and (key != "train_loss" or task == "anomaly" or not drawn):
             ax.plot(x, y, label=label)
             drawn = True
-    x, y = _series(rows, "accuracy")
+    share = "exact_match" if task == "multi_label" else "accuracy"   # every label right
+    x, y = _series(rows, share)
     if x:
         ax2 = ax.twinx()
-        ax2.plot(x, y, color="tab:green", label="accuracy")
-        ax2.set_ylabel("accuracy")
+        ax2.plot(x, y, color="tab:green", label=share.replace("_", " "))
+        ax2.set_ylabel(share.replace("_", " "))
         ax2.legend(loc="lower left", bbox_to_anchor=(1.08, 0.0), fontsize=8, borderaxespad=0)
     if drawn:
         ax.legend(loc="upper left", bbox_to_anchor=(1.08 if x else 1.01, 1.0), fontsize=8, borderaxespad=0)
@@ -236,7 +237,7 @@ def write_report(run_dir, predictions: str | None = None) -> list:
 def _index(summary: dict, files: list, out: str, notes: list = ()) -> str:
     lines = ["# Run report", ""]
     for k in ("task", "events_in", "events_out", "learned", "dead_letters", "anomalies",
-              "prequential_loss", "accuracy", "events_per_s", "checkpoints"):
+              "prequential_loss", "accuracy", "exact_match", "events_per_s", "checkpoints"):
         if summary.get(k) is not None:
             v = summary[k]
             lines.append(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")

@@ -129,7 +129,9 @@ class Decoder:
         Used by the loop: a label that would make a classifier's class count pass it is a dead
         letter ("too many classes"; a label per event cannot grow the output layer without end).
     target_kind
-        "number" (regression, detectors' labels) or "label" (classification: str, int or bool).
+        "number" (regression, detectors' labels), "label" (classification: str, int or bool) or
+        "flag" (multi-label: each target true or false; 1 / 0 and the texts "true" / "false"
+        read as those).
     format
         "json" (one object per record) or "csv" (then `columns` names the cells).
     """
@@ -155,8 +157,8 @@ class Decoder:
         self.columns = list(columns) if columns is not None else None
         if format == "csv" and not self.columns:
             raise ValueError("a CSV decoder needs the header's column names (columns=...)")
-        if target_kind not in ("number", "label"):
-            raise ValueError(f"target_kind={target_kind!r}: use 'number' or 'label'")
+        if target_kind not in ("number", "label", "flag"):
+            raise ValueError(f"target_kind={target_kind!r}: use 'number', 'label' or 'flag'")
         self.targets = list(target) if isinstance(target, (list, tuple)) else None
         reserved = set(self.targets or ([target] if target else []))
         reserved |= {f for f in (key, event_id, timestamp) if f}
@@ -323,6 +325,12 @@ class Decoder:
                 return float(v)
             return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                                "this learner needs a number")
+        if self.target_kind == "flag":
+            f = flag(v)
+            if f is None:
+                return DecodeError(f"wrong type: target {name!r} is {_short(v)}; a label of a multi-label "
+                                   "learner is true or false (or 1 / 0)")
+            return f
         if t is str and len(v) > MAX_TEXT:
             return _too_long("target", name, v)
         if t is str or t is int or t is bool:
@@ -331,6 +339,22 @@ class Decoder:
             return int(v) if v.is_integer() else v
         return DecodeError(f"wrong type: target {name!r} is a {t.__name__} ({_short(v)}); "
                            "a class label is a string, an integer or a boolean")
+
+
+_FLAGS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def flag(v):
+    """A multi-label target as a bool: true / false, 1 / 0 (int or float) and the texts "true",
+    "false", "1", "0" (any case); anything else None."""
+    t = type(v)
+    if t is bool:
+        return v
+    if (t is int or t is float) and (v == 0 or v == 1):
+        return v == 1
+    if t is str:
+        return _FLAGS.get(v.strip().lower())
+    return None
 
 
 def _text_len(v) -> int:

@@ -209,6 +209,59 @@ def _mse(p: dict, y: dict) -> float:
     return sum((p.get(k, 0.0) - v) * (p.get(k, 0.0) - v) for k, v in y.items()) / max(len(y), 1)
 
 
+class MultiLabelTask(Task):
+    """Several true / false labels per event (`MultiLabelClassifier`): outputs carry each label's
+    prediction and its probability of being true; the loss is the mean binary log loss over the
+    labels, and an event counts as correct when every label is right (exact match)."""
+
+    kind = "multi_label"
+    target_kind = "flag"
+
+    def __init__(self, learner):
+        self.many = hasattr(learner, "learn_many") and hasattr(learner, "predict_proba_many")
+
+    def predict(self, learner, X):
+        th = float(getattr(learner, "threshold_", 0.5))
+        if self.many:
+            P = learner.predict_proba_many(X)
+            cols, M = list(P.columns), P.to_numpy(dtype=float)
+        else:   # a river multi-label classifier: {label: {False: p0, True: p1}} per row
+            probas = [learner.predict_proba_one(x) for x in _dicts(X)]
+            cols = list(dict.fromkeys(k for p in probas for k in p))
+            M = np.array([[float(p.get(k, {}).get(True, 0.0)) for k in cols] for p in probas],
+                         dtype=float).reshape(len(X), len(cols))
+        rows = M.tolist()
+        preds = [{k: v > th for k, v in zip(cols, row)} for row in rows]
+        probas = [dict(zip(cols, row)) for row in rows]
+        return Predicted({"prediction": preds, "proba": probas}, M, {k: j for j, k in enumerate(cols)})
+
+    def learn(self, learner, X, ys):
+        if self.many:   # every y has all the labels (the decoder sees to it), in one order
+            cols = tuple(ys[0])
+            Y = np.array([[y[c] for c in cols] for y in ys], dtype=np.float64)
+            learner.learn_many(X, matrix_frame(Y, cols))
+        else:
+            for x, y in zip(_dicts(X), ys):
+                learner.learn_one(x, y)
+
+    def losses(self, pred, ys, rows):
+        """Mean binary log loss over the labels (probabilities clipped at 1e-15; a label never
+        predicted counts p = 0.5), and the number of events with every label right."""
+        index, P, preds, log = pred.columns, pred.matrix, pred.fields["prediction"], math.log
+        out, correct = [], 0
+        for i in rows:
+            if not index:
+                continue   # an untrained model predicts nothing yet: no loss to count
+            y, total = ys[i], 0.0
+            for k, v in y.items():
+                j = index.get(k)
+                p = 0.5 if j is None else P[i, j]
+                total -= log(max(p if v else 1.0 - p, 1e-15))
+            out.append(total / max(len(y), 1))
+            correct += all(preds[i].get(k, False) == v for k, v in y.items())
+        return out, correct
+
+
 class AnomalyTask(Task):
     kind = "anomaly"
     target_kind = "label"      # the ground truth (0/1, True/False, a name): reports only
@@ -238,9 +291,11 @@ def task_for(learner) -> Task:
         return AnomalyTask(learner)
     if isinstance(learner, base.MultiTargetRegressor):
         return MultiTargetTask(learner)
+    if isinstance(learner, base.MultiLabelClassifier):
+        return MultiLabelTask(learner)
     if isinstance(learner, base.Classifier):
         return ClassificationTask(learner)
     if isinstance(learner, base.Regressor):
         return RegressionTask(learner)
     raise TypeError(f"{type(learner).__name__} is not a river classifier, regressor, multi-target "
-                    "regressor or anomaly detector; the runtime cannot run it")
+                    "regressor, multi-label classifier or anomaly detector; the runtime cannot run it")

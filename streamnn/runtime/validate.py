@@ -359,7 +359,8 @@ def _dry_run(cls, params: dict, cfg: Config) -> Exception | None:
             kind = task_for(learner).kind
             targets = cfg.schema["target"] if isinstance(cfg.schema["target"], list) else ["y0", "y1"]
             ys = {"classification": [True, False], "regression": [0.5, -0.5],
-                  "multi_target": [{t: 0.5 for t in targets}, {t: -0.5 for t in targets}]}.get(kind)
+                  "multi_target": [{t: 0.5 for t in targets}, {t: -0.5 for t in targets}],
+                  "multi_label": [{t: True for t in targets}, {t: False for t in targets}]}.get(kind)
             for i, x in enumerate(xs):
                 if ys is None:
                     learner.learn_one(x)
