@@ -349,3 +349,12 @@ def test_a_multi_label_learner_with_one_target_is_a_config_error(tmp_path, capsy
     cfg = _config(tmp_path, params="")
     cfg.write_text(cfg.read_text().replace('class = "MLPClassifier"', 'class = "MultiLabelClassifier"'))
     _refused(cfg, capsys, "[schema] target: a MultiLabelClassifier needs a list of target fields")
+
+
+@pytest.mark.parametrize("where, says", [("missing", "does not exist; check the path"), ("folder", "is a folder"),
+                                         ("device", "is not a regular file")])
+def test_a_config_path_that_is_not_a_file_says_what_it_is(tmp_path, capsys, where, says):
+    """`streamnn check /dev/null` said the file did not exist."""
+    path = {"missing": str(tmp_path / "nope.toml"), "folder": str(tmp_path), "device": os.devnull}[where]
+    assert main(["check", path]) == 2
+    assert says in capsys.readouterr().err

@@ -103,7 +103,7 @@ def test_file_source_positions_seek_and_follow(tmp_path):
 def test_bad_input_never_stops_the_loop_and_is_never_lost(tmp_path):
     good = write_stream(tmp_path / "good.jsonl", n=40)
     path = tmp_path / "mixed.jsonl"
-    payloads = [p for p, _ in BAD if b"\n" not in p]
+    payloads = [p for p, _ in BAD if b"\n" not in p and p.strip()]   # a blank line of a file is no record
     with open(path, "wb") as f:
         for i, r in enumerate(good):
             f.write(json.dumps(r).encode() + b"\n")
@@ -117,7 +117,7 @@ def test_bad_input_never_stops_the_loop_and_is_never_lost(tmp_path):
     assert len(outs) == 40 and summary["learned"] == 40
     assert len(dead) == len(payloads) == summary["dead_letters"]
     assert len(outs) + len(dead) == summary["events_in"] == 40 + len(payloads)
-    classes = {cls for _, cls in BAD}
+    classes = {cls for p, cls in BAD if p.strip()}
     assert {d["class"] for d in dead} == classes
     assert set(summary["dead_letters_by_class"]) == classes
     for d in dead:   # the position says where it was; the bytes are kept
@@ -447,3 +447,15 @@ def test_events_without_features_or_targets(tmp_path):
     raw = config(tmp_path / "r", {"type": "file", "path": str(path)}, schema={"event_id": None})
     _, summary = run(raw)
     assert summary["events_out"] == 60 and summary["dead_letters"] == 0
+
+
+def test_blank_lines_of_a_file_are_no_records(tmp_path):
+    """A blank line (a gap between records, a trailing newline) was a dead letter ("empty")."""
+    (tmp_path / "s.jsonl").write_text('{"id": "e0", "a": 1, "b": 2, "noise": 0, "y": 1}\n\n  \n'
+                                      '{"id": "e1", "a": 2, "b": 1, "noise": 0, "y": 3}\n\r\n\n')
+    (tmp_path / "s.csv").write_text("id,a,b,noise,y\ne0,1,2,0,1\n\ne1,2,1,0,3\n \n")
+    for name in ("s.jsonl", "s.csv"):
+        _, s = run(config(tmp_path / name.replace(".", "_"), {"type": "file", "path": str(tmp_path / name)}))
+        assert s["events_in"] == 2 and s["dead_letters"] == 0, s
+        out = lines(tmp_path / name.replace(".", "_") / "predictions.jsonl")
+        assert [o["position"]["line"] for o in out] == ([1, 4] if name.endswith("jsonl") else [2, 4])

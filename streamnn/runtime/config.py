@@ -112,8 +112,10 @@ def load_config(path, overrides: dict | None = None, learner: bool = True) -> Co
     take its folder locks first)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist; check the path "
-                          "(bundled pipelines are in pipelines/)")
+        what = ("is a folder; name a .toml file in it" if os.path.isdir(path) else
+                "is not a regular file; name a .toml file" if os.path.exists(path) else
+                "does not exist; check the path")
+        raise ConfigError(f"config file {path!r} {what} (bundled pipelines are in pipelines/)")
     try:
         if path.endswith((".yaml", ".yml")):
             try:

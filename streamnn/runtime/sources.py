@@ -51,7 +51,7 @@ class FileSource(Source):
     """Replay a JSONL file (one JSON object per line) or a CSV file with a header row.
 
     The stream id is the path; a record's offset is its line number (1-based; a CSV's first data
-    row is line 2). `follow=True` keeps reading as the file grows (like ``tail -f``) instead of
+    row is line 2). Blank lines (whitespace only) are no records. `follow=True` keeps reading as the file grows (like ``tail -f``) instead of
     finishing at its end.
 
     Parameters
@@ -199,6 +199,8 @@ class FileSource(Source):
             n += 1
             if isinstance(raw, tuple):                         # an oversized line: its head, its length
                 out.append(Record(raw[0], {"file": path, "line": n, "bytes": raw[1]}, stream, n))
+                continue
+            if raw.isspace():   # a blank line (a trailing newline, a gap between records): no record
                 continue
             out.append(Record(raw.rstrip(b"\r\n"), {"file": path, "line": n}, stream, n))
         self._line = n
