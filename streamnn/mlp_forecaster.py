@@ -41,10 +41,14 @@ import torch
 from river.time_series.base import Forecaster
 
 from . import checkpoint
+from .alarm_season import find_period
 from .base import _load, _plain_params, _qualified, resolve_device
 from .regression import _finite
 
 MAX_ABS = 1e30   # larger values are skipped, as the runtime's range rule ([schema] max_abs) refuses them
+AUTO_WINDOW = 18            # `window="auto"` before a season is found (chosen on AirlinePassengers and WaterFlow)
+MAX_SEASON_WINDOW = 513     # the widest window a found period may give
+SEASON_CHECKS = frozenset((128, 256, 512, 1024))   # values seen when a period is looked for
 
 __all__ = ["MLPForecaster"]
 
@@ -104,7 +108,15 @@ class MLPForecaster(SavedForecaster, Forecaster):
     Parameters
     ----------
     window
-        Past values read at each origin (the last value included).
+        Past values read at each origin (the last value included). "auto" (the default): 18, and
+        once, when the series shows a period of `P` >= 18 values (`alarm_season.find_period` on
+        the values kept, checked after 128, 256, 512 and 1,024 values) and, over at least two
+        periods of origins, forecasting the value one period back beats the last value by 20 %
+        (MAE over the horizon), `P + 1`: the
+        window then reaches a season back, so the linear path can express seasonal naive (NAB's
+        nyc_taxi, half-hourly with a daily period of 48: 3,307 -> see benchmarks/results/forecast.md).
+        The network and its optimizer restart at that moment, on the values kept. `window_` is the
+        width in use, `season_` the period adopted (0: none).
     horizon
         Steps forecast directly; `forecast(h)` with a longer `h` rolls the forecast forward.
     hidden
@@ -139,7 +151,7 @@ class MLPForecaster(SavedForecaster, Forecaster):
 
     _LOSSES = ("l1", "huber", "mse")
 
-    def __init__(self, window: int = 18, horizon: int = 24, hidden: int = 32, n_members: int = 4,
+    def __init__(self, window: int | str = "auto", horizon: int = 24, hidden: int = 32, n_members: int = 4,
                  lr: float = 0.003, weight_decay: float = 0.0, steps: int = 4, batch_size: int = 32,
                  recent: int = 0, scale_power: float = 0.5, memory: int = 1000, loss: str = "l1",
                  device: str = "cpu", seed: int | None = None):
@@ -147,11 +159,12 @@ class MLPForecaster(SavedForecaster, Forecaster):
         self.lr, self.weight_decay, self.steps, self.batch_size = lr, weight_decay, steps, batch_size
         self.recent, self.scale_power, self.memory = recent, scale_power, memory
         self.loss, self.device, self.seed = loss, device, seed
-        for name in ("window", "horizon", "n_members", "batch_size", "memory"):
+        if window != "auto" and not (isinstance(window, int) and not isinstance(window, bool) and window >= 2):
+            raise ValueError(f"window={window!r}: use 'auto' or an integer of at least 2 (the last value "
+                             "and one before it)")
+        for name in ("horizon", "n_members", "batch_size", "memory"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: use a positive integer")
-        if window < 2:
-            raise ValueError(f"window={window}: use at least 2 (the last value and one before it)")
         if not 0 <= recent <= batch_size:
             raise ValueError(f"recent={recent}: use 0..batch_size ({batch_size})")
         if loss not in self._LOSSES:
@@ -170,21 +183,56 @@ class MLPForecaster(SavedForecaster, Forecaster):
         self.gen_ = torch.Generator().manual_seed(self.seed if self.seed is not None else
                                                   int(torch.randint(2**62, (1,)).item()))
         self._device = resolve_device(self.device)
-        self.module_ = _Members(self.n_members, self.window, self.horizon, self.hidden, self.gen_).to(self._device)
-        self.optimizer_ = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        keep = self.memory + self.horizon + self.window
-        self.y_ = np.zeros(2 * keep)        # the series' last values; y_[: n_kept_]
+        self.window_ = AUTO_WINDOW if self.window == "auto" else int(self.window)
+        self.season_ = 0
+        self._build()
+        self.y_ = np.zeros(2 * self._keep_len())        # the series' last values; y_[: n_kept_]
         self.n_kept_ = 0
         self.n_seen_ = 0
         self.n_skipped_ = 0
         self._warned_x = False
+
+    def _build(self):
+        """A fresh network and optimizer of width `window_`."""
+        self.module_ = _Members(self.n_members, self.window_, self.horizon, self.hidden, self.gen_).to(self._device)
+        self.optimizer_ = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _keep_len(self) -> int:
+        return self.memory + self.horizon + self.window_
+
+    def _widen(self, window: int):
+        """Read `window` values from now on: a fresh network and optimizer, more values kept."""
+        self.window_ = int(window)
+        self._build()
+        if len(self.y_) < 2 * self._keep_len():
+            y = np.zeros(2 * self._keep_len())
+            y[: self.n_kept_] = self.y_[: self.n_kept_]
+            self.y_ = y
+
+    def _maybe_season(self):
+        """`window="auto"`: widen the window to reach one period back, once, where a period beyond
+        it is found and forecasting the value a period back beats the last value on the values kept."""
+        ys = self.y_[: self.n_kept_]
+        P = find_period(ys)
+        if P < self.window_ or P + 1 > MAX_SEASON_WINDOW:
+            return
+        H = self.horizon
+        T = np.arange(P - 1, len(ys) - H)                              # origins with a season behind them
+        if len(T) < 2 * P:                                             # two periods of evidence at least
+            return
+        k = np.arange(1, H + 1)
+        truth = ys[T[:, None] + k]
+        seasonal = ys[T[:, None] + (k - 1) % P + 1 - P]                 # the value a whole number of periods back
+        if np.abs(seasonal - truth).mean() < 0.8 * np.abs(ys[T][:, None] - truth).mean():
+            self.season_ = P
+            self._widen(P + 1)
 
     # -- data --------------------------------------------------------------------------------
 
     def _windows(self, ys: np.ndarray, ends: np.ndarray):
         """Windows of `ys` ending at `ends` (inclusive), padded with ys[0] before the series'
         start: the scaled changes z (B, W), the last values (B, 1) and the scales (B, 1)."""
-        idx = np.maximum(ends[:, None] + np.arange(1 - self.window, 1)[None, :], 0)
+        idx = np.maximum(ends[:, None] + np.arange(1 - self.window_, 1)[None, :], 0)
         w = ys[idx]                                                           # (B, W)
         base = w[:, -1:]
         scale = np.abs(np.diff(w, axis=1)).mean(axis=1, keepdims=True)
@@ -193,7 +241,7 @@ class MLPForecaster(SavedForecaster, Forecaster):
 
     def _keep(self, y: float):
         if self.n_kept_ == len(self.y_):            # forget the oldest, keep memory + horizon + window
-            keep = self.memory + self.horizon + self.window
+            keep = self._keep_len()
             self.y_[:keep] = self.y_[self.n_kept_ - keep:self.n_kept_].copy()
             self.n_kept_ = keep
         self.y_[self.n_kept_] = y
@@ -209,6 +257,8 @@ class MLPForecaster(SavedForecaster, Forecaster):
         self._warn_x(x)
         self._keep(y)
         self.n_seen_ += 1
+        if self.window == "auto" and not self.season_ and self.n_seen_ in SEASON_CHECKS:
+            self._maybe_season()
         if self.n_kept_ >= 2:
             for _ in range(self.steps):
                 self._step()
@@ -320,12 +370,16 @@ class MLPForecaster(SavedForecaster, Forecaster):
         return {"class": type(self).__qualname__, "y": torch.tensor(self.y_[: self.n_kept_]),
                 "n_seen": self.n_seen_, "n_skipped": self.n_skipped_,
                 "module": {k: v.detach().cpu().clone() for k, v in self.module_.state_dict().items()},
-                "optimizer": _cloned(self.optimizer_.state_dict()), "generator": self.gen_.get_state()}
+                "optimizer": _cloned(self.optimizer_.state_dict()), "generator": self.gen_.get_state(),
+                "window": self.window_, "season": self.season_}
 
     def load_state_dict(self, s: dict):
         if s.get("class") != type(self).__qualname__:
             raise ValueError(f"state of a {s.get('class')} cannot be loaded into a {type(self).__qualname__}")
         self._reset()
+        if int(s.get("window", self.window_)) != self.window_:   # widened to reach a season (states before: 18)
+            self._widen(int(s["window"]))
+        self.season_ = int(s.get("season", 0))
         y = s["y"].numpy().astype(np.float64)
         if len(y) > len(self.y_):
             raise ValueError(f"the state keeps {len(y)} values, more than memory={self.memory} allows")
