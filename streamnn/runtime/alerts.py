@@ -41,6 +41,11 @@ import time
 __all__ = ["Watch"]
 
 
+# what a schema field that never arrives costs, by role
+_WITHOUT = {"timestamp": "outputs carry no event time, and reports and lag windows go by arrival order",
+            "key": "every record falls in one series (no key), so per-key state and lag windows mix the series"}
+
+
 class Watch:
     """Watches a run's first records and its dead-letter ratio; see the module docstring.
 
@@ -71,11 +76,15 @@ class Watch:
     unique_key_limit
         Warn when a key field takes a new value on more than this fraction of the first records
         (judged on at least 100 records).
+    fields
+        Other fields the schema names, by role (``{"timestamp": "ts", "key": "machine"}``): each
+        missing in more than `missing_limit` of the first records is a warning.
     """
 
     def __init__(self, features, check_events: int = 1000, missing_limit: float = 0.99,
                  dead_letter_limit: float = 0.1, strict: bool = False, log=None, registry=None,
-                 stop=None, columns=None, keys=(), unique_key_limit: float = 0.9, targets=None):
+                 stop=None, columns=None, keys=(), unique_key_limit: float = 0.9, targets=None,
+                 fields=None):
         self.features = list(features) if isinstance(features, (list, tuple)) else []
         self.targets = [targets] if isinstance(targets, str) else list(targets or [])
         self._no_target = 0
@@ -89,6 +98,8 @@ class Watch:
         self.failed = False
         self._seen = 0
         self._missing = dict.fromkeys(self.features, 0)
+        self.fields = {role: f for role, f in (fields or {}).items() if isinstance(f, str) and f}
+        self._field_missing = dict.fromkeys(self.fields, 0)
         self._keys: dict = {}
         self._dead_warned = False
         self._t = 0.0
@@ -96,7 +107,7 @@ class Watch:
         if registry is not None:
             from prometheus_client import Counter
 
-            self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features or "
+            self._counter = Counter("streamnn_warnings", "Warnings about the run (missing features, fields or "
                                     "target, dead-letter ratio, a key new on every record)", ["kind"], registry=registry)
 
     @property
@@ -107,7 +118,7 @@ class Watch:
     # -- the first records -----------------------------------------------------------------
     def observe(self, records) -> None:
         """Count the configured features in `records` until `check_events` were seen."""
-        if not (self.features or self.key_fields or self.targets) or self._seen >= self.check_events:
+        if not (self.features or self.key_fields or self.targets or self.fields) or self._seen >= self.check_events:
             return
         for r in records[: self.check_events - self._seen]:
             obj = self._parse(r.value)
@@ -118,6 +129,9 @@ class Watch:
             for f in self.features:
                 if obj.get(f) in (None, ""):
                     self._missing[f] += 1
+            for role, f in self.fields.items():
+                if obj.get(f) in (None, ""):
+                    self._field_missing[role] += 1
             if self.targets and all(obj.get(t) in (None, "") for t in self.targets):
                 self._no_target += 1
             for k, seen in self._key_values.items():
@@ -158,6 +172,17 @@ class Watch:
                        "fix [schema] target to name the field that holds the target", target=names,
                        missing=self._no_target, of=n, closest=close[0] if close else None)
         self.targets = []
+        for role, missing in self._field_missing.items():
+            f = self.fields[role]
+            if n and missing / n > self.missing_limit:
+                close = difflib.get_close_matches(f, [k for k in self._keys if k not in self.features], n=1)
+                self._warn("missing_field", f"{role} field {f!r} is missing in {missing} of the first {n} records; "
+                           + _WITHOUT.get(role, "it is read as absent"),
+                           fix=(f"did you mean {close[0]!r}? " if close else "") +
+                           f"fix [schema] {role} to name a field the records have, or remove it",
+                           field=f, role=role, missing=missing, of=n, closest=close[0] if close else None)
+        self.fields = {}
+        self._field_missing = {}
         for k, seen in self._key_values.items():
             if n >= 100 and len(seen) / n > self.unique_key_limit:
                 self._warn("unique_key", f"key {k!r} took a new value on {len(seen)} of the first {n} records: "
@@ -182,7 +207,7 @@ class Watch:
 
     def finish(self, totals: dict) -> list:
         """The last checks at the end of a run; returns the warnings."""
-        if (self._missing or self._key_values or self.targets) and self._seen:
+        if (self._missing or self._key_values or self.targets or self.fields) and self._seen:
             self._judge_features()
         self.check_totals(totals, final=True)
         return self.warnings

@@ -119,7 +119,7 @@ def _watch(cfg, pipeline, args, err):
 
     run = cfg.run
     watch = Watch(cfg.schema["features"], check_events=run["feature_check_events"], keys=_series_keys(cfg),
-                  targets=_learned_target(cfg),
+                  targets=_learned_target(cfg), fields=_named_fields(cfg),
                   dead_letter_limit=run["dead_letter_limit"], strict=run["strict"] or getattr(args, "strict", False),
                   log=lambda **f: write_log("warning", err, **f), registry=pipeline.metrics.registry,
                   stop=pipeline.stop, columns=getattr(pipeline.source, "columns", None))
@@ -216,6 +216,12 @@ def _series_keys(cfg) -> list:
     return [k for k in keys if isinstance(k, str)]
 
 
+def _named_fields(cfg) -> dict:
+    """The schema's timestamp and key fields, by role (for the `alerts` check of a field that never
+    comes; a missing event id already sends every record to the dead letters)."""
+    return {role: cfg.schema.get(role) for role in ("timestamp", "key") if isinstance(cfg.schema.get(role), str)}
+
+
 def _learned_target(cfg):
     """`[schema] target` when the learner learns it (not for an anomaly detector, whose target is
     ground truth for reports, often absent), for the `alerts` check of a target that never comes."""
@@ -237,13 +243,14 @@ def _peek(cfg) -> list:
     from .pipeline import make_source
 
     if cfg.source["type"] not in ("file", "river") or not (isinstance(cfg.schema["features"], list)
-                                                           or _series_keys(cfg) or _learned_target(cfg)):
+                                                           or _series_keys(cfg) or _learned_target(cfg)
+                                                           or _named_fields(cfg)):
         return []
     source = make_source(cfg)
     try:
         n = cfg.run["feature_check_events"]
         watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None),
-                      keys=_series_keys(cfg), targets=_learned_target(cfg))
+                      keys=_series_keys(cfg), targets=_learned_target(cfg), fields=_named_fields(cfg))
         while watch.seen < n and not source.exhausted:
             records = source.poll(min(n - watch.seen, 1000), 0.0)
             if not records:
