@@ -218,7 +218,8 @@ def _series_keys(cfg) -> list:
 
 def _named_fields(cfg) -> dict:
     """The schema's timestamp and key fields, by role (for the `alerts` check of a field that never
-    comes; a missing event id already sends every record to the dead letters)."""
+    comes; a missing event id already sends every record to the dead letters, and a learner's key
+    is one of these fields or a feature, which `parse` sees to)."""
     return {role: cfg.schema.get(role) for role in ("timestamp", "key") if isinstance(cfg.schema.get(role), str)}
 
 
