@@ -362,22 +362,24 @@ def test_inspect_a_saved_forecaster_shows_what_it_learned(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("role, field, warned", [("timestamp", "tss", True), ("timestamp", "ts", False),
-                                                 ("key", "sensr", True), ("key", "sensor", False)])
+                                                 ("key", "sensr", True), ("key", "sensor", False),
+                                                 ("lag", "nois", True), ("lag", "noise", False)])
 def test_a_timestamp_or_key_field_that_never_comes_is_a_loud_warning(tmp_path, capsys, role, field, warned):
-    """`timestamp = "tss"` (or a key) for a field the records do not have: outputs without event
-    times and one series for all, silently."""
+    """`timestamp = "tss"` (or a key, or a lag field) for a field the records do not have: outputs
+    without event times, one series for all, lags always missing, silently."""
     with open(tmp_path / "s.jsonl", "w") as f:
         for i in range(300):
             f.write(json.dumps({"id": i, "ts": 1_700_000_000 + i, "sensor": i % 4, "a": i % 7 / 7, "b": 0.5,
                                 "noise": 0.0, "y": i % 2 == 0}) + "\n")
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(CONFIG.replace('event_id = "id"', f'event_id = "id"\n{role} = "{field}"')
+    line = f'lags = 2\nlag_fields = ["{field}"]' if role == "lag" else f'{role} = "{field}"'
+    cfg.write_text(CONFIG.replace('event_id = "id"', f'event_id = "id"\n{line}')
                    .replace("unused.jsonl", str(tmp_path / "s.jsonl"))
                    .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
     code = main(["run", str(cfg), "--quiet", "--no-report"])
     out, err = capsys.readouterr()
     got = [(w["kind"], w["role"], w["field"], w["closest"]) for w in _warnings(err)]
-    right = {"timestamp": "ts", "key": "sensor"}[role]
+    right = {"timestamp": "ts", "key": "sensor", "lag": "noise"}[role]
     assert code == 0 and got == ([("missing_field", role, field, right)] if warned else [])
     assert json.loads(out)["events_in"] == 300
     assert main(["check", str(cfg), "--strict"]) == (1 if warned else 0)

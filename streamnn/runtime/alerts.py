@@ -43,7 +43,9 @@ __all__ = ["Watch"]
 
 # what a schema field that never arrives costs, by role
 _WITHOUT = {"timestamp": "outputs carry no event time, and reports and lag windows go by arrival order",
-            "key": "every record falls in one series (no key), so per-key state and lag windows mix the series"}
+            "key": "every record falls in one series (no key), so per-key state and lag windows mix the series",
+            "lag": "its lags are always missing (the learner sees only an imputed constant)"}
+_SECTION = {"lag": "lag_fields"}
 
 
 class Watch:
@@ -77,8 +79,9 @@ class Watch:
         Warn when a key field takes a new value on more than this fraction of the first records
         (judged on at least 100 records).
     fields
-        Other fields the schema names, by role (``{"timestamp": "ts", "key": "machine"}``): each
-        missing in more than `missing_limit` of the first records is a warning.
+        Other fields the schema names, with their role (``[("timestamp", "ts"), ("key", "machine"),
+        ("lag", "temp")]``, or a dict role -> field): each missing in more than
+        `missing_limit` of the first records is a warning.
     """
 
     def __init__(self, features, check_events: int = 1000, missing_limit: float = 0.99,
@@ -98,7 +101,8 @@ class Watch:
         self.failed = False
         self._seen = 0
         self._missing = dict.fromkeys(self.features, 0)
-        self.fields = {role: f for role, f in (fields or {}).items() if isinstance(f, str) and f}
+        pairs = (fields or {}).items() if isinstance(fields, dict) else (fields or ())
+        self.fields = list(dict.fromkeys((role, f) for role, f in pairs if isinstance(f, str) and f))
         self._field_missing = dict.fromkeys(self.fields, 0)
         self._keys: dict = {}
         self._dead_warned = False
@@ -129,9 +133,9 @@ class Watch:
             for f in self.features:
                 if obj.get(f) in (None, ""):
                     self._missing[f] += 1
-            for role, f in self.fields.items():
-                if obj.get(f) in (None, ""):
-                    self._field_missing[role] += 1
+            for rf in self.fields:
+                if obj.get(rf[1]) in (None, ""):
+                    self._field_missing[rf] += 1
             if self.targets and all(obj.get(t) in (None, "") for t in self.targets):
                 self._no_target += 1
             for k, seen in self._key_values.items():
@@ -172,16 +176,15 @@ class Watch:
                        "fix [schema] target to name the field that holds the target", target=names,
                        missing=self._no_target, of=n, closest=close[0] if close else None)
         self.targets = []
-        for role, missing in self._field_missing.items():
-            f = self.fields[role]
+        for (role, f), missing in self._field_missing.items():
             if n and missing / n > self.missing_limit:
                 close = difflib.get_close_matches(f, [k for k in self._keys if k not in self.features], n=1)
                 self._warn("missing_field", f"{role} field {f!r} is missing in {missing} of the first {n} records; "
                            + _WITHOUT.get(role, "it is read as absent"),
                            fix=(f"did you mean {close[0]!r}? " if close else "") +
-                           f"fix [schema] {role} to name a field the records have, or remove it",
+                           f"fix [schema] {_SECTION.get(role, role)} to name a field the records have, or remove it",
                            field=f, role=role, missing=missing, of=n, closest=close[0] if close else None)
-        self.fields = {}
+        self.fields = []
         self._field_missing = {}
         for k, seen in self._key_values.items():
             if n >= 100 and len(seen) / n > self.unique_key_limit:

@@ -216,11 +216,14 @@ def _series_keys(cfg) -> list:
     return [k for k in keys if isinstance(k, str)]
 
 
-def _named_fields(cfg) -> dict:
-    """The schema's timestamp and key fields, by role (for the `alerts` check of a field that never
+def _named_fields(cfg) -> list:
+    """The schema's timestamp, key and lag fields, with their role (for the `alerts` check of a field that never
     comes; a missing event id already sends every record to the dead letters, and a learner's key
     is one of these fields or a feature, which `parse` sees to)."""
-    return {role: cfg.schema.get(role) for role in ("timestamp", "key") if isinstance(cfg.schema.get(role), str)}
+    fields = [(role, cfg.schema.get(role)) for role in ("timestamp", "key") if isinstance(cfg.schema.get(role), str)]
+    if cfg.schema.get("lags"):
+        fields += [("lag", f) for f in cfg.schema.get("lag_fields") or () if isinstance(f, str)]
+    return fields
 
 
 def _learned_target(cfg):
