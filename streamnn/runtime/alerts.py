@@ -178,7 +178,7 @@ class Watch:
         self.targets = []
         for (role, f), missing in self._field_missing.items():
             if n and missing / n > self.missing_limit:
-                close = difflib.get_close_matches(f, [k for k in self._keys if k not in self.features], n=1)
+                close = difflib.get_close_matches(f, [k for k in self._keys if role == "lag" or k not in self.features], n=1)
                 self._warn("missing_field", f"{role} field {f!r} is missing in {missing} of the first {n} records; "
                            + _WITHOUT.get(role, "it is read as absent"),
                            fix=(f"did you mean {close[0]!r}? " if close else "") +
