@@ -383,3 +383,30 @@ def test_a_timestamp_or_key_field_that_never_comes_is_a_loud_warning(tmp_path, c
     assert code == 0 and got == ([("missing_field", role, field, right)] if warned else [])
     assert json.loads(out)["events_in"] == 300
     assert main(["check", str(cfg), "--strict"]) == (1 if warned else 0)
+
+
+def test_check_reads_the_first_records_as_run_would_and_names_the_dead_letters(tmp_path, capsys):
+    """`check` said ok for a config whose every record `run` would dead-letter: all-text fields
+    with `features = "*"` (each record then reads as a label that waits for its event), or a
+    feature sent as text."""
+    with open(tmp_path / "s.jsonl", "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": i, "color": ["red", "green"][i % 2], "size": "M", "y": i % 2 == 0}) + "\n")
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(CONFIG.replace('["a", "b", "noise"]', '"*"').replace("unused.jsonl", str(tmp_path / "s.jsonl"))
+                   .replace("[run]", f'[run]\ndir = "{tmp_path / "run"}"\nfeature_check_events = 100'))
+    assert main(["check", str(cfg), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "100 of the first 100 records would go to the dead letters" in err
+    assert "unmatched label: no event with id 0" in err and "('color', 'size') are not numbers" in err
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    dead = [json.loads(line) for line in open(tmp_path / "run" / "dead_letters.jsonl")]
+    assert len(dead) == 300 and "are not numbers, so it has no features" in dead[0]["reason"]
+    with open(tmp_path / "s.jsonl", "w") as f:   # a listed feature sent as text in a third of the records
+        for i in range(300):
+            f.write(json.dumps({"id": i, "a": "hot" if i % 3 == 0 else 0.5, "b": 1.0, "noise": 0.0, "y": True}) + "\n")
+    cfg.write_text(cfg.read_text().replace('"*"', '["a", "b", "noise"]'))
+    assert main(["check", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "34 of the first 100 records would go to the dead letters" in err and "wrong type: feature 'a'" in err

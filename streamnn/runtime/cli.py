@@ -246,23 +246,66 @@ def _peek(cfg) -> list:
     from .alerts import Watch
     from .pipeline import make_source
 
-    if cfg.source["type"] not in ("file", "river") or not (isinstance(cfg.schema["features"], list)
-                                                           or _series_keys(cfg) or _learned_target(cfg)
-                                                           or _named_fields(cfg)):
+    from .pipeline import make_decoder
+    from .process import _not_numbers
+    from .records import NO_TARGET
+
+    if cfg.source["type"] not in ("file", "river"):
         return []
     source = make_source(cfg)
     try:
         n = cfg.run["feature_check_events"]
         watch = Watch(cfg.schema["features"], check_events=n, columns=getattr(source, "columns", None),
                       keys=_series_keys(cfg), targets=_learned_target(cfg), fields=_named_fields(cfg))
-        while watch.seen < n and not source.exhausted:
-            records = source.poll(min(n - watch.seen, 1000), 0.0)
+        decoder = make_decoder(cfg, source, _target_kind(cfg))
+        delayed = (cfg.run["delayed_labels"] > 0 and bool(cfg.schema["event_id"]) and cfg.schema["features"] != []
+                   and _learned_target(cfg) is not None)
+        seen, dead, waiting = 0, {}, set()   # dead: the records `run` would dead-letter, by reason class
+
+        def letter(reason):
+            c, first = dead.get(reason.split(":")[0], (0, reason))
+            dead[reason.split(":")[0]] = (c + 1, first)
+
+        while seen < n and not source.exhausted:
+            records = source.poll(min(n - seen, 1000), 0.0)
             if not records:
                 break
             watch.observe(records)
-        return watch.finish({})
+            batch, errors = decoder.decode_batch(records)    # as `run` decodes them
+            for _, reason in errors:
+                letter(reason)
+            for i in range(len(batch)) if delayed else ():  # label-only records: matched with an event?
+                eid, label_only = batch.event_id(i), batch.featureless(i)
+                if not label_only:
+                    if batch.ys[i] is NO_TARGET:
+                        waiting.add(eid)
+                elif batch.ys[i] is not NO_TARGET and eid not in waiting:
+                    letter(f"unmatched label: no event with id {eid!r} waits for its label"
+                           + _not_numbers(decoder, batch.records[i]))
+                else:
+                    waiting.discard(eid)
+            seen += len(records)
+        out = watch.finish({})
+        k = sum(c for c, _ in dead.values())
+        if seen and k / seen > cfg.run["dead_letter_limit"]:
+            c, first = max(dead.values(), key=lambda v: v[0])
+            out.append({"kind": "dead_letters", "message": f"{k} of the first {seen} records would go to the dead "
+                        f"letters (limit {cfg.run['dead_letter_limit']:.1%}); the most common reason ({c} of them): "
+                        f"{first}", "fix": "fix [schema] or the producer as the reason says",
+                        "dead_letters": k, "events_in": seen})
+        return out
     finally:
         source.close()
+
+
+def _target_kind(cfg) -> str:
+    """How the learner's task reads targets ("number", "label", "flag"), as `run` decodes them."""
+    from .config import resolve_learner
+    from .tasks import task_for
+    try:
+        return task_for(resolve_learner(cfg.learner["class"], cfg.learner["params"])(**cfg.learner["params"])).target_kind
+    except Exception:   # noqa: BLE001 - a learner that cannot be built is the config check's business
+        return "number"
 
 
 def cmd_report(args) -> int:

@@ -17,6 +17,7 @@ takes it: listed features or ``"*"``, one target or several, delayed labels or n
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -162,7 +163,8 @@ class BatchPath:
             cached = cache.pop(eid)
             if cached is None:
                 self._dead_letter(unit, batch.records[i], f"unmatched label: no event with id {eid!r} "
-                                  f"waits for its label (delayed-label cache of {self.delayed_labels})")
+                                  f"waits for its label (delayed-label cache of {self.delayed_labels})"
+                                  + _not_numbers(self.decoder, batch.records[i]))
                 continue
             unit.counters["delayed_matched"] += 1
             xs.append(cached)
@@ -246,6 +248,24 @@ def _frame_of(xs: list, cols, key):
               None if cols is None else [c for c in cols if c != key])
     F[key] = np.array([x.get(key) for x in xs], dtype=object)
     return F
+
+
+def _not_numbers(dec, record) -> str:
+    """For an unmatched label record: a hint when it carries other fields that are not numbers (with
+    ``features = "*"`` a record whose fields are all text has no features, so it reads as a label
+    that waits for its event), else ""."""
+    if dec.features != "*" or dec.format != "json":
+        return ""
+    try:
+        obj = json.loads(record.value)
+    except (ValueError, TypeError):
+        return ""
+    other = [k for k, v in obj.items() if k not in dec._reserved and not isinstance(v, (int, float))][:4] \
+        if isinstance(obj, dict) else []
+    if not other:
+        return ""
+    return (f"; its other fields ({', '.join(map(repr, other))}) are not numbers, so it has no features: with "
+            "features = \"*\" only numeric fields are features (encode the others as numbers before streamnn)")
 
 
 def _target_column(ys: list, field: str, dec) -> np.ndarray:
