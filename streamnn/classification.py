@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from river import base
 
 from .base import TorchLearner
+from .schedule import check_lengths
 from .linear_classifier import LinearExpertMixin
 from .neighbors import MEMORY as NEIGHBOUR_MEMORY, NeighbourMixin
 from .modules import MLP, grow_output, last_linear, members_of
@@ -196,6 +197,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
         self._learn_row(self.features_.row(x), i, w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        check_lengths(X, y, w)
         codes, fresh = self._codes(y.tolist() if isinstance(y, pd.Series) else list(y))
         self._learn_frame(X, codes, None if w is None else np.asarray(w, dtype=float), self._encode, fresh)
 
@@ -251,7 +253,7 @@ class TorchClassifier(TorchLearner, base.MiniBatchClassifier):
 
     def _proba_frame(self, X: pd.DataFrame) -> np.ndarray:
         n = len(self.classes_)
-        if self.module_ is None:
+        if self.module_ is None or not len(X):   # untrained, or an empty frame
             return np.full((len(X), n), 1.0 / max(n, 1))
         return self._proba(self._scale(self.features_.frame(X, grow=False)))
 

@@ -18,6 +18,7 @@ from torch import nn
 from . import backends
 from .backends.losses import MultiHead
 from .base import TorchLearner
+from .schedule import check_lengths
 from .features import _sort_key
 from .modules import MLP, first_linear, grow_input, grow_output
 from .normalization import RunningStats
@@ -284,7 +285,10 @@ class _MultiOutput(TorchLearner):
         if isinstance(X, dict):
             rows = self._input(self.features_.row(X, grow=False), learn=False)[None]
         else:
-            rows = np.stack([self._input(r, learn=False) for r in self.features_.frame(X, grow=False)])
+            M = self.features_.frame(X, grow=False)
+            if not len(M):   # an empty frame: no rows to run
+                return np.zeros((0, self.n_out_), dtype=np.float32)
+            rows = np.stack([self._input(r, learn=False) for r in M])
         return self._forward(self._scale(rows))
 
     def _decode(self, out: np.ndarray | None, n: int) -> dict:
@@ -334,6 +338,7 @@ class _MultiOutput(TorchLearner):
 
     def learn_many(self, X: pd.DataFrame, Y: pd.DataFrame, w: pd.Series | None = None) -> None:
         """Learn a batch: the same schedule (and model) as a loop of `learn_one`; NaN = missing."""
+        check_lengths(X, Y, w)
         M = self.features_.frame(X)
         ws = None if w is None else np.asarray(w, dtype=float)
         for i, y in enumerate(Y.to_dict("records") if isinstance(Y, pd.DataFrame) else Y):

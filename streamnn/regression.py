@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from river import base
 
 from .base import TorchLearner
+from .schedule import check_lengths
 from .classification import DEFAULTS, _TestNet
 from .modules import MLP
 from .linear_path import LinearPath
@@ -149,6 +150,7 @@ class TorchRegressor(TorchLearner, base.MiniBatchRegressor):
         self._learn_row(self.features_.row(x), y, w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        check_lengths(X, y, w)
         Y = _finite_array(y)
         self.n_skipped_ += int(np.isnan(Y).sum())
         self._learn_frame(X, Y, None if w is None else np.asarray(w, dtype=float))

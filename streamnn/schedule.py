@@ -23,6 +23,15 @@ def check_weight(w) -> None:
         raise ValueError(f"sample weight {w!r}: a weight must be a finite number >= 0 (0 learns nothing)")
 
 
+def check_lengths(X, y, w=None) -> None:
+    """learn_many's frame `X`, targets `y` and weights `w` must have one entry per row: a shorter
+    `y` was cut short silently (the rows beyond it not learned)."""
+    n = len(X)
+    for name, v in (("y", y), ("w", w)):
+        if v is not None and len(v) != n:
+            raise ValueError(f"learn_many: X has {n} rows and {name} has {len(v)}; give one {'target' if name == 'y' else 'weight'} per row")
+
+
 def checked_weights(w) -> np.ndarray:
     """The sample weights of a frame as floats, each checked as `check_weight` does."""
     try:

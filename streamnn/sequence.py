@@ -39,6 +39,7 @@ import pandas as pd
 
 from .classification import TorchClassifier
 from .regression import TorchRegressor, _finite
+from .schedule import check_lengths
 from .seqlearner import MAX_KEYS, SequenceLearner
 
 __all__ = ["LSTMClassifier", "LSTMRegressor", "SequenceLearner"]
@@ -109,6 +110,7 @@ class LSTMClassifier(SequenceLearner, TorchClassifier):
         self._learn_x(x, self._code(y), w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        check_lengths(X, y, w)
         self._learn_frame_seq(X, list(y), w, self._code)
 
     def _softmax(self, out: np.ndarray) -> np.ndarray:
@@ -171,6 +173,7 @@ class LSTMRegressor(SequenceLearner, TorchRegressor):
         self._learn_x(x, math.nan if t is None else t, w)
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, w: pd.Series | None = None) -> None:
+        check_lengths(X, y, w)
         targets = [math.nan if v is None else _finite(v) for v in y]
         self.n_skipped_ += sum(t is None for t in targets)
         keep = [i for i, t in enumerate(targets) if t is not None]

@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -698,3 +699,48 @@ def test_text_that_looks_like_a_number_is_refused_in_frames_as_in_rows(dtype):
         with pytest.raises(FeatureTypeError, match="feature 'c' is a str"):
             model.learn_many(X, pd.Series([1, 0]))
         assert model.features_.names == [] and model.n_seen_ == 0
+
+
+def _learned(make, kind):
+    X = pd.DataFrame({"a": [1.0, 2.0] * 40, "b": [0.0, 1.0] * 40})
+    m = make()
+    if kind == "detector":
+        m.learn_many(X)
+    elif kind == "multi":
+        m.learn_many(X, pd.DataFrame({"t": [1.0, 0.0] * 40}))
+    else:
+        m.learn_many(X, pd.Series([True, False] * 40 if kind == "clf" else [1.0, 2.0] * 40))
+    return m, X
+
+
+FRAME_LEARNERS = [(lambda: streamnn.MLPClassifier(seed=0), "clf"), (lambda: streamnn.MLPRegressor(seed=0), "reg"),
+                  (lambda: streamnn.MultiTargetRegressor(seed=0), "multi"),
+                  (lambda: streamnn.MultiLabelClassifier(seed=0), "multi"),
+                  (lambda: streamnn.LSTMClassifier(seed=0, hidden_size=4), "clf"),
+                  (lambda: streamnn.LSTMRegressor(seed=0, hidden_size=4), "reg"),
+                  (lambda: streamnn.AutoencoderDetector(seed=0), "detector")]
+
+
+@pytest.mark.parametrize("make, kind", FRAME_LEARNERS)
+def test_an_empty_frame_gets_empty_predictions(make, kind):
+    """predict_many / predict_proba_many of an empty DataFrame raised 'cannot reshape array of
+    size 0' (MLPClassifier) or 'need at least one array to stack' (multi-output learners)."""
+    m, X = _learned(make, kind)
+    for name in ("predict_many", "predict_proba_many", "score_many"):
+        if hasattr(m, name):
+            out = getattr(m, name)(X.iloc[:0])
+            assert len(out) == 0 and len(getattr(m, name)(X.iloc[:3])) == 3
+
+
+@pytest.mark.parametrize("make, kind", [f for f in FRAME_LEARNERS if f[1] != "detector"])
+def test_learn_many_refuses_targets_or_weights_of_another_length(make, kind):
+    """X of 2 rows with 1 target learned 1 row and dropped the other without a word."""
+    m, X = _learned(make, kind)
+    seen = m.n_seen_
+    y = pd.DataFrame({"t": [1.0]}) if kind == "multi" else pd.Series([True] if kind == "clf" else [1.0])
+    with pytest.raises(ValueError, match="X has 2 rows and y has 1"):
+        m.learn_many(X.iloc[:2], y)
+    y2 = pd.DataFrame({"t": [1.0, 0.0]}) if kind == "multi" else pd.Series([True, False] if kind == "clf" else [1.0, 2.0])
+    with pytest.raises(ValueError, match="X has 2 rows and w has 3"):
+        m.learn_many(X.iloc[:2], y2, pd.Series([1.0, 1.0, 1.0]))
+    assert m.n_seen_ == seen
