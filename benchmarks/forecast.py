@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from river import datasets, evaluate, metrics, time_series  # noqa: E402
 
 import streamnn  # noqa: E402
+from streamnn.evaluation.naive import LastValue, SeasonalNaive  # noqa: E402,F401  (benchmarks/sequence.py, forecast_other.py import them from here)
 from streamnn.forecasting import LSTMForecaster, MLPForecaster  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -53,28 +54,6 @@ class SeriesOnly:
     def __iter__(self):
         for _, y in self.dataset:
             yield None, y
-
-
-class LastValue:
-    def learn_one(self, y, x=None):
-        self.y = y
-
-    def forecast(self, horizon, xs=None):
-        return [self.y] * horizon
-
-
-class SeasonalNaive:
-    def __init__(self, m):
-        self.m, self.ys = m, []
-
-    def learn_one(self, y, x=None):
-        self.ys.append(y)
-
-    def forecast(self, horizon, xs=None):
-        ys, m = self.ys, self.m
-        if len(ys) < m:
-            return [ys[-1]] * horizon
-        return [ys[len(ys) - m + (k % m)] for k in range(horizon)]
 
 
 def track_mae(data, model, horizon) -> float:

@@ -8,29 +8,10 @@ import pytest
 from river import checks, datasets, evaluate, metrics
 
 import streamnn
+from streamnn.evaluation.naive import LastValue, SeasonalNaive
 from streamnn.forecasting import LSTMForecaster
 
 AIRLINE = list(datasets.AirlinePassengers())
-
-
-class LastValue:
-    def learn_one(self, y, x=None):
-        self.y = y
-
-    def forecast(self, horizon, xs=None):
-        return [self.y] * horizon
-
-
-class SeasonalNaive:
-    def __init__(self, m):
-        self.m, self.ys = m, []
-
-    def learn_one(self, y, x=None):
-        self.ys.append(y)
-
-    def forecast(self, horizon, xs=None):
-        ys, m = self.ys, self.m
-        return [ys[-1]] * horizon if len(ys) < m else [ys[len(ys) - m + (k % m)] for k in range(horizon)]
 
 
 def mae(model, data, horizon=12):

@@ -209,7 +209,7 @@ def _mse(p: dict, y: dict) -> float:
     return sum((p.get(k, 0.0) - v) * (p.get(k, 0.0) - v) for k, v in y.items()) / max(len(y), 1)
 
 
-class MultiLabelTask(Task):
+class MultiLabelTask(MultiTargetTask):
     """Several true / false labels per event (`MultiLabelClassifier`): outputs carry each label's
     prediction and its probability of being true; the loss is the mean binary log loss over the
     labels, and an event counts as correct when every label is right (exact match)."""
@@ -235,14 +235,7 @@ class MultiLabelTask(Task):
         probas = [dict(zip(cols, row)) for row in rows]
         return Predicted({"prediction": preds, "proba": probas}, M, {k: j for j, k in enumerate(cols)})
 
-    def learn(self, learner, X, ys):
-        if self.many:   # every y has all the labels (the decoder sees to it), in one order
-            cols = tuple(ys[0])
-            Y = np.array([[y[c] for c in cols] for y in ys], dtype=np.float64)
-            learner.learn_many(X, matrix_frame(Y, cols))
-        else:
-            for x, y in zip(_dicts(X), ys):
-                learner.learn_one(x, y)
+    # `learn`: as several targets, the labels as 1.0 / 0.0 (the learner reads them as true / false)
 
     def losses(self, pred, ys, rows):
         """Mean binary log loss over the labels (probabilities clipped at 1e-15; a label never
