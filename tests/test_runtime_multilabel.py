@@ -113,3 +113,14 @@ def test_one_target_is_a_config_error_naming_the_list(tmp_path):
                  schema={**SCHEMA, "target": "pos"})
     with pytest.raises(ConfigError, match=r"\[schema\] target: a MultiLabelClassifier needs a list"):
         parse(raw)
+
+
+def test_inspect_names_the_labels(tmp_path, capsys):
+    """`inspect` printed `classes [[], []]` for a multi-label checkpoint; it names the targets."""
+    from streamnn.runtime.cli import main
+    write_labels(tmp_path / "s.jsonl", n=200)
+    run(config(tmp_path / "r", {"type": "file", "path": str(tmp_path / "s.jsonl")}, LEARNER, schema=SCHEMA))
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "r" / "checkpoints")]) == 0
+    out = capsys.readouterr().out
+    assert "targets   ['big', 'pos']" in out and "classes" not in out

@@ -62,7 +62,8 @@ def describe_checkpoint(path: str) -> dict:
     info["learner_state"] = {"built": st.get("built"), "n_seen": c.get("n_seen", st.get("n_seen")),   # (forecasters: top level)
                              "n_updates": c.get("n_updates"),
                              "features": plain((st.get("features") or {}).get("names")),
-                             "classes": plain((st.get("extra") or {}).get("classes"))}
+                             "classes": plain((st.get("extra") or {}).get("classes")),
+                             "targets": plain((st.get("extra") or {}).get("targets"))}   # multi-output learners
     lr = st.get("optimizer", {}).get("param_groups", [{}])[0].get("lr") if st.get("optimizer") else None
     info["learner_state"]["lr"] = lr
     rt = ck.get("runtime", {})
@@ -108,7 +109,11 @@ def _print_info(info: dict) -> None:
         print(f"  stream    {stream}: next offset {off}, last position {json.dumps(pos.get(stream))}")
     if ls["features"] is not None:
         print(f"  features  {ls['features']}")
-    if ls.get("classes") is not None:
+    if ls.get("targets") is not None:   # a multi-output learner: its targets (and classes per target, if any)
+        print(f"  targets   {ls['targets']}")
+        if any(ls.get("classes") or ()):
+            print(f"  classes   {dict(zip(ls['targets'], ls['classes']))}")
+    elif ls.get("classes") is not None:
         print(f"  classes   {ls['classes']}")
     if info["counters"] is not None:
         print(f"  counters  {json.dumps(info['counters'])}")
