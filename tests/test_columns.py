@@ -274,3 +274,28 @@ def test_several_targets_with_lags(tmp_path):
     r, outs, dead, _ = _both(tmp_path, make, values, target=["t1", "t2"], lags=(["t1", "a"], 2))
     assert {d["class"] for d in dead} == {"missing field"}
     assert any("y" not in o for o in outs)
+
+
+@pytest.mark.parametrize("keys", [None, ["a", "b", None, "a", None, "b"]])
+def test_a_list_of_lags_keeps_those_columns_of_the_full_window(keys):
+    """`lags = [1, 3]` gives the columns lag1 and lag3 of `lags = 3`, with the same windows."""
+    vals = np.array([1.0, float("nan"), 3.0, 4.0, 5.0, 6.0])[:, None]
+    full, some = Lags(["v"], 3), Lags(["v"], [3, 1])
+    assert some.names == ["v_lag1", "v_lag3"]
+    for _ in range(2):
+        want = full.apply_block(vals, keys)[:, [0, 2]]
+        assert np.array_equal(some.apply_block(vals, keys), want, equal_nan=True)
+        assert str(some.state_dict()) == str(full.state_dict())
+
+
+@pytest.mark.parametrize("lags, needle", [([0, 2], "[schema] lags = [0, 2]: a list of lags holds how many values back"),
+                                          ([1, True], "expected int or a list of whole numbers"), ([], "a list of lags"),
+                                          (-1, "must be 0 (off)"), ([1, 2, 400], "make more columns than max_features"),
+                                          (10**30, "1000000000000000000000000000000 lags of 1 field(s)")])
+def test_bad_lags_name_the_fix(lags, needle):
+    from streamnn.runtime.config import ConfigError, parse
+    raw = {"name": "t", "source": {"type": "file", "path": "x.jsonl"}, "learner": {"class": "MLPRegressor"},
+           "schema": {"features": ["a"], "target": "y", "lags": lags, "max_features": 2}}
+    with pytest.raises(ConfigError) as e:
+        parse(raw, learner=False)
+    assert needle in str(e.value)

@@ -46,13 +46,13 @@ REQUIRED = object()
 _LEARNER_MODULES = ("classification", "regression", "multioutput", "anomaly", "sequence",
                     "forecasting", "autoencoders")
 
-# section -> key -> (accepted types, default); "list" means a list of strings
+# section -> key -> (accepted types, default); "list" means a list of strings, "ints" a list of integers
 SPEC = {
     "": {"name": (str, REQUIRED), "description": (str, ""), "threads": (int, 1)},
     "schema": {"features": ((str, "list"), "*"), "target": ((str, "list", type(None)), None),
                "key": ((str, type(None)), None), "event_id": ((str, type(None)), None),
                "timestamp": ((str, type(None)), None), "required": ("list", []),
-               "max_bytes": (int, 1_000_000), "lags": (int, 0), "lag_fields": ("list", None),
+               "max_bytes": (int, 1_000_000), "lags": ((int, "ints"), 0), "lag_fields": ("list", None),
                "max_abs": ((int, float), 1e30), "max_depth": (int, 64), "max_features": (int, 256),
                "max_classes": (int, 10_000)},
     "learner": {"class": (str, REQUIRED), "params": (dict, {})},
@@ -312,12 +312,14 @@ def _check_type(section, key, value, types):
     for t in types:
         if t == "list" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
+        if t == "ints" and isinstance(value, list) and all(type(v) is int for v in value):
+            return list(value)
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
         if isinstance(t, type) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
             return value
-    names = [("a list of strings" if t == "list" else "absent" if t is type(None) else t.__name__)
-             for t in types]
+    names = [("a list of strings" if t == "list" else "a list of whole numbers" if t == "ints"
+              else "absent" if t is type(None) else t.__name__) for t in types]
     raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}); expected {' or '.join(names)}")
 
 

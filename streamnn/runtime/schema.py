@@ -39,18 +39,30 @@ import numpy as np
 from .decoding import SCAN as _SCAN, _cell, decode_batch
 from .records import MAX_TEXT, NO_TARGET, DecodeError, Event, Record
 
-__all__ = ["Decoder", "MAX_TEXT", "lag_names", "reason_class", "schema_problem", "too_deep"]
+__all__ = ["Decoder", "MAX_TEXT", "lag_names", "lag_offsets", "reason_class", "schema_problem", "too_deep"]
+
+MAX_LAG = 100_000   # the furthest lag (values kept per key and lag field)
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')        # JSON strings (their brackets do not nest)
 
 
-def lag_names(fields, n: int) -> list:
-    """The lag columns of `fields` in order (every field's lag 1, then lag 2, ...).
+def lag_offsets(lags) -> list:
+    """`[schema] lags` as the offsets it keeps: a number n is 1 .. n; a list (e.g. [1, 2, 48]: the last
+    two values and the one a day of half hours back) is its offsets, sorted, each once.
 
-    >>> lag_names(["v", "w"], 2)
-    ['v_lag1', 'w_lag1', 'v_lag2', 'w_lag2']
+    >>> lag_offsets(3), lag_offsets([48, 1, 2, 1])
+    ([1, 2, 3], [1, 2, 48])
     """
-    return [f"{f}_lag{i}" for i in range(1, int(n) + 1) for f in fields]
+    return sorted(set(lags)) if isinstance(lags, (list, tuple)) else list(range(1, int(lags) + 1))
+
+
+def lag_names(fields, lags) -> list:
+    """The lag columns of `fields` in order (every field's first offset, then the next, ...).
+
+    >>> lag_names(["v", "w"], 2), lag_names(["v"], [1, 24])
+    (['v_lag1', 'w_lag1', 'v_lag2', 'w_lag2'], ['v_lag1', 'v_lag24'])
+    """
+    return [f"{f}_lag{i}" for i in lag_offsets(lags) for f in fields]
 
 
 def schema_problem(sch: dict) -> str | None:
@@ -72,18 +84,26 @@ def schema_problem(sch: dict) -> str | None:
     if leak:
         return (f"[schema] features: {leak[0]!r} is also the target; a feature must not be the answer it "
                 "predicts (drop it from features)")
-    if lags < 0:
+    if isinstance(lags, list):
+        if not lags or not all(type(o) is int and 1 <= o <= MAX_LAG for o in lags):
+            return (f"[schema] lags = {lags!r}: a list of lags holds how many values back each one is, whole "
+                    f"numbers from 1 to {MAX_LAG:,}, e.g. [1, 2, 48]; or give a number n for 1 .. n")
+    elif lags < 0:
         return "[schema] lags: must be 0 (off) or a positive number of past values"
     if lags and not (sch["lag_fields"] or isinstance(feats, list)):
         return "[schema] lag_fields: lags need the fields to lag; list them in lag_fields"
     fields = sch["lag_fields"] or (feats if isinstance(feats, list) else [])
-    if lags * max(1, len(fields)) > sch["max_features"]:
-        return (f"[schema] lags: {lags} lags of {len(fields)} field(s) make more columns than max_features = "
-                f"{sch['max_features']}; use fewer lags, or raise [schema] max_features")
+    n = len(set(lags)) if isinstance(lags, list) else lags   # columns per field
+    if n * max(1, len(fields)) > sch["max_features"]:
+        return (f"[schema] lags: {n} lags of {len(fields)} field(s) make more columns than max_features = "
+                f"{sch['max_features']}; use fewer lags (a list such as [1, 2, 48] keeps only those), or "
+                "raise [schema] max_features")
+    if not isinstance(lags, list) and lags > MAX_LAG:
+        return f"[schema] lags: at most {MAX_LAG:,} past values"
     clash = [f for f in lag_names(fields, lags) if isinstance(feats, list) and f in feats]
     if clash:
         return (f"[schema] features: {clash[0]!r} is also the name of a lag column ([schema] lags adds "
-                f"<field>_lag1 .. _lag{lags}); rename the field or drop it from features")
+                f"<field>_lag<k> for each lag k); rename the field or drop it from features")
     return None
 
 

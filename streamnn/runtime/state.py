@@ -30,7 +30,7 @@ from ..base import _plain_params
 from ..keystore import MAX_KEYS, remember
 from ..checkpoint import (CheckpointError, is_checkpoint_file, load_checkpoint, loads_checkpoint,
                           remove_temp_files, save_checkpoint)
-from .schema import lag_names
+from .schema import lag_names, lag_offsets
 
 __all__ = ["CheckpointStore", "DelayedLabels", "Lags", "ScoreThreshold", "check_compatible",
            "make_threshold", "safe_name"]
@@ -195,7 +195,8 @@ class DelayedLabels:
 
 
 class Lags:
-    """Adds the last `n` values of some fields as features ``<field>_lag1 .. <field>_lag<n>``.
+    """Adds past values of some fields as features ``<field>_lag<k>``: the last `n` values (lags 1 .. n),
+    or, given a list of offsets (e.g. [1, 2, 48]), those values back.
 
     Windows are kept per key when the schema names a key (several sensors in one stream), for at
     most `max_keys` keys: past that the least recently seen key's window is forgotten (it fills
@@ -204,15 +205,18 @@ class Lags:
     >>> lags = Lags(["v"], 2)
     >>> lags.names, lags.apply_block(np.array([[1.0], [2.0], [3.0]])).tolist()
     (['v_lag1', 'v_lag2'], [[nan, nan], [1.0, nan], [2.0, 1.0]])
+    >>> Lags(["v"], [1, 3]).apply_block(np.array([[1.0], [2.0], [3.0], [4.0]])).tolist()
+    [[nan, nan], [1.0, nan], [2.0, nan], [3.0, 1.0]]
     """
 
-    def __init__(self, fields, n: int, max_keys: int | None = MAX_KEYS):
+    def __init__(self, fields, n, max_keys: int | None = MAX_KEYS):
         self.fields = list(fields)
-        self.n = int(n)
+        self.offsets = np.array(lag_offsets(n))
+        self.n = int(self.offsets.max())           # values kept per key: the furthest lag
         self.max_keys = max_keys
         self.windows: dict = {}   # key -> list of the last n value rows, newest first (least recently seen first)
         self.n_forgotten = 0
-        self._names = lag_names(self.fields, self.n)
+        self._names = lag_names(self.fields, n)
 
     @property
     def names(self) -> list:
@@ -224,8 +228,8 @@ class Lags:
         `keys` one per row (or None) -> (m, n * len(fields)), NaN while a window fills; then the
         batch's values join the windows (one window per key)."""
         m, nf = values.shape
-        n = self.n
-        out = np.full((m, n * nf), np.nan)
+        n, offsets = self.n, self.offsets
+        out = np.full((m, len(offsets) * nf), np.nan)
         if m == 0:
             return out
         k0 = None if keys is None else keys[0]
@@ -243,8 +247,8 @@ class Lags:
             if window:
                 hist[n - len(window):] = np.array(window[::-1], dtype=float).reshape(len(window), nf)
             seq = np.concatenate([hist, values[idx]])          # (n + mk, nf)
-            rows = np.arange(len(idx))[:, None] + n - 1 - np.arange(n)[None, :]   # lag i+1 of row j
-            out[idx] = seq[rows].reshape(len(idx), n * nf)
+            rows = np.arange(len(idx))[:, None] + n - offsets[None, :]   # lag k of row j
+            out[idx] = seq[rows].reshape(len(idx), len(offsets) * nf)
             keep = min(n, len(window) + len(idx))
             done.append((int(idx[-1]), k, [list(r) for r in seq[len(seq) - keep:][::-1].tolist()]))
         for _, k, window in sorted(done, key=lambda d: d[0]):   # least recently seen first, whatever the batches
