@@ -83,7 +83,7 @@ class NeighbourExpert:
             return np.full(n_classes, 1.0 / max(1, n_classes))
         if len(z) != F:                                   # a row of another width: 0 (the mean) beyond it
             z = np.concatenate([z[:F], np.zeros(max(0, F - len(z)), dtype=np.float32)])
-        d = np.subtract(self.R[:, :n], z[:, None], out=self._scratch(F, n)[0])   # (F, n): a feature's values are contiguous
+        d = self.R[:, :n] - z[:, None]                    # (F, n): a feature's values are contiguous
         d *= d
         D = np.add.reduce(d, axis=0)
         T = self.T[:n]
@@ -98,15 +98,6 @@ class NeighbourExpert:
                  + np.bincount(T[at], minlength=n_classes)[:n_classes]
                  * ((k - np.count_nonzero(less)) / np.count_nonzero(at))) / k
         return v
-
-    def _scratch(self, F: int, n: int) -> np.ndarray:
-        """A reusable (B, F, n) float32 block for the differences (B rows at a time, about
-        `_BLOCK_VALUES` values)."""
-        B = max(1, _BLOCK_VALUES // max(1, F * n))
-        buf = getattr(self, "_buf", None)
-        if buf is None or buf.shape[1:] != (F, n):
-            buf = self._buf = np.empty((B, F, n), dtype=np.float32)
-        return buf
 
     def votes(self, Z: np.ndarray, n_classes: int) -> np.ndarray:
         """`vote` of every row of Z (m, F) finite float32, a block of rows per numpy call: the same
@@ -123,7 +114,7 @@ class NeighbourExpert:
         ok = T < n_classes
         onehot[ok.nonzero()[0], T[ok]] = 1.0
         out = np.empty((m, n_classes))
-        buf = self._scratch(F, n)
+        buf = np.empty((min(m, max(1, _BLOCK_VALUES // (F * n or 1))), F, n), dtype=np.float32)   # a block's differences
         for a in range(0, m, len(buf)):
             Zb = Z[a:a + len(buf)]
             d = np.subtract(R[None], Zb[:, :, None], out=buf[: len(Zb)])   # (b, F, n)

@@ -247,7 +247,7 @@ def _peek(cfg) -> list:
     from .pipeline import make_source
 
     from .pipeline import make_decoder
-    from .process import _not_numbers
+    from .process import not_numbers_hint
     from .records import NO_TARGET
 
     if cfg.source["type"] not in ("file", "river"):
@@ -281,7 +281,7 @@ def _peek(cfg) -> list:
                         waiting.add(eid)
                 elif batch.ys[i] is not NO_TARGET and eid not in waiting:
                     letter(f"unmatched label: no event with id {eid!r} waits for its label"
-                           + _not_numbers(decoder, batch.records[i]))
+                           + not_numbers_hint(decoder, batch.records[i]))
                 else:
                     waiting.discard(eid)
             seen += len(records)

@@ -164,7 +164,7 @@ class BatchPath:
             if cached is None:
                 self._dead_letter(unit, batch.records[i], f"unmatched label: no event with id {eid!r} "
                                   f"waits for its label (delayed-label cache of {self.delayed_labels})"
-                                  + _not_numbers(self.decoder, batch.records[i]))
+                                  + not_numbers_hint(self.decoder, batch.records[i]))
                 continue
             unit.counters["delayed_matched"] += 1
             xs.append(cached)
@@ -250,7 +250,7 @@ def _frame_of(xs: list, cols, key):
     return F
 
 
-def _not_numbers(dec, record) -> str:
+def not_numbers_hint(dec, record) -> str:
     """For an unmatched label record: a hint when it carries other fields that are not numbers (with
     ``features = "*"`` a record whose fields are all text has no features, so it reads as a label
     that waits for its event), else ""."""
